@@ -1,0 +1,70 @@
+"""The dataset base: a list of (photo, label) paths read lazily, one pair per item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from pixelwise.data.io import read_image, read_label_array
+from pixelwise.data.labels import ClassTable
+from pixelwise.errors import DatasetError
+
+Sample = tuple[Path, Path]
+PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SegmentationDataset(Dataset):
+    """(image, mask) pairs: uint8 `Image` (3, H, W) and int64 `Mask` (H, W), 255 = ignore.
+
+    Only the paths are held; each item is decoded when asked for, then `transforms`
+    (called on the pair) is applied.
+    """
+
+    def __init__(self, samples: list[Sample], classes: ClassTable, transforms: PairTransform | None = None):
+        self.samples = samples
+        self.classes = classes
+        self.transforms = transforms
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the classes, index order."""
+        return self.classes.class_names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """Display colour of each class, index order."""
+        return self.classes.palette
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Decode sample `index` without transforms."""
+        image_path, label_path = self.samples[index]
+        image = read_image(image_path)
+        label = read_label_array(label_path)
+        if label.shape[:2] != (image.height, image.width):
+            raise DatasetError(
+                f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a "
+                f"{image.width}x{image.height} image ({image_path.name})"
+            )
+        mask = torch.from_numpy(self.classes.decode(label, label_path).astype(np.int64))
+        return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(mask)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        return self.transforms(image, mask) if self.transforms else (image, mask)
+
+
+def require_files(samples: list[Sample], listed_in: Path | str) -> None:
+    """Raise DatasetError naming the first missing photo or label of `samples`."""
+    missing = [path for pair in samples for path in pair if not path.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"{missing[0]}: file listed by {listed_in} is missing{more}")

@@ -1,0 +1,17 @@
+"""Typed errors; the CLI turns each into one line and exit code 2."""
+
+
+class PixelwiseError(Exception):
+    """Base class of every error pixelwise raises on purpose."""
+
+
+class DatasetError(PixelwiseError):
+    """A dataset file or folder is missing, unreadable or inconsistent."""
+
+
+class DownloadError(PixelwiseError):
+    """A download failed or produced a file that does not verify."""
+
+
+class ModelError(PixelwiseError):
+    """A model name, its arguments or its weights are unusable."""

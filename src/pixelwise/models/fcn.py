@@ -1,0 +1,133 @@
+"""Fully convolutional networks on a ResNet-18 backbone: the seed's FCN-32s and FCN-8s."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from pixelwise.errors import ModelError
+from pixelwise.ops import bilinear_kernel
+
+VARIANTS = ("32s", "8s")
+
+
+def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
+    """ConvTranspose2d(k=2f, s=f, p=f/2) initialised to per-channel bilinear upsampling by f."""
+    layer = nn.ConvTranspose2d(channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(bilinear_kernel(channels, channels, 2 * factor))
+    return layer
+
+
+def _zero_conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 1x1 scoring conv that starts at zero, so a new skip adds nothing until trained."""
+    layer = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Top-left (height, width) window: strided layers keep the top-left corner aligned."""
+    return x[..., :height, :width]
+
+
+class FCN(nn.Module):
+    """ResNet-18 without pooling and fc, 1x1 class scores, transposed-convolution upsampling.
+
+    `variant="32s"` is the seed's network (one x32 upsampler, kernel 64, padding 16, stride 32);
+    `"8s"` fuses scores from the stride-16 and stride-8 stages (Long et al. 2015).
+    """
+
+    def __init__(self, backbone: nn.Module, *, num_classes: int, variant: str = "32s"):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ModelError(f"unknown FCN variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if num_classes < 1:
+            raise ModelError(f"num_classes must be positive, got {num_classes}")
+        self.variant = variant
+        self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        self.layer1, self.layer2 = backbone.layer1, backbone.layer2
+        self.layer3, self.layer4 = backbone.layer3, backbone.layer4
+        self.score32 = nn.Conv2d(512, num_classes, kernel_size=1)
+        if variant == "32s":
+            self.upsample32 = bilinear_upsampler(num_classes, 32)
+        else:
+            self.score16 = _zero_conv1x1(256, num_classes)
+            self.score8 = _zero_conv1x1(128, num_classes)
+            self.upsample32to16 = bilinear_upsampler(num_classes, 2)
+            self.upsample16to8 = bilinear_upsampler(num_classes, 2)
+            self.upsample8 = bilinear_upsampler(num_classes, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes, H, W) for images (N, 3, H, W) of any size."""
+        height, width = x.shape[-2:]
+        features8 = self.layer2(self.layer1(self.stem(x)))  # (N, 128, H/8, W/8)
+        features16 = self.layer3(features8)  # (N, 256, H/16, W/16)
+        scores = self.score32(self.layer4(features16))  # (N, C, H/32, W/32)
+        if self.variant == "32s":
+            return _crop(self.upsample32(scores), height, width)  # (N, C, H, W)
+        scores = _crop(self.upsample32to16(scores), *features16.shape[-2:]) + self.score16(features16)
+        scores = _crop(self.upsample16to8(scores), *features8.shape[-2:]) + self.score8(features8)
+        return _crop(self.upsample8(scores), height, width)  # (N, C, H, W)
+
+
+def _imagenet_state_dict() -> dict:
+    """torchvision's ImageNet ResNet-18 weights, downloaded on first use."""
+    try:
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    except Exception as error:  # urllib, SSL, hash and disk errors all mean "not available"
+        raise ModelError(
+            f"could not get ImageNet ResNet-18 weights ({error}); train without them "
+            f"(backbone weights 'none') or pass the path of a local ResNet-18 weights file"
+        ) from None
+
+
+def _state_dict_from_file(path: Path) -> dict:
+    """A ResNet-18 state dict saved with torch.save, loaded without running pickled code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: backbone weights file not found") from None
+    except Exception as error:
+        raise ModelError(f"{path}: not a loadable weights file ({error})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: expected a ResNet-18 state dict, found {type(state).__name__}")
+    return state
+
+
+def resnet18_backbone(weights: str | Path | None = None) -> nn.Module:
+    """A torchvision ResNet-18 with random, ImageNet (`"imagenet"`) or file weights."""
+    backbone = resnet18(weights=None)
+    if weights is None or weights == "none":
+        return backbone
+    state = _imagenet_state_dict() if weights == "imagenet" else _state_dict_from_file(Path(weights))
+    result = backbone.load_state_dict(state, strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise ModelError(
+            f"{weights}: not ResNet-18 weights (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    return backbone
+
+
+def fcn_resnet18(*, num_classes: int, variant: str = "32s", backbone_weights: str | Path | None = None) -> FCN:
+    """FCN on ResNet-18; `backbone_weights` is None, "none", "imagenet" or a state-dict path."""
+    return FCN(resnet18_backbone(backbone_weights), num_classes=num_classes, variant=variant)
+
+
+MODELS = {
+    "fcn32s": partial(fcn_resnet18, variant="32s"),
+    "fcn8s": partial(fcn_resnet18, variant="8s"),
+}
+
+
+def build_model(name: str, *, num_classes: int, backbone_weights: str | Path | None = None) -> FCN:
+    """The model registered as `name` in MODELS."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](num_classes=num_classes, backbone_weights=backbone_weights)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real data beside the repo, and a small synthetic VOC tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pixelwise.data.synthetic import make_synthetic_voc
+
+SHARED_DATA = Path(os.environ.get("PIXELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a dataset in ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is absent (it ships beside the repo in CI only)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """../shared/data/camvid: 367 train and 101 val street photos, 11 classes."""
+    return shared_dataset("camvid")
+
+
+@pytest.fixture(scope="session")
+def voc_samples_root() -> Path:
+    """../shared/data/voc-samples: 14 VOC photos with RGB colour-map labels."""
+    return shared_dataset("voc-samples")
+
+
+@pytest.fixture(scope="session")
+def synthetic_voc(tmp_path_factory) -> Path:
+    """A VOC2012 folder of 12 train and 4 val synthetic images with 4 classes; do not modify."""
+    out = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_voc(out, num_train=12, num_val=4, num_classes=4, size_range=(40, 90), seed=3)
