@@ -44,7 +44,10 @@ def download_file(url: str, destination: Path, sha1: str | None = None, *, progr
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError, ValueError) as error:
         partial.unlink(missing_ok=True)
-        reason = getattr(error, "reason", error)
+        if isinstance(error, urllib.error.HTTPError):
+            reason = f"HTTP {error.code} {error.reason}"
+        else:
+            reason = getattr(error, "reason", error)
         raise DownloadError(
             f"could not download {url} ({reason}); fetch it another way, place it at {destination} and run again"
         ) from None

@@ -79,7 +79,7 @@ class FCN(nn.Module):
 def _imagenet_state_dict() -> dict:
     """torchvision's ImageNet ResNet-18 weights, downloaded on first use."""
     try:
-        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        return torch.hub.load_state_dict_from_url(ResNet18_Weights.IMAGENET1K_V1.url, progress=True, check_hash=True)
     except Exception as error:  # urllib, SSL, hash and disk errors all mean "not available"
         raise ModelError(
             f"could not get ImageNet ResNet-18 weights ({error}); train without them "
@@ -106,7 +106,10 @@ def resnet18_backbone(weights: str | Path | None = None) -> nn.Module:
     if weights is None or weights == "none":
         return backbone
     state = _imagenet_state_dict() if weights == "imagenet" else _state_dict_from_file(Path(weights))
-    result = backbone.load_state_dict(state, strict=False)
+    try:
+        result = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensors of the wrong shape
+        raise ModelError(f"{weights}: not ResNet-18 weights ({str(error).splitlines()[-1].strip()})") from None
     missing = [key for key in result.missing_keys if not key.startswith("fc.")]
     if missing or result.unexpected_keys:
         raise ModelError(

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelwise.data.io import read_label_array
+from pixelwise.data.labels import (
+    IGNORE_INDEX,
+    VOC_BOUNDARY_COLOR,
+    VOC_CLASSES,
+    VOC_COLORMAP,
+    label2image,
+    palette_png,
+    read_classes_csv,
+    rgb_to_index,
+    unknown_colors,
+    voc_class_table,
+)
+from pixelwise.errors import DatasetError
+
+
+def test_voc_tables_have_21_entries_in_seed_order():
+    assert len(VOC_CLASSES) == len(VOC_COLORMAP) == 21
+    assert VOC_CLASSES[1] == "aeroplane" and VOC_COLORMAP[1] == (128, 0, 0)
+    assert VOC_CLASSES[20] == "tv/monitor" and VOC_COLORMAP[20] == (0, 64, 128)
+
+
+def test_rgb_to_index_maps_every_colour_and_ignores_unknown_ones():
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 21, size=(7, 9))
+    rgb = np.asarray(VOC_COLORMAP, dtype=np.uint8)[classes]
+    rgb[0, 0] = VOC_BOUNDARY_COLOR
+    rgb[1, 1] = (1, 2, 3)
+    decoded = rgb_to_index(rgb, VOC_COLORMAP)
+    expected = classes.copy()
+    expected[0, 0] = expected[1, 1] = IGNORE_INDEX
+    assert decoded.dtype == np.uint8
+    assert np.array_equal(decoded, expected)
+
+
+def test_label2image_inverts_rgb_to_index_and_colours_ignore():
+    mask = np.array([[0, 1, 255], [20, 15, 7]], dtype=np.uint8)
+    rgb = label2image(mask, VOC_COLORMAP)
+    assert tuple(rgb[0, 2]) == VOC_BOUNDARY_COLOR
+    assert tuple(rgb[1, 1]) == VOC_COLORMAP[15]
+    assert np.array_equal(rgb_to_index(rgb, VOC_COLORMAP), mask)
+
+
+def test_unknown_colors_counts_pixels():
+    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
+    rgb[0, :2] = (9, 9, 9)
+    assert unknown_colors(rgb, VOC_COLORMAP) == {(9, 9, 9): 2}
+
+
+def test_palette_png_stores_indices_and_reads_back(tmp_path):
+    mask = np.array([[0, 3], [255, 20]], dtype=np.uint8)
+    palette_png(mask, VOC_COLORMAP).save(tmp_path / "m.png")
+    assert Image.open(tmp_path / "m.png").mode == "P"
+    assert np.array_equal(read_label_array(tmp_path / "m.png"), mask)
+
+
+def test_class_table_decodes_palette_values_and_refuses_unknown_values(tmp_path):
+    table = voc_class_table()
+    assert np.array_equal(table.decode(np.array([[0, 20, 255]], dtype=np.uint8), "x.png"), [[0, 20, 255]])
+    with pytest.raises(DatasetError, match=r"x\.png: label values 21, 100 are neither a class"):
+        table.decode(np.array([[0, 21, 100]], dtype=np.uint8), "x.png")
+
+
+def test_read_classes_csv_with_ignore_column_and_gaps(tmp_path):
+    path = tmp_path / "classes.csv"
+    path.write_text("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n5,road,4,5,6,0\n7,void,0,0,0,1\n")
+    table = read_classes_csv(path)
+    assert table.class_names == ("sky", "road")
+    assert table.palette == ((1, 2, 3), (4, 5, 6))
+    raw = np.array([[0, 5, 7, 255]], dtype=np.uint8)
+    assert np.array_equal(table.decode(raw, "l.png"), [[0, 1, 255, 255]])
+    with pytest.raises(DatasetError, match="label values 3"):
+        table.decode(np.array([[3]], dtype=np.uint8), "l.png")
+    rgb = np.array([[[1, 2, 3], [0, 0, 0]]], dtype=np.uint8)
+    assert np.array_equal(table.decode(rgb, "l.png"), [[0, 255]])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name,r,g,b\nsky,1,2,3\n", "needs a header"),
+        ("index,name,r,g,b\n0,sky,1,2,x\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
+        ("index,name,r,g,b\n0,sky,1,2,300\n", "colours in 0..255"),
+        ("index,name,r,g,b\n0,sky,1,2,3\n0,road,1,2,3\n", "unique"),
+        ("index,name,r,g,b\n0,,1,2,3\n", "empty class name"),
+        ("index,name,r,g,b,ignore\n0,void,1,2,3,1\n", "at least one class"),
+        ("", "needs a header"),
+    ],
+)
+def test_read_classes_csv_rejects_bad_tables(tmp_path, text, message):
+    path = tmp_path / "classes.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        read_classes_csv(path)
+
+
+def test_read_label_array_rejects_16_bit_labels(tmp_path):
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(DatasetError, match=r"deep\.png: label mode 'I;16'"):
+        read_label_array(tmp_path / "deep.png")
+
+
+def test_voc_samples_decode_with_expected_classes(voc_samples_root):
+    table = voc_class_table()
+    sheep = table.decode(read_label_array(voc_samples_root / "targets" / "23.png"), "23.png")
+    assert VOC_CLASSES.index("sheep") in np.unique(sheep)
+    seen = set()
+    for target in sorted((voc_samples_root / "targets").glob("*.png")):
+        rgb = read_label_array(target)
+        assert rgb.ndim == 3
+        boundary = np.all(rgb == VOC_BOUNDARY_COLOR, axis=-1)
+        decoded = table.decode(rgb, target)
+        assert boundary.any(), f"{target.name} has no boundary pixels"
+        assert (decoded[boundary] == IGNORE_INDEX).all()
+        assert (decoded[~boundary] < 21).all(), f"{target.name} has colours outside the VOC map"
+        seen |= set(np.unique(decoded).tolist()) - {IGNORE_INDEX}
+    expected = {"background", "aeroplane", "bicycle", "bird", "bottle", "bus", "car", "cow", "horse", "motorbike", "person", "sheep"}
+    assert {VOC_CLASSES[i] for i in seen} == expected

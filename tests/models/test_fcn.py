@@ -1,0 +1,87 @@
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from pixelwise.errors import ModelError
+from pixelwise.models import MODELS, build_model, fcn_resnet18
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_handles_odd_sizes_and_trains(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3)
+    for height, width in ((64, 64), (37, 53), (33, 97)):
+        logits = model(torch.randn(2, 3, height, width))
+        assert logits.shape == (2, 3, height, width)
+        assert torch.isfinite(logits).all()
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 3, (2, 33, 97)))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.score32.weight.grad.abs().sum() > 0
+
+
+def test_seed_fcn32s_layout():
+    model = fcn_resnet18(num_classes=21)
+    up = model.upsample32
+    assert (up.kernel_size, up.stride, up.padding) == ((64, 64), (32, 32), (16, 16))
+    assert not hasattr(model, "fc") and not hasattr(model, "avgpool")
+    features = model.layer4(model.layer3(model.layer2(model.layer1(model.stem(torch.rand(1, 3, 320, 480))))))
+    assert features.shape == (1, 512, 10, 15), "the seed's printed backbone output"
+
+
+def test_upsampler_starts_as_bilinear_interpolation():
+    model = fcn_resnet18(num_classes=2).eval()
+    scores = torch.rand(1, 2, 4, 6)
+    upsampled = model.upsample32(scores)
+    reference = torch.nn.functional.interpolate(scores, scale_factor=32, mode="bilinear", align_corners=False)
+    assert (upsampled - reference)[..., 32:-32, 32:-32].abs().max() < 1e-5
+
+
+def test_fcn8s_skips_start_at_zero_so_it_begins_as_a_coarse_fcn():
+    model = build_model("fcn8s", num_classes=4)
+    assert model.score16.weight.abs().sum() == 0 and model.score8.weight.abs().sum() == 0
+    for skip in (model.score16, model.score8):
+        skip.weight.data.normal_()
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(x)
+        model.score8.weight.data.zero_()
+        assert not torch.allclose(first, model(x)), "the stride-8 skip contributes to the output"
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ModelError, match="choose one of fcn32s, fcn8s"):
+        build_model("unet", num_classes=3)
+    with pytest.raises(ModelError, match="choose one of 32s, 8s"):
+        fcn_resnet18(num_classes=3, variant="16s")
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    reference = resnet18()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = fcn_resnet18(num_classes=3, backbone_weights=tmp_path / "resnet18.pth")
+    assert torch.equal(model.stem[0].weight, reference.conv1.weight)
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), ({"conv1.weight": torch.zeros(1)}, "not ResNet-18 weights"), ([1, 2], "expected a ResNet-18 state dict")],
+)
+def test_bad_backbone_weight_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "weights.pth"
+    if content is not None:
+        torch.save(content, path)
+    with pytest.raises(ModelError, match=message):
+        fcn_resnet18(num_classes=3, backbone_weights=path)
+
+
+def test_imagenet_weights_offline_give_one_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
+    with pytest.raises(ModelError, match="could not get ImageNet ResNet-18 weights .*network unreachable.*local"):
+        fcn_resnet18(num_classes=3, backbone_weights="imagenet")
