@@ -15,3 +15,11 @@ class DownloadError(PixelwiseError):
 
 class ModelError(PixelwiseError):
     """A model name, its arguments or its weights are unusable."""
+
+
+class CheckpointError(PixelwiseError):
+    """A checkpoint file is missing, truncated, tampered with or not pixelwise's."""
+
+
+class TrainingError(PixelwiseError):
+    """Training cannot start or cannot go on (unwritable output, diverged loss, ...)."""

@@ -1,7 +1,8 @@
 """A deterministic synthetic dataset written as a real VOC-format tree.
 
 Each object class is a (shape, texture) pair; colours are drawn from one distribution for
-every class and for the background, so a model must learn shape and texture, not colour.
+every class and for the background (which is smooth), so a model must learn shape and
+texture, not colour.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pixelwise.data.labels import IGNORE_INDEX, VOC_COLORMAP, ClassTable, identi
 from pixelwise.data.voc import SPLIT_DIR
 
 SHAPES = ("disk", "square", "triangle", "diamond", "ring", "cross")
-TEXTURES = ("plain", "striped", "checkered", "dotted")
+TEXTURES = ("gridded", "striped", "checkered", "dotted")
 MAX_CLASSES = len(VOC_COLORMAP)
 
 
@@ -58,8 +59,8 @@ def _texture_pattern(texture: str, yy: np.ndarray, xx: np.ndarray, rng: np.rando
     period = rng.uniform(6, 12)
     half = period / 2
     y, x = yy + rng.uniform(0, period), xx + rng.uniform(0, period)
-    if texture == "plain":
-        return np.zeros_like(yy, dtype=bool)
+    if texture == "gridded":
+        return (y % period < 2) | (x % period < 2)
     if texture == "striped":
         return ((x + y) // half) % 2 == 1
     if texture == "checkered":

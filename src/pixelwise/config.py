@@ -1,0 +1,70 @@
+"""Training configuration: one dataclass with the default recipe, saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from pixelwise.errors import TrainingError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; see docs/training.md for why these defaults."""
+
+    data: str = "synthetic"
+    root: str | None = None
+    download: bool = False
+    train_split: str = "train"
+    val_split: str = "val"
+    out: str = "runs/latest"
+    model: str = "fcn8s"
+    backbone_weights: str = "none"
+    epochs: int = 30
+    batch_size: int = 8
+    crop_size: tuple[int, int] = (256, 320)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "poly"
+    warmup_epochs: float = 1.0
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.crop_size = tuple(self.crop_size)
+        self.scale_range = tuple(self.scale_range)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise TrainingError on values no run could use."""
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be at least 1")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            problems.append(f"crop size must be two positive numbers, got {self.crop_size}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.workers < 0:
+            problems.append("lr must be positive; weight decay, warm-up and workers non-negative")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            problems.append(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
+        if problems:
+            raise TrainingError("; ".join(problems))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys (from other versions) are dropped."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})

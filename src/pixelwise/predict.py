@@ -1,0 +1,109 @@
+"""Images of any size -> class-index masks, with the model's classes and normalisation attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from pixelwise.checkpoint import load_checkpoint
+from pixelwise.data.io import read_image
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.errors import CheckpointError
+from pixelwise.models import build_model
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+def as_rgb_image(image: ImageLike) -> Image.Image:
+    """A PIL RGB image from a path (EXIF-upright), a PIL image or an (H, W[, 3|4]) uint8 array."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.ascontiguousarray(image))
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+class Segmenter(nn.Module):
+    """A segmentation network with its class names, palette and input normalisation."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        model_name: str,
+        class_names: tuple[str, ...],
+        palette: tuple[tuple[int, int, int], ...],
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ):
+        super().__init__()
+        self.network = network
+        self.model_name = model_name
+        self.class_names = tuple(class_names)
+        self.palette = tuple(tuple(color) for color in palette)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, H, W) for normalised images (N, 3, H, W)."""
+        return self.network(x)
+
+    def normalize(self, image: Image.Image) -> torch.Tensor:
+        """PIL RGB photo -> normalised (1, 3, H, W) float tensor on the model's device."""
+        tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
+        tensor = TF.normalize(tensor, list(self.mean), list(self.std))
+        return tensor.unsqueeze(0).to(next(self.parameters()).device)
+
+    @torch.inference_mode()
+    def predict(self, image: ImageLike, *, max_side: int | None = 2048) -> np.ndarray:
+        """Class-index mask (H, W) uint8 of a photo, at the photo's own size.
+
+        Photos whose longer side exceeds `max_side` are segmented at that size and the
+        logits resized back, which bounds memory; `None` always uses full resolution.
+        """
+        photo = as_rgb_image(image)
+        batch = self.normalize(photo)
+        height, width = batch.shape[-2:]
+        scale = max_side / max(height, width) if max_side else 1.0
+        was_training = self.training
+        self.eval()
+        if scale < 1:
+            small = TF.resize(batch, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
+            logits = F.interpolate(self(small), size=(height, width), mode="bilinear", align_corners=False)
+        else:
+            logits = self(batch)
+        self.train(was_training)
+        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
+def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048) -> np.ndarray:
+    """Class-index mask (H, W) uint8 of `image`; same as `model.predict(image)`."""
+    return model.predict(image, max_side=max_side)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+    """A Segmenter from a checkpoint file; nothing else is needed."""
+    payload = load_checkpoint(path)
+    class_names = tuple(payload["class_names"])
+    network = build_model(payload["model"]["name"], num_classes=len(class_names))
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(f"{path}: weights do not fit {payload['model']['name']} ({str(error).splitlines()[0]})") from None
+    normalization = payload["normalization"]
+    segmenter = Segmenter(
+        network,
+        model_name=payload["model"]["name"],
+        class_names=class_names,
+        palette=tuple(tuple(color) for color in payload["palette"]),
+        mean=tuple(normalization["mean"]),
+        std=tuple(normalization["std"]),
+    )
+    return segmenter.to(device).eval()

@@ -1,0 +1,240 @@
+"""`train(config)`: datasets, model, optimiser and schedule, the epoch loop, the run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import pixelwise
+from pixelwise.checkpoint import load_checkpoint, save_checkpoint
+from pixelwise.config import TrainConfig
+from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.data.spec import open_dataset, prepare_data
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
+from pixelwise.engine import evaluate, train_one_epoch
+from pixelwise.errors import DatasetError, TrainingError
+from pixelwise.metrics import SegmentationMetrics
+from pixelwise.models import build_model
+from pixelwise.predict import Segmenter
+from pixelwise.visualize import plot_curves
+
+Log = Callable[[str], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device cuda requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Learning-rate multiplier at `step`: linear warm-up from 0.1, then poly(0.9), cosine or constant."""
+    if step < warmup_steps:
+        return 0.1 + 0.9 * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over every parameter."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule over the whole run."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of one epoch's shuffling and augmentation, the same after a resume."""
+    return seed * 100_003 + epoch
+
+
+@dataclass
+class TrainResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    best_miou: float
+    best_epoch: int
+    history: list[dict]
+
+
+def metrics_row(epoch: int, loss: float, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...], seconds: float, images_per_second: float) -> dict:
+    """One metrics.csv row."""
+    row = {"epoch": epoch, "loss": loss, "lr": lr}
+    row.update({key: value for key, value in metrics.as_dict().items() if key != "iou"})
+    row.update({f"iou_{name}": value for name, value in zip(class_names, metrics.iou)})
+    row.update({"seconds": seconds, "images_per_second": images_per_second})
+    return row
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write text to a temporary file, then rename it over `path`."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """metrics.csv with one row per finished epoch."""
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(history[0])
+    writer.writerows([f"{value:.6g}" if isinstance(value, float) else value for value in row.values()] for row in history)
+    write_atomically(path, buffer.getvalue())
+
+
+def checkpoint_payload(segmenter: Segmenter, config: TrainConfig, epoch: int, history: list[dict], best: tuple[float, int]) -> dict:
+    """What predict and eval need, plus the metrics so far."""
+    return {
+        "model": {"name": config.model, "num_classes": len(segmenter.class_names)},
+        "state_dict": segmenter.network.state_dict(),
+        "class_names": list(segmenter.class_names),
+        "palette": [list(color) for color in segmenter.palette],
+        "ignore_index": IGNORE_INDEX,
+        "normalization": {"mean": list(segmenter.mean), "std": list(segmenter.std)},
+        "config": config.to_dict(),
+        "pixelwise_version": pixelwise.__version__,
+        "epoch": epoch,
+        "metrics": history[-1] if history else {},
+        "history": history,
+        "best": {"miou": best[0], "epoch": best[1]},
+    }
+
+
+def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainConfig:
+    """The config a run was started with (from its last.pt), optionally with more epochs."""
+    payload = load_checkpoint(Path(run_dir) / "last.pt")
+    config = TrainConfig.from_dict(payload["config"])
+    return replace(config, out=str(run_dir), epochs=epochs or config.epochs)
+
+
+def _prepare_run_dir(config: TrainConfig) -> Path:
+    """Create the run directory and prove it is writable before any training starts."""
+    run_dir = Path(config.out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    except OSError as error:
+        raise TrainingError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+    return run_dir
+
+
+def _loaders(config: TrainConfig, folder: Path, device: torch.device):
+    """Training and validation datasets with their transforms; validation loader (batch 1, whole images)."""
+    train_set = open_dataset(folder, config.train_split, train_transforms(config.crop_size, scale_range=config.scale_range))
+    val_set = open_dataset(folder, config.val_split, eval_transforms())
+    if val_set.class_names != train_set.class_names:
+        raise DatasetError(f"{folder}: splits {config.train_split} and {config.val_split} have different classes")
+    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
+    return train_set, val_set, val_loader
+
+
+def _train_loader(config: TrainConfig, dataset, epoch: int, device: torch.device) -> DataLoader:
+    """This epoch's shuffled loader; its order and worker seeds depend only on (seed, epoch)."""
+    generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > config.batch_size,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+    )
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: Log | None = None) -> TrainResult:
+    """Train per `config`, writing config.json, metrics.csv, curves.png, last.pt and best.pt to `config.out`."""
+    log = log or (lambda message: None)
+    device = resolve_device(config.device)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    folder = prepare_data(config.data, root=config.root, download=config.download)
+    train_set, _, val_loader = _loaders(config, folder, device)
+    network = build_model(config.model, num_classes=len(train_set.class_names), backbone_weights=config.backbone_weights)
+    segmenter = Segmenter(network, model_name=config.model, class_names=train_set.class_names, palette=train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    segmenter.to(device).to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, segmenter)
+    steps_per_epoch = len(_train_loader(config, train_set, 0, device))
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    history, best, start_epoch = [], (-1.0, 0), 1
+    if resume:
+        state = load_checkpoint(Path(config.out) / "last.pt")
+        segmenter.network.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        best = (state["best"]["miou"], state["best"]["epoch"])
+        log(f"resuming {config.out} after epoch {state['epoch']}")
+    run_dir = _prepare_run_dir(config)
+    log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
+    for epoch in range(start_epoch, config.epochs + 1):
+        torch.manual_seed(epoch_seed(config.seed, epoch))
+        loader = _train_loader(config, train_set, epoch, device)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
+
+        def show(step: int, loss: float, lr: float, images: int) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+
+        stats = train_one_epoch(segmenter, bar, optimizer, scheduler, device, on_step=show)
+        bar.close()
+        metrics = evaluate(segmenter, val_loader, len(train_set.class_names), device)
+        row = metrics_row(epoch, stats.loss, optimizer.param_groups[0]["lr"], metrics, train_set.class_names, stats.seconds, stats.images_per_second)
+        history.append(row)
+        if metrics.miou > best[0]:
+            best = (metrics.miou, epoch)
+        payload = checkpoint_payload(segmenter, config, epoch, history, best)
+        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
+        if best[1] == epoch:
+            save_checkpoint(payload, run_dir / "best.pt")
+        write_metrics_csv(history, run_dir / "metrics.csv")
+        plot_curves(history, run_dir / "curves.png")
+        log(
+            f"epoch {epoch}/{config.epochs}  loss {stats.loss:.4f}  val mIoU {metrics.miou:.4f}  "
+            f"pixel acc {metrics.pixel_accuracy:.4f}  {stats.images_per_second:.1f} img/s  {stats.seconds:.0f} s"
+        )
+    return TrainResult(run_dir, best[0], best[1], history)
+
+
+def evaluate_split(
+    model: Segmenter, data: str | Path, split: str = "val", *, root: str | None = None, workers: int = 0
+) -> SegmentationMetrics:
+    """Metrics of `model` on a dataset split, whole images at their own size."""
+    folder = prepare_data(str(data), root=root)
+    dataset = open_dataset(folder, split, eval_transforms(model.mean, model.std))
+    if dataset.class_names != model.class_names:
+        raise DatasetError(
+            f"{folder}: classes {', '.join(dataset.class_names)} differ from the model's {', '.join(model.class_names)}"
+        )
+    device = next(model.parameters()).device
+    return evaluate(model, DataLoader(dataset, batch_size=1, num_workers=workers), len(model.class_names), device)

@@ -1,0 +1,93 @@
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from pixelwise.checkpoint import load_checkpoint, save_checkpoint
+from pixelwise.errors import CheckpointError
+from pixelwise.models import build_model
+from pixelwise.predict import Segmenter, load_model
+
+
+def tiny_payload(model):
+    """A complete checkpoint payload around `model` (3 classes)."""
+    return {
+        "model": {"name": "fcn32s", "num_classes": 3},
+        "state_dict": model.state_dict(),
+        "class_names": ["background", "a", "b"],
+        "palette": [[0, 0, 0], [128, 0, 0], [0, 128, 0]],
+        "ignore_index": 255,
+        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
+
+
+def test_round_trip_predicts_exactly_what_the_saved_model_did(tmp_path):
+    torch.manual_seed(0)
+    network = build_model("fcn32s", num_classes=3)
+    for parameter in network.score32.parameters():
+        parameter.data.normal_()
+    saved = Segmenter(network, model_name="fcn32s", class_names=("background", "a", "b"), palette=((0, 0, 0), (128, 0, 0), (0, 128, 0))).eval()
+    save_checkpoint(tiny_payload(network), tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    photo = np.random.default_rng(0).integers(0, 255, size=(45, 70, 3), dtype=np.uint8)
+    expected = saved.predict(photo)
+    assert expected.shape == (45, 70) and len(np.unique(expected)) > 1
+    assert np.array_equal(loaded.predict(photo), expected)
+    assert loaded.class_names == ("background", "a", "b") and loaded.palette[1] == (128, 0, 0)
+
+
+def test_interrupted_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({**tiny_payload(build_model("fcn32s", num_classes=3)), "epoch": 1}, path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "no temporary file is left behind"
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a loadable checkpoint"):
+        load_model(path)
+
+
+def test_pickled_callable_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "pixelwise-checkpoint", "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [({"a": 1}, "not a pixelwise checkpoint"), ({"format": "pixelwise-checkpoint"}, "lacks")])
+def test_foreign_or_incomplete_files_are_refused(tmp_path, content, message):
+    torch.save(content, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
+    payload = tiny_payload(build_model("fcn32s", num_classes=3))
+    payload["model"]["name"] = "fcn8s"
+    save_checkpoint(payload, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit fcn8s"):
+        load_model(tmp_path / "x.pt")

@@ -1,0 +1,145 @@
+"""End-to-end: the command line on a tiny synthetic dataset."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelwise.cli import main
+
+TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device", "cpu", "--lr", "0.01", "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 2-epoch run on a tiny synthetic dataset: (data folder, run folder, printed output)."""
+    base = tmp_path_factory.mktemp("cli")
+    assert main(["data", "synth", "--out", str(base / "data"), "--num-train", "24", "--num-val", "4", "--classes", "3", "--min-size", "40", "--max-size", "64"]) == 0
+    assert main(["train", "--data", str(base / "data"), "--out", str(base / "run"), "--model", "fcn32s", *TINY_TRAIN]) == 0
+    return base / "data", base / "run"
+
+
+def test_train_writes_the_run_directory_and_loss_goes_down(trained_run):
+    _, run = trained_run
+    assert {"config.json", "metrics.csv", "curves.png", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])
+    assert {"lr", "pixel_accuracy", "miou", "iou_background", "seconds", "images_per_second"} <= set(rows[0])
+    assert json.loads((run / "config.json").read_text())["model"] == "fcn32s"
+
+
+def test_eval_prints_table_and_json(trained_run, capsys):
+    data, run = trained_run
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--split", "val", "--workers", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "mIoU" in table and "pixel accuracy" in table and "striped square" in table
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["pixel_accuracy"] <= 1 and set(result["iou"]) == {"background", "gridded disk", "striped square"}
+    saved = list(csv.DictReader(open(run / "metrics.csv")))
+    best = max(float(r["miou"]) for r in saved)
+    assert result["miou"] == pytest.approx(best, abs=1e-4), "eval reproduces the best epoch's validation mIoU"
+
+
+def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (33, 71, 3), dtype=np.uint8)).save(photos / "odd.jpg")
+    Image.new("L", (50, 40), 128).save(photos / "gray.png")
+    Image.new("RGBA", (30, 60), (10, 200, 30, 128)).save(photos / "rgba.png")
+    out = tmp_path / "out"
+    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(photos), "--out", str(out), "--blur-background", "--device", "cpu"])
+    assert code == 0
+    for stem, size in (("odd", (71, 33)), ("gray", (50, 40)), ("rgba", (30, 60))):
+        mask = Image.open(out / f"{stem}_mask.png")
+        assert mask.mode == "P" and mask.size == size
+        assert np.asarray(mask).max() < 3
+        assert Image.open(out / f"{stem}_blur.jpg").size == size
+        overlay = Image.open(out / f"{stem}_overlay.jpg")
+        assert overlay.width == size[0] and overlay.height > size[1], "legend below the photo"
+
+
+def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "fine.jpg")
+    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "*.jpg"), str(tmp_path / "absent.jpg"), "--out", str(tmp_path / "out")])
+    assert code == 1
+    assert (tmp_path / "out" / "fine_mask.png").is_file()
+    errors = capsys.readouterr().err
+    assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
+
+
+def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path), "--blur-background", "--keep", "person"]) == 2
+    assert "unknown class 'person'; the model knows background, gridded disk, striped square" in capsys.readouterr().err
+
+
+def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
+    data, run = trained_run
+    import shutil
+
+    resumed = shutil.copytree(run, tmp_path / "resumed")
+    assert main(["train", "--resume", str(resumed), "--epochs", "3", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(resumed / "metrics.csv")))
+    original = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert rows[:2] == original, "the history before the resume is kept as it was"
+
+
+def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
+    data, _ = trained_run
+    assert main(["data", "show", str(data), "--n", "3", "--out", str(tmp_path / "preview.png")]) == 0
+    preview = Image.open(tmp_path / "preview.png")
+    assert preview.height > 2 * 160
+    assert main(["data", "show", str(data), "--crops", "4", "--crop-size", "30x40", "--out", str(tmp_path / "crops.png")]) == 0
+    assert Image.open(tmp_path / "crops.png").width >= 4 * 160 * 40 // 30
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--crop-size", "big"], "expected HxW"),
+        (["train", "--epochs", "0"], "must be at least 1"),
+        (["train", "--model", "unet"], "invalid choice"),
+        (["eval", "--data", "x"], "required: --checkpoint"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/nonexistent/data"], "/nonexistent/data: no such dataset folder"),
+        (["train", "--data", "voc2012", "--root", "/nonexistent"], "add --download"),
+        (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
+        (["train", "--resume", "/nonexistent-run"], "last.pt: checkpoint not found"),
+        (["data", "synth", "--out", "/tmp/x", "--classes", "40"], "num_classes must be in 2..21"),
+    ],
+)
+def test_bad_files_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unwritable_output_fails_before_training(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--data", str(data), "--out", str(blocker / "run"), *TINY_TRAIN]) == 2
+    assert "cannot write the run directory" in capsys.readouterr().err
