@@ -52,10 +52,13 @@ def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_p
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (33, 71, 3), dtype=np.uint8)).save(photos / "odd.jpg")
     Image.new("L", (50, 40), 128).save(photos / "gray.png")
     Image.new("RGBA", (30, 60), (10, 200, 30, 128)).save(photos / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    Image.new("RGB", (44, 26), (90, 20, 200)).save(photos / "rotated.jpg", exif=exif)
     out = tmp_path / "out"
     code = main(["predict", "--checkpoint", str(run / "best.pt"), str(photos), "--out", str(out), "--blur-background", "--device", "cpu"])
     assert code == 0
-    for stem, size in (("odd", (71, 33)), ("gray", (50, 40)), ("rgba", (30, 60))):
+    for stem, size in (("odd", (71, 33)), ("gray", (50, 40)), ("rgba", (30, 60)), ("rotated", (26, 44))):
         mask = Image.open(out / f"{stem}_mask.png")
         assert mask.mode == "P" and mask.size == size
         assert np.asarray(mask).max() < 3
