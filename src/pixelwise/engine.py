@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
 from pixelwise.metrics import ConfusionMatrix, SegmentationMetrics
 
@@ -39,6 +40,16 @@ class EpochStats:
 StepCallback = Callable[[int, float, float, int], None]
 """Called after each step with (step, loss, lr, images so far)."""
 
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def prepare_batch(
+    images: torch.Tensor, masks: torch.Tensor, device: torch.device, normalization: Normalization
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 batch from the loader -> normalised channels-last floats and int64 masks on `device`."""
+    images = normalize_batch(images.to(device, non_blocking=True), *normalization)
+    return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long()
+
 
 def train_one_epoch(
     model: nn.Module,
@@ -47,14 +58,14 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     device: torch.device,
     *,
+    normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
     on_step: StepCallback | None = None,
 ) -> EpochStats:
-    """One pass over `loader`, stepping the scheduler per iteration; stops on a non-finite loss."""
+    """One pass over `loader` (uint8 batches), stepping the scheduler per iteration; stops on a non-finite loss."""
     model.train()
     started, total_loss, steps, images = time.perf_counter(), 0.0, 0, 0
     for step, (batch, target) in enumerate(loader, start=1):
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        target = target.to(device, non_blocking=True)
+        batch, target = prepare_batch(batch, target, device, normalization)
         loss = segmentation_loss(model(batch), target)
         value = loss.item()
         if not math.isfinite(value):
@@ -73,11 +84,18 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device) -> SegmentationMetrics:
-    """Metrics over a whole split from one confusion matrix; images are used at their own size."""
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    num_classes: int,
+    device: torch.device,
+    *,
+    normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
+) -> SegmentationMetrics:
+    """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size."""
     model.eval()
     confusion = ConfusionMatrix(num_classes)
     for batch, target in loader:
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        confusion.update(model(batch).argmax(dim=1), target.to(device))
+        batch, target = prepare_batch(batch, target, device, normalization)
+        confusion.update(model(batch).argmax(dim=1), target)
     return confusion.compute()

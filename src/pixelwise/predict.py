@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from pixelwise.checkpoint import load_checkpoint
 from pixelwise.data.io import read_image
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import CheckpointError
 from pixelwise.models import build_model
 
@@ -57,9 +57,8 @@ class Segmenter(nn.Module):
 
     def normalize(self, image: Image.Image) -> torch.Tensor:
         """PIL RGB photo -> normalised (1, 3, H, W) float tensor on the model's device."""
-        tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
-        tensor = TF.normalize(tensor, list(self.mean), list(self.std))
-        return tensor.unsqueeze(0).to(next(self.parameters()).device)
+        batch = TF.pil_to_tensor(image).unsqueeze(0).to(next(self.parameters()).device)
+        return normalize_batch(batch, self.mean, self.std)
 
     @torch.inference_mode()
     def predict(self, image: ImageLike, *, max_side: int | None = 2048) -> np.ndarray:

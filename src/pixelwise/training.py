@@ -206,9 +206,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         def show(step: int, loss: float, lr: float, images: int) -> None:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images / max(bar.format_dict['elapsed'], 1e-9):.1f}")
 
-        stats = train_one_epoch(segmenter, bar, optimizer, scheduler, device, on_step=show)
+        normalization = (segmenter.mean, segmenter.std)
+        stats = train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, on_step=show)
         bar.close()
-        metrics = evaluate(segmenter, val_loader, len(train_set.class_names), device)
+        metrics = evaluate(segmenter, val_loader, len(train_set.class_names), device, normalization=normalization)
         row = metrics_row(epoch, stats.loss, optimizer.param_groups[0]["lr"], metrics, train_set.class_names, stats.seconds, stats.images_per_second)
         history.append(row)
         if metrics.miou > best[0]:
@@ -231,10 +232,11 @@ def evaluate_split(
 ) -> SegmentationMetrics:
     """Metrics of `model` on a dataset split, whole images at their own size."""
     folder = prepare_data(str(data), root=root)
-    dataset = open_dataset(folder, split, eval_transforms(model.mean, model.std))
+    dataset = open_dataset(folder, split, eval_transforms())
     if dataset.class_names != model.class_names:
         raise DatasetError(
             f"{folder}: classes {', '.join(dataset.class_names)} differ from the model's {', '.join(model.class_names)}"
         )
     device = next(model.parameters()).device
-    return evaluate(model, DataLoader(dataset, batch_size=1, num_workers=workers), len(model.class_names), device)
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers)
+    return evaluate(model, loader, len(model.class_names), device, normalization=(model.mean, model.std))

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale, eval_transforms, train_transforms
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale, eval_transforms, normalize_batch, train_transforms
 
 
 def pair(height, width):
@@ -15,13 +15,14 @@ def pair(height, width):
 def test_training_crop_keeps_image_and_mask_aligned():
     torch.manual_seed(0)
     transform = train_transforms((32, 48), scale_range=(1.0, 1.0))
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    flipped = 0
     for _ in range(10):
         image, mask = transform(*pair(60, 90))
         assert image.shape == (3, 32, 48) and mask.shape == (32, 48)
-        assert image.dtype == torch.float32 and mask.dtype == torch.int64
-        column = torch.round((image * std + mean)[0] * 255).long()
-        assert torch.equal(column % 5, mask), "flip and crop moved image and mask together"
+        assert image.dtype == torch.uint8 and mask.dtype == torch.uint8, "workers hand over compact batches"
+        assert torch.equal(image[0].long() % 5, mask.long()), "flip and crop moved image and mask together"
+        flipped += int(image[0, 0, 0] > image[0, 0, -1])
+    assert 0 < flipped < 10, "horizontal flips happen, not always"
 
 
 def test_small_images_are_padded_not_dropped():
@@ -30,7 +31,8 @@ def test_small_images_are_padded_not_dropped():
     assert image.shape == (3, 64, 64)
     padded = mask == 255
     assert padded.sum() == 64 * 64 - 20 * 30
-    assert image[:, padded].abs().max() < 0.02, "padding is the mean colour: ~0 after normalisation"
+    normalized = normalize_batch(image.unsqueeze(0))[0]
+    assert normalized[:, padded].abs().max() < 0.02, "padding is the mean colour: ~0 after normalisation"
 
 
 def test_random_scale_resizes_masks_with_nearest_neighbour():
@@ -42,9 +44,13 @@ def test_random_scale_resizes_masks_with_nearest_neighbour():
         RandomScale((2.0, 1.0))
 
 
-def test_eval_transform_only_normalises():
+def test_eval_transform_keeps_the_whole_image():
     image, mask = pair(37, 53)
     out_image, out_mask = eval_transforms()(image, mask)
-    assert out_image.shape == (3, 37, 53) and torch.equal(out_mask, mask)
-    expected = (image.float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    assert torch.allclose(out_image, expected, atol=1e-6)
+    assert torch.equal(out_image, image) and torch.equal(out_mask.long(), mask)
+
+
+def test_normalize_batch_standardises_per_channel():
+    images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    expected = (images.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(normalize_batch(images), expected, atol=1e-6)

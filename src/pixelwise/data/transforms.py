@@ -31,9 +31,9 @@ class RandomScale:
         return F.resize(image, size, antialias=True), F.resize(mask, size)
 
 
-def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list:
-    """uint8 image -> float image standardised per channel; masks pass through."""
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+# Workers hand over uint8 images and masks (a quarter and an eighth of float32 and int64):
+# copying batches between processes, not decoding, limited the loader before.
+_TO_UINT8 = v2.ToDtype({tv_tensors.Image: torch.uint8, tv_tensors.Mask: torch.uint8})
 
 
 def train_transforms(
@@ -42,11 +42,10 @@ def train_transforms(
     scale_range: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
 ) -> v2.Compose:
-    """Random scale, random crop padded where the photo is smaller, flip, normalise.
+    """Random scale, random crop padded where the photo is smaller, flip; uint8 out.
 
-    The photo is padded with the mean colour, which normalisation turns into 0 (to within
+    The photo is padded with the mean colour, which `normalize_batch` turns into 0 (to within
     1/255 of a standard deviation), and the mask with IGNORE_INDEX: small photos are kept,
     and padding never counts as a class.
     """
@@ -57,9 +56,18 @@ def train_transforms(
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + _normalize(mean, std))
+    return v2.Compose(steps + [_TO_UINT8])
 
 
-def eval_transforms(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> v2.Compose:
-    """Normalisation only: evaluation sees each photo whole, at its own size."""
-    return v2.Compose(_normalize(mean, std))
+def eval_transforms() -> v2.Compose:
+    """No change but the mask's dtype: evaluation sees each photo whole, at its own size."""
+    return v2.Compose([_TO_UINT8])
+
+
+def normalize_batch(
+    images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives."""
+    mean_tensor = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std_tensor = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255 - mean_tensor) / std_tensor
