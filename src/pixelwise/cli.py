@@ -81,9 +81,10 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         "optimizer": "optimizer", "momentum": "momentum", "weight_decay": "weight_decay", "schedule": "schedule",
         "warmup_epochs": "warmup_epochs", "workers": "workers", "seed": "seed", "device": "device",
         "scale_range": "scale_range", "train_split": "train_split", "val_split": "val_split",
+        "on_bad_sample": "on_bad_sample", "save_every_steps": "save_every_steps",
     }  # fmt: skip
     overrides = {field: getattr(args, option) for option, field in names.items() if getattr(args, option) is not None}
-    return TrainConfig(download=args.download, **overrides), False
+    return TrainConfig(download=args.download, deterministic=args.deterministic, **overrides), False
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -122,6 +123,9 @@ def add_train(subparsers) -> None:
     parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
     parser.add_argument("--workers", type=int, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
+    parser.add_argument("--on-bad-sample", choices=["error", "skip"], help="a sample that fails to load stops the run, or is skipped and counted (default: error)")
+    parser.add_argument("--save-every-steps", type=int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--train-split", help=f"(default: {defaults.train_split})")
     parser.add_argument("--val-split", help=f"(default: {defaults.val_split})")
@@ -317,10 +321,34 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_check(args: argparse.Namespace) -> int:
+    """pixelwise data check."""
+    from pixelwise.data.check import check_dataset
+    from pixelwise.data.spec import prepare_data
+
+    report = check_dataset(prepare_data(args.data, root=args.root), splits=args.split, crop_size=args.crop_size)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 1 if report.problems else 0
+    print(f"{report.root}: {report.layout} layout, {len(report.class_names)} classes")
+    for split in report.splits:
+        summary = split.as_dict(report.class_names)
+        print(f"\n{split.name}: {split.samples} usable samples, {len(split.problems)} problem(s), {summary['ignored_share']:.1%} of pixels ignored")
+        total = sum(split.class_pixels) or 1
+        print("  " + ", ".join(f"{name} {count / total:.1%}" for name, count in zip(report.class_names, split.class_pixels)))
+        if split.smaller_than_crop:
+            shown = ", ".join(split.smaller_than_crop[:5]) + (" ..." if len(split.smaller_than_crop) > 5 else "")
+            print(f"  {len(split.smaller_than_crop)} image(s) smaller than the {args.crop_size[0]}x{args.crop_size[1]} crop (training pads them): {shown}")
+        for problem in split.problems:
+            print(f"  problem: {problem}")
+    print(f"\n{'clean' if not report.problems else f'{len(report.problems)} problem(s) found'}")
+    return 1 if report.problems else 0
+
+
 def add_data(subparsers) -> None:
     """pixelwise data {download,synth,show}."""
-    data = subparsers.add_parser("data", help="download, synthesise or look at datasets", description="download, synthesise or look at datasets")
-    commands = data.add_subparsers(dest="data_command", required=True, metavar="{download,synth,show}", parser_class=ArgumentParser)
+    data = subparsers.add_parser("data", help="download, synthesise, check or look at datasets", description="download, synthesise, check or look at datasets")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="{download,synth,check,show}", parser_class=ArgumentParser)
     download = _command(
         commands, "download", run_download, "download and extract Pascal VOC 2012 (2 GB, SHA-1 checked)",
         "  pixelwise data download voc2012 --root data\n  pixelwise data download voc2012 --root data --mirror http://mirror/VOCtrainval_11-May-2012.tar",
@@ -339,6 +367,16 @@ def add_data(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--min-size", type=int, default=96, help="smallest image side (default: 96)")
     synth.add_argument("--max-size", type=int, default=224, help="largest image side (default: 224)")
+    check = _command(
+        commands, "check", run_check,
+        "walk a whole dataset and report problems: exit 0 when clean, 1 when problems were found, 2 on bad arguments",
+        "  pixelwise data check ../camvid\n  pixelwise data check data/VOCdevkit --split train --crop-size 320x480 --json",
+    )
+    check.add_argument("data", metavar="SPEC", help="synthetic, voc2012, a VOC folder, or a folder with images/, labels/, classes.csv")
+    check.add_argument("--root", help="where voc2012 or synthetic data lives")
+    check.add_argument("--split", nargs="+", help="splits to check (default: all)")
+    check.add_argument("--crop-size", type=size_pair, default=TrainConfig().crop_size, metavar="HxW", help="report images smaller than this (default: the training crop)")
+    check.add_argument("--json", action="store_true", help="print machine-readable JSON")
     show = _command(
         commands, "show", run_show, "draw photos above their colour-mapped labels, or random training crops of one photo",
         "  pixelwise data show synthetic --split train --n 5 --out preview.png\n  pixelwise data show ../camvid --crops 5 --crop-size 200x300 --out crops.png",

@@ -8,6 +8,7 @@ from pixelwise.errors import TrainingError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
+BAD_SAMPLE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -34,7 +35,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     workers: int = 2
     seed: int = 0
+    deterministic: bool = False
     device: str = "auto"
+    on_bad_sample: str = "error"
+    save_every_steps: int = 100
 
     def __post_init__(self) -> None:
         self.crop_size = tuple(self.crop_size)
@@ -46,6 +50,10 @@ class TrainConfig:
         problems = []
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
+            problems.append(f"on_bad_sample must be one of {', '.join(BAD_SAMPLE_POLICIES)}")
+        if self.save_every_steps < 0:
+            problems.append("save_every_steps must be 0 (epoch ends only) or positive")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:

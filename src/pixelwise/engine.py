@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,20 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
 
-@dataclass(frozen=True)
-class EpochStats:
-    """Mean loss over the epoch's steps, images seen, seconds spent."""
+@dataclass
+class EpochProgress:
+    """Running totals of one training epoch; saved in mid-epoch checkpoints to resume exactly."""
 
-    loss: float
-    images: int
-    seconds: float
+    steps: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        """Mean loss over the steps so far."""
+        return self.loss_sum / self.steps if self.steps else float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -37,8 +44,8 @@ class EpochStats:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-StepCallback = Callable[[int, float, float, int], None]
-"""Called after each step with (step, loss, lr, images so far)."""
+StepCallback = Callable[[EpochProgress, float], None]
+"""Called after each optimiser step with the epoch's progress and the learning rate."""
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -59,28 +66,40 @@ def train_one_epoch(
     device: torch.device,
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
+    progress: EpochProgress | None = None,
     on_step: StepCallback | None = None,
-) -> EpochStats:
-    """One pass over `loader` (uint8 batches), stepping the scheduler per iteration; stops on a non-finite loss."""
+) -> EpochProgress:
+    """One pass over `loader`, stepping the scheduler per iteration; stops on a non-finite loss.
+
+    Batches are (images, masks) or (images, masks, skipped messages), images uint8. Pass the
+    `progress` of an interrupted epoch to continue its totals.
+    """
+    progress = progress or EpochProgress()
     model.train()
-    started, total_loss, steps, images = time.perf_counter(), 0.0, 0, 0
-    for step, (batch, target) in enumerate(loader, start=1):
-        batch, target = prepare_batch(batch, target, device, normalization)
-        loss = segmentation_loss(model(batch), target)
+    last = time.perf_counter()
+    for images, target, *rest in loader:
+        if rest:
+            progress.skipped += rest[0]
+        if images.numel() == 0:
+            continue  # every sample of this batch was skipped
+        images, target = prepare_batch(images, target, device, normalization)
+        loss = segmentation_loss(model(images), target)
         value = loss.item()
         if not math.isfinite(value):
-            raise TrainingError(f"loss became {value} at step {step}; lower the learning rate")
+            raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss, steps, images = total_loss + value, steps + 1, images + len(batch)
+        now = time.perf_counter()
+        progress.steps, progress.loss_sum, progress.images = progress.steps + 1, progress.loss_sum + value, progress.images + len(images)
+        progress.seconds, last = progress.seconds + now - last, now
         if on_step:
-            on_step(step, value, optimizer.param_groups[0]["lr"], images)
-    if steps == 0:
-        raise TrainingError("the training split gave no batch")
-    return EpochStats(total_loss / steps, images, time.perf_counter() - started)
+            on_step(progress, optimizer.param_groups[0]["lr"])
+    if progress.steps == 0:
+        raise TrainingError("the training split gave no usable batch")
+    return progress
 
 
 @torch.inference_mode()

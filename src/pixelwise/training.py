@@ -9,7 +9,7 @@ import math
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,9 +20,10 @@ import pixelwise
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.data.loading import SeededSamples, steps_per_epoch, train_loader
 from pixelwise.data.spec import open_dataset, prepare_data
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
-from pixelwise.engine import evaluate, train_one_epoch
+from pixelwise.engine import EpochProgress, evaluate, train_one_epoch
 from pixelwise.errors import DatasetError, TrainingError
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.models import build_model
@@ -71,11 +72,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of one epoch's shuffling and augmentation, the same after a resume."""
-    return seed * 100_003 + epoch
-
-
 @dataclass
 class TrainResult:
     """Where the run is and how it ended."""
@@ -86,12 +82,12 @@ class TrainResult:
     history: list[dict]
 
 
-def metrics_row(epoch: int, loss: float, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...], seconds: float, images_per_second: float) -> dict:
+def metrics_row(epoch: int, done: EpochProgress, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...]) -> dict:
     """One metrics.csv row."""
-    row = {"epoch": epoch, "loss": loss, "lr": lr}
+    row = {"epoch": epoch, "loss": done.loss, "lr": lr}
     row.update({key: value for key, value in metrics.as_dict().items() if key != "iou"})
     row.update({f"iou_{name}": value for name, value in zip(class_names, metrics.iou)})
-    row.update({"seconds": seconds, "images_per_second": images_per_second})
+    row.update({"images": done.images, "skipped": len(done.skipped), "seconds": done.seconds, "images_per_second": done.images_per_second})
     return row
 
 
@@ -149,82 +145,121 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def _loaders(config: TrainConfig, folder: Path, device: torch.device):
-    """Training and validation datasets with their transforms; validation loader (batch 1, whole images)."""
+@dataclass
+class RunState:
+    """Where a run stands: the epoch to run next (or the one interrupted), its progress, the history."""
+
+    epoch: int = 1
+    progress: EpochProgress | None = None
+    history: list[dict] = field(default_factory=list)
+    best: tuple[float, int] = (-1.0, 0)
+
+
+def _datasets(config: TrainConfig, folder: Path, device: torch.device):
+    """The training dataset and the validation loader (batch 1: whole images differ in size)."""
     train_set = open_dataset(folder, config.train_split, train_transforms(config.crop_size, scale_range=config.scale_range))
     val_set = open_dataset(folder, config.val_split, eval_transforms())
     if val_set.class_names != train_set.class_names:
         raise DatasetError(f"{folder}: splits {config.train_split} and {config.val_split} have different classes")
     val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
-    return train_set, val_set, val_loader
+    return train_set, val_loader
 
 
-def _train_loader(config: TrainConfig, dataset, epoch: int, device: torch.device) -> DataLoader:
-    """This epoch's shuffled loader; its order and worker seeds depend only on (seed, epoch)."""
-    generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > config.batch_size,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        generator=generator,
-    )
+def _seed_everything(config: TrainConfig) -> None:
+    """Seed the generators; with `deterministic`, ask torch for deterministic kernels too."""
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA kernels have no deterministic version
+
+
+def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, log: Log) -> RunState:
+    """Load last.pt of the run into the model, optimiser and scheduler; where to go on from."""
+    state = load_checkpoint(Path(config.out) / "last.pt")
+    segmenter.network.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    best = (state["best"]["miou"], state["best"]["epoch"])
+    if state.get("progress"):
+        progress = EpochProgress(**state["progress"])
+        log(f"resuming {config.out} in epoch {state['epoch']} after step {progress.steps}")
+        return RunState(state["epoch"], progress, state["history"], best)
+    log(f"resuming {config.out} after epoch {state['epoch']}")
+    return RunState(state["epoch"] + 1, None, state["history"], best)
+
+
+def _save(payload: dict, path: Path) -> None:
+    """save_checkpoint, with a disk-full or permission failure as one clear TrainingError."""
+    try:
+        save_checkpoint(payload, path)
+    except OSError as error:
+        raise TrainingError(f"{path}: cannot write checkpoint ({error.strerror or error}); the previous file is intact") from None
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: Log | None = None) -> TrainResult:
-    """Train per `config`, writing config.json, metrics.csv, curves.png, last.pt and best.pt to `config.out`."""
+    """Train per `config`, writing config.json, metrics.csv, curves.png, last.pt and best.pt to `config.out`.
+
+    last.pt is also written every `config.save_every_steps` steps, so a killed run resumed with
+    `resume=True` loses at most that many steps and ends as an uninterrupted run would.
+    """
     log = log or (lambda message: None)
     device = resolve_device(config.device)
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    _seed_everything(config)
     folder = prepare_data(config.data, root=config.root, download=config.download)
-    train_set, _, val_loader = _loaders(config, folder, device)
+    train_set, val_loader = _datasets(config, folder, device)
     network = build_model(config.model, num_classes=len(train_set.class_names), backbone_weights=config.backbone_weights)
     segmenter = Segmenter(network, model_name=config.model, class_names=train_set.class_names, palette=train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     segmenter.to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config, segmenter)
-    steps_per_epoch = len(_train_loader(config, train_set, 0, device))
-    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
-    history, best, start_epoch = [], (-1.0, 0), 1
-    if resume:
-        state = load_checkpoint(Path(config.out) / "last.pt")
-        segmenter.network.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        best = (state["best"]["miou"], state["best"]["epoch"])
-        log(f"resuming {config.out} after epoch {state['epoch']}")
+    steps = steps_per_epoch(len(train_set), config.batch_size)
+    scheduler = build_scheduler(optimizer, config, steps)
+    state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
     run_dir = _prepare_run_dir(config)
+    samples = SeededSamples(train_set, config.seed, skip_bad=config.on_bad_sample == "skip")
+    normalization = (segmenter.mean, segmenter.std)
+    seen_skipped: set[str] = set()
     log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
-    for epoch in range(start_epoch, config.epochs + 1):
-        torch.manual_seed(epoch_seed(config.seed, epoch))
-        loader = _train_loader(config, train_set, epoch, device)
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
+    for epoch in range(state.epoch, config.epochs + 1):
+        epoch_progress = state.progress or EpochProgress()
+        state.progress = None
+        loader = train_loader(samples, batch_size=config.batch_size, epoch=epoch, start_step=epoch_progress.steps, workers=config.workers, pin_memory=device.type == "cuda")
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", total=steps, initial=epoch_progress.steps, disable=not progress, leave=False, unit="batch")
 
-        def show(step: int, loss: float, lr: float, images: int) -> None:
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+        def on_step(done: EpochProgress, lr: float) -> None:
+            bar.set_postfix(loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}")
+            if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < steps:
+                mid_epoch = checkpoint_payload(segmenter, config, epoch, state.history, state.best)
+                _save({**mid_epoch, "progress": asdict(done), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
 
-        normalization = (segmenter.mean, segmenter.std)
-        stats = train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, on_step=show)
-        bar.close()
+        try:
+            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, progress=epoch_progress, on_step=on_step)
+        except TrainingError as error:
+            raise TrainingError(f"epoch {epoch}: {error}; the last good checkpoint is {run_dir / 'last.pt'}") from None
+        finally:
+            bar.close()
+        for message in epoch_progress.skipped:
+            if message not in seen_skipped:
+                seen_skipped.add(message)
+                log(f"skipped: {message}")
         metrics = evaluate(segmenter, val_loader, len(train_set.class_names), device, normalization=normalization)
-        row = metrics_row(epoch, stats.loss, optimizer.param_groups[0]["lr"], metrics, train_set.class_names, stats.seconds, stats.images_per_second)
-        history.append(row)
-        if metrics.miou > best[0]:
-            best = (metrics.miou, epoch)
-        payload = checkpoint_payload(segmenter, config, epoch, history, best)
-        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
-        if best[1] == epoch:
-            save_checkpoint(payload, run_dir / "best.pt")
-        write_metrics_csv(history, run_dir / "metrics.csv")
-        plot_curves(history, run_dir / "curves.png")
+        row = metrics_row(epoch, epoch_progress, optimizer.param_groups[0]["lr"], metrics, train_set.class_names)
+        state.history.append(row)
+        if metrics.miou > state.best[0]:
+            state.best = (metrics.miou, epoch)
+        payload = checkpoint_payload(segmenter, config, epoch, state.history, state.best)
+        _save({**payload, "progress": None, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
+        if state.best[1] == epoch:
+            _save(payload, run_dir / "best.pt")
+        write_metrics_csv(state.history, run_dir / "metrics.csv")
+        plot_curves(state.history, run_dir / "curves.png")
+        skipped = f"  skipped {len(epoch_progress.skipped)} bad sample(s), trained on {epoch_progress.images}" if epoch_progress.skipped else ""
         log(
-            f"epoch {epoch}/{config.epochs}  loss {stats.loss:.4f}  val mIoU {metrics.miou:.4f}  "
-            f"pixel acc {metrics.pixel_accuracy:.4f}  {stats.images_per_second:.1f} img/s  {stats.seconds:.0f} s"
+            f"epoch {epoch}/{config.epochs}  loss {epoch_progress.loss:.4f}  val mIoU {metrics.miou:.4f}  "
+            f"pixel acc {metrics.pixel_accuracy:.4f}  {epoch_progress.images_per_second:.1f} img/s  {epoch_progress.seconds:.0f} s{skipped}"
         )
-    return TrainResult(run_dir, best[0], best[1], history)
+    return TrainResult(run_dir, state.best[0], state.best[1], state.history)
 
 
 def evaluate_split(

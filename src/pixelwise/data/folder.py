@@ -16,6 +16,16 @@ def is_folder_tree(path: Path | str) -> bool:
     return (path / "classes.csv").is_file() and (path / "images").is_dir() and (path / "labels").is_dir()
 
 
+def folder_splits(root: Path) -> list[str]:
+    """Split folder names under images/."""
+    return sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
+
+
+def folder_photos(image_dir: Path) -> list[Path]:
+    """Photo files of one split folder, sorted."""
+    return sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 class FolderSegmentation(SegmentationDataset):
     """Photos in `images/<split>/`, same-stem PNG labels in `labels/<split>/`, classes in CSV."""
 
@@ -26,9 +36,9 @@ class FolderSegmentation(SegmentationDataset):
         classes = read_classes_csv(self.root / "classes.csv")
         image_dir = self.root / "images" / split
         if not image_dir.is_dir():
-            available = sorted(p.name for p in (self.root / "images").iterdir() if p.is_dir())
+            available = folder_splits(self.root)
             raise DatasetError(f"{image_dir}: split not found (available: {', '.join(available) or 'none'})")
-        photos = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        photos = folder_photos(image_dir)
         if not photos:
             raise DatasetError(f"{image_dir}: split is empty")
         samples = [(photo, self.root / "labels" / split / f"{photo.stem}.png") for photo in photos]

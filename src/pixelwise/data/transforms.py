@@ -68,6 +68,6 @@ def normalize_batch(
     images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
 ) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives."""
-    mean_tensor = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std_tensor = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - mean_tensor) / std_tensor
+    mean_255 = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    std_255 = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    return images.float().sub_(mean_255).div_(std_255)  # in place: one float copy, not four

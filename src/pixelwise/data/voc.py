@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelwise.data.dataset import PairTransform, SegmentationDataset, require_files
-from pixelwise.data.labels import read_classes_csv, voc_class_table
+from pixelwise.data.dataset import PairTransform, Sample, SegmentationDataset, require_files
+from pixelwise.data.labels import ClassTable, read_classes_csv, voc_class_table
 from pixelwise.errors import DatasetError
 
 SPLIT_DIR = Path("ImageSets", "Segmentation")
@@ -29,22 +29,54 @@ def is_voc_tree(path: Path | str) -> bool:
     return True
 
 
-def read_split_file(path: Path) -> list[str]:
-    """Sample names of a split file, refusing names that would leave the dataset folder."""
+def scan_split_file(path: Path) -> tuple[list[str], list[str]]:
+    """Usable sample names of a split file, and one message per line that is not usable.
+
+    Names that would leave the dataset folder (`../`, absolute paths, subfolders) and repeated
+    names are reported, not used.
+    """
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.txt"))
         raise DatasetError(f"{path}: split file not found (available: {', '.join(available) or 'none'})")
-    names = []
+    names, problems, seen = [], [], set()
     for line_number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
         if "/" in name or "\\" in name or name.startswith("."):
-            raise DatasetError(f"{path}:{line_number}: name {name!r} escapes the dataset folder")
-        names.append(name)
+            problems.append(f"{path}:{line_number}: name {name!r} escapes the dataset folder")
+        elif name in seen:
+            problems.append(f"{path}:{line_number}: name {name!r} is listed twice")
+        else:
+            seen.add(name)
+            names.append(name)
+    return names, problems
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Sample names of a split file; the first unusable line, or an empty split, is an error."""
+    names, problems = scan_split_file(path)
+    if problems:
+        raise DatasetError(problems[0])
     if not names:
         raise DatasetError(f"{path}: split is empty")
     return names
+
+
+def voc_splits(root: Path) -> list[str]:
+    """Names of the split files of a VOC2012 folder."""
+    return sorted(p.stem for p in (root / SPLIT_DIR).glob("*.txt"))
+
+
+def voc_class_table_of(root: Path) -> ClassTable:
+    """The tree's classes.csv if it has one, else the 21 VOC classes."""
+    csv_path = root / "classes.csv"
+    return read_classes_csv(csv_path) if csv_path.is_file() else voc_class_table()
+
+
+def voc_sample(root: Path, name: str) -> Sample:
+    """(photo, label) paths of sample `name`."""
+    return root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
 
 
 class VOCSegmentation(SegmentationDataset):
@@ -53,12 +85,6 @@ class VOCSegmentation(SegmentationDataset):
     def __init__(self, root: Path | str, split: str = "train", transforms: PairTransform | None = None):
         self.root = find_voc_root(root)
         split_file = self.root / SPLIT_DIR / f"{split}.txt"
-        names = read_split_file(split_file)
-        csv_path = self.root / "classes.csv"
-        classes = read_classes_csv(csv_path) if csv_path.is_file() else voc_class_table()
-        samples = [
-            (self.root / "JPEGImages" / f"{name}.jpg", self.root / "SegmentationClass" / f"{name}.png")
-            for name in names
-        ]
+        samples = [voc_sample(self.root, name) for name in read_split_file(split_file)]
         require_files(samples, split_file)
-        super().__init__(samples, classes, transforms)
+        super().__init__(samples, voc_class_table_of(self.root), transforms)

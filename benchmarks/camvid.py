@@ -1,0 +1,124 @@
+"""Accuracy on real photos: D2L's recipe against pixelwise's default recipe on CamVid, from scratch.
+
+Both train the same number of epochs on CamVid train (367 photos, 480x360) and are evaluated
+by pixelwise's confusion matrix on CamVid val at full resolution (void ignored):
+(a) D2L: FCN-32s, `d2l.VOCSegDataset` (random 320x480 crops), the chapter's loss,
+    SGD lr 0.001 weight decay 1e-3 without momentum, `d2l.train_ch13`, batch 32;
+(b) pixelwise: `pixelwise.train` with its defaults (docs/training.md).
+Writes a figure of val photos with both sides' predictions. Runs for tens of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pixelwise.benchmarking import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, result_line
+from pixelwise.config import TrainConfig
+from pixelwise.data.folder import FolderSegmentation
+from pixelwise.data.transforms import eval_transforms, normalize_batch
+from pixelwise.engine import evaluate
+from pixelwise.metrics import SegmentationMetrics
+from pixelwise.predict import load_model
+from pixelwise.training import train
+from pixelwise.visualize import colorize, grid, legend, present_classes, stack_vertically
+
+
+class CropToInput(nn.Module):
+    """D2L's network returns multiples of 32 (384 rows for 360); keep the input's top-left window."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[..., : x.shape[-2], : x.shape[-1]]
+
+
+def train_d2l(camvid: Path, epochs: int, batch_size: int, scratch: Path) -> nn.Module:
+    """D2L's chapter 13.11 recipe through the d2l package's own dataset and loop."""
+    from d2l import torch as d2l
+
+    voc_dir = camvid_as_voc(camvid, scratch)
+    with contextlib.redirect_stdout(io.StringIO()):  # d2l prints and draws an animated plot
+        train_iter = DataLoader(d2l.VOCSegDataset(True, (320, 480), str(voc_dir)), batch_size, shuffle=True, drop_last=True, num_workers=2)
+        test_iter = DataLoader(d2l.VOCSegDataset(False, (320, 480), str(voc_dir)), batch_size, drop_last=True, num_workers=2)
+        net = chapter_fcn(11)
+        trainer = torch.optim.SGD(net.parameters(), lr=0.001, weight_decay=1e-3)
+        d2l.train_ch13(net, train_iter, test_iter, chapter_loss, trainer, epochs, [torch.device("cpu")])
+    return CropToInput(net)
+
+
+def evaluate_full(model: nn.Module, camvid: Path) -> SegmentationMetrics:
+    """pixelwise's metrics on CamVid val, whole 480x360 photos."""
+    loader = DataLoader(FolderSegmentation(camvid, "val", eval_transforms()), batch_size=1, num_workers=2)
+    return evaluate(model, loader, 11, torch.device("cpu"))
+
+
+def write_figure(models: dict[str, nn.Module], camvid: Path, path: Path, count: int = 4) -> None:
+    """Rows: photo, ground truth, then each side's prediction."""
+    dataset = FolderSegmentation(camvid, "val")
+    rows, masks = [], []
+    with torch.inference_mode():
+        for index in range(0, len(dataset), len(dataset) // count)[:count]:
+            image, truth = dataset.load(index)
+            row = [Image.fromarray(image.permute(1, 2, 0).numpy()), colorize(truth.numpy(), dataset.palette)]
+            for model in models.values():
+                model.eval()
+                predicted = model(normalize_batch(image.unsqueeze(0))).argmax(1)[0].numpy()
+                row.append(colorize(predicted, dataset.palette))
+                masks.append(predicted)
+            rows.append(row)
+    figure = grid(rows)
+    heading = Image.new("RGB", (figure.width, 1), "white")
+    stack_vertically(heading, figure, legend(present_classes(*masks), dataset.class_names, dataset.palette, figure.width)).save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 epoch each (a smoke run, under a few minutes; numbers mean little)")
+    parser.add_argument("--epochs", type=int, default=16, help="epochs for both sides (default: 16)")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, figure and results.json")
+    parser.add_argument("--only", choices=["d2l", "pixelwise"], help="run one side only")
+    args = parser.parse_args()
+    epochs = 1 if args.quick else args.epochs
+    camvid = find_camvid(args.camvid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models, metrics, seconds = {}, {}, {}
+    if args.only != "d2l":
+        started = time.perf_counter()
+        config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs)
+        result = train(config, progress=False, log=print)
+        models["pixelwise"] = load_model(result.run_dir / "last.pt")
+        seconds["pixelwise"] = time.perf_counter() - started
+        metrics["pixelwise"] = evaluate_full(models["pixelwise"], camvid)
+    if args.only != "pixelwise":
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as scratch:
+            models["d2l"] = train_d2l(camvid, epochs, 32, Path(scratch))
+        seconds["d2l"] = time.perf_counter() - started
+        metrics["d2l"] = evaluate_full(models["d2l"], camvid)
+    class_names = FolderSegmentation(camvid, "val").class_names
+    print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
+    print(f"{'':12}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
+    for side, value in metrics.items():
+        print(f"{side:12}{value.miou:>8.3f}{value.pixel_accuracy:>11.3f}{seconds[side] / 60:>9.1f}  " + " ".join(f"{iou:>8.3f}" for iou in value.iou))
+    (out / "results.json").write_text(json.dumps({side: {**value.as_dict(class_names), "minutes": seconds[side] / 60, "epochs": epochs} for side, value in metrics.items()}, indent=2))
+    write_figure(models, camvid, out / "predictions.png")
+    print(result_line(**{("miou" if side == "pixelwise" else "miou_d2l"): value.miou for side, value in metrics.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Data pipeline: pixelwise's training loader against D2L's VOCSegDataset, on CamVid photos at VOC scale.
+
+Each side runs in its own process, alternately, so memory is measured cleanly:
+time to first batch, peak memory (PSS of the main process plus workers), steady samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pixelwise.benchmarking import PeakMemory, camvid_as_voc, find_camvid, result_line
+
+
+def measure_d2l(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:
+    """D2L's own dataset and loader settings (shuffle, drop_last), as chapter 13.9 builds them."""
+    from d2l import torch as d2l
+
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        dataset = d2l.VOCSegDataset(True, crop, str(voc_root))
+        loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
+        return _drain(loader, started, memory, batches, normalize=False)
+
+
+def measure_pixelwise(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:
+    """pixelwise's training dataset, transforms and loader settings; normalisation counted too."""
+    from pixelwise.data.transforms import train_transforms
+    from pixelwise.data.voc import VOCSegmentation
+
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
+        loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
+        return _drain(loader, started, memory, batches, normalize=True)
+
+
+def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normalize: bool) -> dict:
+    """Time the first batch, then `batches` more; report peak memory so far."""
+    from pixelwise.data.transforms import normalize_batch
+
+    iterator = iter(loader)
+    images, _ = next(iterator)
+    first_batch = time.perf_counter() - started
+    steady_started, samples = time.perf_counter(), 0
+    for _ in range(batches):
+        images, _ = next(iterator)
+        if normalize:
+            images = normalize_batch(images)
+        samples += len(images)
+    throughput = samples / (time.perf_counter() - steady_started)
+    return {"first_batch_s": first_batch, "peak_bytes": memory.peak_bytes, "samples_per_s": throughput, "shape": list(images.shape)}
+
+
+def run_side(side: str, args: argparse.Namespace, voc_root: Path) -> dict:
+    """One side in a fresh interpreter; its JSON result."""
+    command = [sys.executable, __file__, "--side", side, "--voc-root", str(voc_root), "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one repetition, fewer batches (under 2 minutes)")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument("--images", type=int, default=1468, help="training images in the VOC tree (default: 1468)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=None, help="steady-state batches to time")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", choices=["d2l", "pixelwise"], help=argparse.SUPPRESS)
+    parser.add_argument("--voc-root", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    crop = (320, 480)
+    if args.side:
+        measure = measure_d2l if args.side == "d2l" else measure_pixelwise
+        print(json.dumps(measure(Path(args.voc_root), crop, args.batch_size, args.workers, args.batches)))
+        return
+    repeats = 1 if args.quick else args.repeats
+    args.batches = args.batches or (4 if args.quick else 12)
+    with tempfile.TemporaryDirectory() as scratch:
+        voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
+        runs = {"d2l": [], "pixelwise": []}
+        for _ in range(repeats):
+            for side in runs:
+                runs[side].append(run_side(side, args, voc_root))
+    summary = {side: {key: statistics.median(r[key] for r in results) for key in ("first_batch_s", "peak_bytes", "samples_per_s")} for side, results in runs.items()}
+    print(f"{args.images} photos 480x360 (CamVid, repeated), crop {crop[0]}x{crop[1]}, batch {args.batch_size}, {args.workers} workers, median of {repeats}")
+    print(f"{'':12}{'first batch (s)':>18}{'peak memory (MB)':>18}{'samples/s':>12}")
+    for side, values in summary.items():
+        print(f"{side:12}{values['first_batch_s']:>18.2f}{values['peak_bytes'] / 1e6:>18.0f}{values['samples_per_s']:>12.1f}")
+    d2l, ours = summary["d2l"], summary["pixelwise"]
+    print(result_line(
+        first_batch_ratio=d2l["first_batch_s"] / ours["first_batch_s"],
+        memory_ratio=d2l["peak_bytes"] / ours["peak_bytes"],
+        throughput_ratio=ours["samples_per_s"] / d2l["samples_per_s"],
+    ))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Inference on the CPU: pixelwise's whole-image prediction against D2L's chapter `predict`.
+
+pixelwise segments a 500x375 photo whole (any size works); D2L's network needs inputs whose
+sides are multiples of 32, so its chapter predicts 320x480 crops. Both at batch 1 and 8; the
+ceiling is the forward pass's FLOPs over the measured float32 GEMM rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pixelwise.benchmarking import chapter_fcn, chapter_predict, gemm_gflops, result_line
+from pixelwise.data.transforms import normalize_batch
+from pixelwise.models import build_model
+from pixelwise.predict import Segmenter
+
+NUM_CLASSES = 21
+
+
+def forward_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
+    """FLOPs of one forward pass."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(images)
+    return counter.get_total_flops()
+
+
+def pixelwise_predictor(batch_size: int, photos: torch.Tensor):
+    """Segment `batch_size` photos (uint8, 375x500) with pixelwise, as `predict` does, batched."""
+    network = build_model("fcn32s", num_classes=NUM_CLASSES)
+    model = Segmenter(network, model_name="fcn32s", class_names=tuple(map(str, range(NUM_CLASSES))), palette=((0, 0, 0),) * NUM_CLASSES)
+    model = model.eval().to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def run():
+        batch = normalize_batch(photos[:batch_size], model.mean, model.std).contiguous(memory_format=torch.channels_last)
+        return model(batch).argmax(dim=1).to(torch.uint8)
+
+    return run
+
+
+def d2l_predictor(batch_size: int, crops: torch.Tensor):
+    """D2L's chapter `predict` on `batch_size` normalised 320x480 crops (one call per image, as it is written)."""
+    net = chapter_fcn(NUM_CLASSES).eval()
+    normalized = normalize_batch(crops[:batch_size])
+
+    @torch.no_grad()
+    def run():
+        return [chapter_predict(net, image) for image in normalized]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (under 2 minutes)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 7, quick 3)")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 7)
+    torch.manual_seed(0)
+    photos = torch.randint(0, 256, (8, 3, 375, 500), dtype=torch.uint8)
+    crops = photos[:, :, :320, :480].contiguous()
+    peak = gemm_gflops()
+    flops = {
+        "pixelwise": forward_flops(build_model("fcn32s", num_classes=NUM_CLASSES).eval(), normalize_batch(photos[:1])),
+        "d2l": forward_flops(chapter_fcn(NUM_CLASSES).eval(), normalize_batch(crops[:1])),
+    }
+    rows = {}
+    for batch_size in (1, 8):
+        cases = {"d2l": d2l_predictor(batch_size, crops), "pixelwise": pixelwise_predictor(batch_size, photos)}
+        times = {name: [] for name in cases}
+        for run in cases.values():
+            run()
+        for _ in range(repeats):
+            for name, run in cases.items():
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+        for name, values in times.items():
+            seconds = statistics.median(values)
+            rows[(name, batch_size)] = (batch_size / seconds, flops[name] * batch_size / seconds / 1e9)
+    print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; float32 GEMM peak {peak:.1f} GFLOP/s")
+    print(f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, d2l 320x480 {flops['d2l'] / 1e9:.1f} G")
+    print(f"{'':12}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    for (name, batch_size), (images_per_second, gflops) in rows.items():
+        print(f"{name:12}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / peak:>9.0%}")
+    speedup = min(rows[("pixelwise", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
+    peak_fraction = max(rows[("pixelwise", b)][1] for b in (1, 8)) / peak
+    print(result_line(speedup=speedup, peak_fraction=peak_fraction))
+
+
+if __name__ == "__main__":
+    main()
