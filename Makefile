@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -22,3 +22,11 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# Benchmarks: the [bench] extra, then D2L's package without its pinned dependencies.
+bench: $(STAMP)
+	$(BIN)/python -m pip install -e '.[bench]'
+	$(BIN)/python -m pip install --no-deps 'd2l==1.0.3'
+	$(BIN)/python benchmarks/data_pipeline.py --quick
+	$(BIN)/python benchmarks/train_step.py --quick
+	$(BIN)/python benchmarks/inference.py --quick

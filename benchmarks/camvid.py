@@ -31,7 +31,7 @@ from pixelwise.engine import evaluate
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.predict import load_model
 from pixelwise.training import train
-from pixelwise.visualize import colorize, grid, legend, present_classes, stack_vertically
+from pixelwise.visualize import comparison_figure
 
 
 class CropToInput(nn.Module):
@@ -66,22 +66,15 @@ def evaluate_full(model: nn.Module, camvid: Path) -> SegmentationMetrics:
 
 
 def write_figure(models: dict[str, nn.Module], camvid: Path, path: Path, count: int = 4) -> None:
-    """Rows: photo, ground truth, then each side's prediction."""
+    """Rows: photo, ground truth, then each side's prediction (in the order of `models`)."""
     dataset = FolderSegmentation(camvid, "val")
-    rows, masks = [], []
+    rows = []
     with torch.inference_mode():
         for index in range(0, len(dataset), len(dataset) // count)[:count]:
             image, truth = dataset.load(index)
-            row = [Image.fromarray(image.permute(1, 2, 0).numpy()), colorize(truth.numpy(), dataset.palette)]
-            for model in models.values():
-                model.eval()
-                predicted = model(normalize_batch(image.unsqueeze(0))).argmax(1)[0].numpy()
-                row.append(colorize(predicted, dataset.palette))
-                masks.append(predicted)
-            rows.append(row)
-    figure = grid(rows)
-    heading = Image.new("RGB", (figure.width, 1), "white")
-    stack_vertically(heading, figure, legend(present_classes(*masks), dataset.class_names, dataset.palette, figure.width)).save(path)
+            predictions = [model.eval()(normalize_batch(image.unsqueeze(0))).argmax(1)[0].numpy() for model in models.values()]
+            rows.append((Image.fromarray(image.permute(1, 2, 0).numpy()), [truth.numpy(), *predictions]))
+    comparison_figure(rows, dataset.class_names, dataset.palette).save(path)
 
 
 def main() -> None:
@@ -91,6 +84,7 @@ def main() -> None:
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, figure and results.json")
     parser.add_argument("--only", choices=["d2l", "pixelwise"], help="run one side only")
+    parser.add_argument("--class-weighting", default="none", choices=["none", "median-frequency"], help="pixelwise's loss weighting (default: none, the default recipe)")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
     camvid = find_camvid(args.camvid)
@@ -99,7 +93,7 @@ def main() -> None:
     models, metrics, seconds = {}, {}, {}
     if args.only != "d2l":
         started = time.perf_counter()
-        config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs)
+        config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs, class_weighting=args.class_weighting)
         result = train(config, progress=False, log=print)
         models["pixelwise"] = load_model(result.run_dir / "last.pt")
         seconds["pixelwise"] = time.perf_counter() - started

@@ -131,6 +131,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--data", "voc2012", "--root", "/nonexistent"], "add --download"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
         (["train", "--resume", "/nonexistent-run"], "last.pt: checkpoint not found"),
+        (["train", "--resume", "/nonexistent-run", "--lr", "0.1"], "only --epochs may be given (got --lr)"),
         (["data", "synth", "--out", "/tmp/x", "--classes", "40"], "num_classes must be in 2..21"),
     ],
 )

@@ -74,3 +74,27 @@ def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
         counts += torch.bincount(mask[mask != 255], minlength=11)[:11]
     majority = float(counts.max() / counts.sum())
     assert metrics.pixel_accuracy > majority + 0.05, (metrics.pixel_accuracy, majority)
+
+
+def test_class_weighted_loss_is_a_weighted_mean_over_labelled_pixels():
+    logits = torch.randn(1, 3, 2, 3)
+    target = torch.tensor([[[0, 1, 2], [2, 255, 0]]])
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = target != 255
+    expected = (per_pixel[valid] * weights[target[valid]]).sum() / weights[target[valid]].sum()
+    assert torch.allclose(segmentation_loss(logits, target, weights), expected)
+    assert torch.allclose(segmentation_loss(logits, target, weights), torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255))
+
+
+def test_median_frequency_weights_lift_rare_classes(synthetic_voc):
+    from pixelwise.data.statistics import class_frequencies, median_frequency_weights
+    from pixelwise.data.voc import VOCSegmentation
+
+    dataset = VOCSegmentation(synthetic_voc, "train")
+    pixels, where_present = class_frequencies(dataset)
+    assert (pixels <= where_present).all() and pixels[0] == pixels.max(), "background is the most frequent class"
+    weights = median_frequency_weights(dataset)
+    frequency = pixels / where_present
+    assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency, dtype=torch.float32))
+    assert weights[0] == weights.min()

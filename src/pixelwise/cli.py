@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, OPTIMIZERS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import MODELS
 
@@ -73,17 +74,13 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's config: from --resume's last.pt, or the defaults with the given options."""
     from pixelwise.training import resume_config
 
+    options = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("download", "deterministic")]
+    overrides = {name: getattr(args, name) for name in options if getattr(args, name, None) is not None}
     if args.resume:
+        others = sorted(set(overrides) - {"epochs"})
+        if others or args.download or args.deterministic:
+            raise PixelwiseError(f"--resume continues the run with its own config; only --epochs may be given (got --{(others or ['download'])[0].replace('_', '-')})")
         return resume_config(args.resume, epochs=args.epochs), True
-    names = {
-        "data": "data", "root": "root", "out": "out", "model": "model", "backbone_weights": "backbone_weights",
-        "epochs": "epochs", "batch_size": "batch_size", "crop_size": "crop_size", "lr": "lr",
-        "optimizer": "optimizer", "momentum": "momentum", "weight_decay": "weight_decay", "schedule": "schedule",
-        "warmup_epochs": "warmup_epochs", "workers": "workers", "seed": "seed", "device": "device",
-        "scale_range": "scale_range", "train_split": "train_split", "val_split": "val_split",
-        "on_bad_sample": "on_bad_sample", "save_every_steps": "save_every_steps",
-    }  # fmt: skip
-    overrides = {field: getattr(args, option) for option, field in names.items() if getattr(args, option) is not None}
     return TrainConfig(download=args.download, deterministic=args.deterministic, **overrides), False
 
 
@@ -119,6 +116,7 @@ def add_train(subparsers) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {defaults.optimizer})")
     parser.add_argument("--momentum", type=float, help=f"SGD momentum (default: {defaults.momentum})")
     parser.add_argument("--weight-decay", type=float, help=f"(default: {defaults.weight_decay})")
+    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class; median-frequency lifts rare classes (default: {defaults.class_weighting})")
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
     parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
     parser.add_argument("--workers", type=int, help=f"data-loading processes (default: {defaults.workers})")
@@ -428,13 +426,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def one_line(error: Exception) -> str:
+    """The error's message; for one re-raised from a DataLoader worker, without the worker's traceback."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 when some inputs failed, 2 on bad arguments or files."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except PixelwiseError as error:
-        print(f"pixelwise: error: {error}", file=sys.stderr)
+        print(f"pixelwise: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pixelwise: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from pixelwise.errors import TrainingError
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
+CLASS_WEIGHTINGS = ("none", "median-frequency")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainConfig:
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    class_weighting: str = "none"
     schedule: str = "poly"
     warmup_epochs: float = 1.0
     workers: int = 2
@@ -50,6 +52,8 @@ class TrainConfig:
         problems = []
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            problems.append(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}")
         if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
             problems.append(f"on_bad_sample must be one of {', '.join(BAD_SAMPLE_POLICIES)}")
         if self.save_every_steps < 0:

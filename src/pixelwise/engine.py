@@ -17,10 +17,12 @@ from pixelwise.errors import TrainingError
 from pixelwise.metrics import ConfusionMatrix, SegmentationMetrics
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pixel cross-entropy over labelled pixels; 0 (not NaN) when a batch has none."""
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel cross-entropy over labelled pixels, optionally class-weighted; 0 (not NaN) when a batch has none."""
+    total = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
+    labelled = target != IGNORE_INDEX
+    normalizer = class_weights[target[labelled]].sum() if class_weights is not None else labelled.sum()
+    return total / normalizer.clamp(min=1e-12)
 
 
 @dataclass
@@ -66,6 +68,7 @@ def train_one_epoch(
     device: torch.device,
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
+    class_weights: torch.Tensor | None = None,
     progress: EpochProgress | None = None,
     on_step: StepCallback | None = None,
 ) -> EpochProgress:
@@ -83,7 +86,7 @@ def train_one_epoch(
         if images.numel() == 0:
             continue  # every sample of this batch was skipped
         images, target = prepare_batch(images, target, device, normalization)
-        loss = segmentation_loss(model(images), target)
+        loss = segmentation_loss(model(images), target, class_weights)
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(f"loss became {value} at step {progress.steps + 1}")

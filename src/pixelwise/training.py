@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +22,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import SeededSamples, steps_per_epoch, train_loader
 from pixelwise.data.spec import open_dataset, prepare_data
+from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
 from pixelwise.engine import EpochProgress, evaluate, train_one_epoch
 from pixelwise.errors import DatasetError, TrainingError
@@ -165,14 +166,19 @@ def _datasets(config: TrainConfig, folder: Path, device: torch.device):
     return train_set, val_loader
 
 
-def _seed_everything(config: TrainConfig) -> None:
-    """Seed the generators; with `deterministic`, ask torch for deterministic kernels too."""
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.deterministic:
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """Ask torch for deterministic kernels while the block runs, then restore its settings."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA kernels have no deterministic version
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
 
 
 def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, log: Log) -> RunState:
@@ -204,9 +210,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     last.pt is also written every `config.save_every_steps` steps, so a killed run resumed with
     `resume=True` loses at most that many steps and ends as an uninterrupted run would.
     """
-    log = log or (lambda message: None)
+    with deterministic_algorithms(config.deterministic):
+        return _train(config, resume=resume, progress=progress, log=log or (lambda message: None))
+
+
+def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> TrainResult:
+    """The body of `train`."""
     device = resolve_device(config.device)
-    _seed_everything(config)
+    torch.manual_seed(config.seed)  # the model's initial weights
     folder = prepare_data(config.data, root=config.root, download=config.download)
     train_set, val_loader = _datasets(config, folder, device)
     network = build_model(config.model, num_classes=len(train_set.class_names), backbone_weights=config.backbone_weights)
@@ -218,6 +229,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
     state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
     run_dir = _prepare_run_dir(config)
     samples = SeededSamples(train_set, config.seed, skip_bad=config.on_bad_sample == "skip")
+    class_weights = None
+    if config.class_weighting == "median-frequency":
+        class_weights = median_frequency_weights(train_set).to(device)
+        log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(train_set.class_names, class_weights.tolist())))
     normalization = (segmenter.mean, segmenter.std)
     seen_skipped: set[str] = set()
     log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
@@ -234,7 +249,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
                 _save({**mid_epoch, "progress": asdict(done), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
 
         try:
-            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, progress=epoch_progress, on_step=on_step)
+            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, class_weights=class_weights, progress=epoch_progress, on_step=on_step)
         except TrainingError as error:
             raise TrainingError(f"epoch {epoch}: {error}; the last good checkpoint is {run_dir / 'last.pt'}") from None
         finally:

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from pixelwise.data.labels import IGNORE_INDEX, label2image
+from pixelwise.errors import DatasetError
 
 Palette = tuple[tuple[int, int, int], ...]
 SWATCH = 14
@@ -104,34 +107,31 @@ def plot_curves(history: Sequence[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def pairs_figure(pairs: Sequence[tuple], class_names: Sequence[str], palette: Palette) -> Image.Image:
+    """Photos (uint8 (3, H, W) tensors) in a row above their colour-mapped masks, with a legend."""
+    photos = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image, _ in pairs]
+    masks = [mask.numpy() for _, mask in pairs]
+    figure = grid([photos, [colorize(mask, palette) for mask in masks]])
+    return stack_vertically(figure, legend(present_classes(*masks), class_names, palette, figure.width))
+
+
+def comparison_figure(rows: Sequence[tuple[Image.Image, Sequence[np.ndarray]]], class_names: Sequence[str], palette: Palette) -> Image.Image:
+    """One row per photo: the photo, then each of its masks (truth, predictions) in colour; a legend below."""
+    masks = [mask for _, row_masks in rows for mask in row_masks]
+    figure = grid([[photo, *(colorize(mask, palette) for mask in row_masks)] for photo, row_masks in rows])
+    return stack_vertically(figure, legend(present_classes(*masks), class_names, palette, figure.width))
+
+
 def show_samples(dataset, count: int) -> Image.Image:
     """The seed's preview: `count` photos above their colour-mapped labels, with a legend."""
-    photos, labels, masks = [], [], []
-    for index in range(min(count, len(dataset))):
-        image, mask = dataset.load(index)
-        photos.append(Image.fromarray(image.permute(1, 2, 0).numpy()))
-        labels.append(colorize(mask.numpy(), dataset.palette))
-        masks.append(mask.numpy())
-    figure = grid([photos, labels])
-    return stack_vertically(figure, legend(present_classes(*masks), dataset.class_names, dataset.palette, figure.width))
+    pairs = [dataset.load(index) for index in range(min(count, len(dataset)))]
+    return pairs_figure(pairs, dataset.class_names, dataset.palette)
 
 
 def show_crops(dataset, index: int, count: int, crop_size: tuple[int, int]) -> Image.Image:
     """`count` random crops of photo `index` above their labels: a check that crops stay paired."""
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
     if not 0 <= index < len(dataset):
-        from pixelwise.errors import DatasetError
-
         raise DatasetError(f"--index {index} is outside the split (0..{len(dataset) - 1})")
     crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
     image, mask = dataset.load(index)
-    photos, labels, masks = [], [], []
-    for _ in range(count):
-        cropped_image, cropped_mask = crop(image, mask)
-        photos.append(Image.fromarray(cropped_image.permute(1, 2, 0).numpy()))
-        labels.append(colorize(cropped_mask.numpy(), dataset.palette))
-        masks.append(cropped_mask.numpy())
-    figure = grid([photos, labels])
-    return stack_vertically(figure, legend(present_classes(*masks), dataset.class_names, dataset.palette, figure.width))
+    return pairs_figure([crop(image, mask) for _ in range(count)], dataset.class_names, dataset.palette)

@@ -1,0 +1,34 @@
+"""Label statistics of a training split: class frequencies and the loss weights derived from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.io import read_label_array
+
+
+def class_frequencies(dataset: SegmentationDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: labelled pixels, and labelled pixels of the images where the class occurs.
+
+    Reads only the label files, once.
+    """
+    classes = dataset.classes
+    pixels = np.zeros(classes.num_classes, dtype=np.int64)
+    pixels_where_present = np.zeros(classes.num_classes, dtype=np.int64)
+    for _, label_path in dataset.samples:
+        mask = classes.decode(read_label_array(label_path), label_path)
+        counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
+        pixels += counts
+        pixels_where_present += np.where(counts > 0, counts.sum(), 0)
+    return pixels, pixels_where_present
+
+
+def median_frequency_weights(dataset: SegmentationDataset) -> torch.Tensor:
+    """SegNet's median frequency balancing: weight_c = median(freq) / freq_c (absent classes get 0)."""
+    pixels, pixels_where_present = class_frequencies(dataset)
+    present = pixels > 0
+    frequency = np.where(present, pixels / np.maximum(pixels_where_present, 1), 0.0)
+    weights = np.where(present, np.median(frequency[present]) / np.where(present, frequency, 1.0), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,148 @@
+"""Interrupted, diverging, disk-full and bad-sample runs: each a named outcome."""
+
+import csv
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import pixelwise.checkpoint
+import pixelwise.engine
+from pixelwise import TrainConfig, train
+from pixelwise.checkpoint import load_checkpoint
+from pixelwise.cli import main
+from pixelwise.errors import TrainingError
+
+TINY = ["--epochs", "3", "--batch-size", "4", "--crop-size", "64x64", "--lr", "0.01", "--warmup-epochs", "0", "--model", "fcn32s", "--quiet", "--device", "cpu", "--seed", "5"]
+TIME_COLUMNS = {"seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """24 train and 4 val synthetic images, 3 classes."""
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["data", "synth", "--out", str(out), "--num-train", "24", "--num-val", "4", "--classes", "3", "--min-size", "40", "--max-size", "72"]) == 0
+    return out / "VOCdevkit" / "VOC2012"
+
+
+def metrics_without_times(run_dir):
+    """metrics.csv rows without the wall-clock columns."""
+    with open(run_dir / "metrics.csv") as handle:
+        return [{key: value for key, value in row.items() if key not in TIME_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def assert_same_weights(first, second):
+    """Bit-for-bit equal state dicts of two checkpoints."""
+    a, b = load_checkpoint(first)["state_dict"], load_checkpoint(second)["state_dict"]
+    assert a.keys() == b.keys()
+    different = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def cli(*args):
+    """Run the CLI in a child process (as a user would), returning the Popen."""
+    return subprocess.Popen([sys.executable, "-m", "pixelwise", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_data, tmp_path):
+    reference = tmp_path / "reference"
+    assert cli("train", "--data", str(tiny_data), "--out", str(reference), "--workers", "0", *TINY).wait(timeout=300) == 0
+
+    interrupted = tmp_path / "interrupted"
+    process = cli("train", "--data", str(tiny_data), "--out", str(interrupted), "--workers", "2", "--save-every-steps", "2", *TINY)
+    last, saves, deadline = interrupted / "last.pt", 0, time.monotonic() + 300
+    seen = None
+    while saves < 4 and process.poll() is None and time.monotonic() < deadline:
+        stamp = last.stat().st_mtime_ns if last.exists() else None
+        if stamp != seen and stamp is not None:
+            seen, saves = stamp, saves + 1
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(last)
+    assert state["progress"] is not None, "killed after a mid-epoch checkpoint"
+    assert state["epoch"] == 2 and 0 < state["progress"]["steps"] < 6
+
+    resumed = cli("train", "--resume", str(interrupted), "--quiet")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming" in output and "in epoch 2 after step" in output
+    assert metrics_without_times(interrupted) == metrics_without_times(reference)
+    assert_same_weights(reference / "last.pt", interrupted / "last.pt")
+
+
+def test_deterministic_runs_are_identical(tiny_data, tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / name), "--workers", "0", "--deterministic", *TINY[:1], "2", *TINY[2:]]) == 0
+    assert metrics_without_times(tmp_path / "a") == metrics_without_times(tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+
+
+@pytest.fixture
+def data_with_a_broken_photo(tiny_data, tmp_path):
+    """A copy of the tiny tree whose training photo 000001.jpg is truncated."""
+    root = shutil.copytree(tiny_data, tmp_path / "VOC2012")
+    photo = root / "JPEGImages" / "000001.jpg"
+    photo.write_bytes(photo.read_bytes()[:100])
+    return root
+
+
+def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path, capsys):
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "000001.jpg: cannot decode image" in err and len(err.strip().splitlines()) == 1
+
+
+def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tmp_path, capsys):
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "0", "--on-bad-sample", "skip", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("skipped: ") == 1 and "000001.jpg: cannot decode image" in out
+    assert out.count("skipped 1 bad sample(s), trained on 23") == 3
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [row["skipped"] for row in rows] == ["1", "1", "1"] and [row["images"] for row in rows] == ["23", "23", "23"]
+
+
+def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    calls = {"count": 0}
+    real_loss = pixelwise.engine.segmentation_loss
+
+    def loss_that_diverges(*args):
+        calls["count"] += 1
+        loss = real_loss(*args)
+        return loss * float("nan") if calls["count"] == 9 else loss
+
+    monkeypatch.setattr(pixelwise.engine, "segmentation_loss", loss_that_diverges)
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=3, batch_size=4, crop_size=(64, 64), workers=0, model="fcn32s", save_every_steps=0)
+    with pytest.raises(TrainingError, match=r"epoch 2: loss became nan at step 3; the last good checkpoint is .*last\.pt"):
+        train(config, progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1 and state["progress"] is None
+    assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values() if tensor.is_floating_point())
+
+
+def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):
+    saves = {"count": 0}
+    real_save = torch.save
+
+    def save_until_full(obj, f, *args, **kwargs):
+        saves["count"] += 1
+        if saves["count"] > 2:  # epoch 1's last.pt and best.pt fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(pixelwise.checkpoint.torch, "save", save_until_full)
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=2, batch_size=4, crop_size=(64, 64), workers=0, model="fcn32s", save_every_steps=0)
+    with pytest.raises(TrainingError, match=r"last\.pt: cannot write checkpoint \(No space left on device\); the previous file is intact"):
+        train(config, progress=False)
+    monkeypatch.setattr(pixelwise.checkpoint.torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
