@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, default_collate
 
 from pixelwise.errors import DatasetError
 
