@@ -85,6 +85,15 @@ def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):
     assert "unknown class 'person'; the model knows background, gridded disk, striped square" in capsys.readouterr().err
 
 
+def test_predict_into_an_unwritable_folder_is_one_line(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    (tmp_path / "file").write_text("")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write predictions" in err and len(err.strip().splitlines()) == 1
+
+
 def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
     data, run = trained_run
     import shutil
@@ -139,6 +148,15 @@ def test_bad_files_give_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unwritable_files_of_other_commands_are_one_line(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    (tmp_path / "file").write_text("")
+    assert main(["data", "show", str(data), "--n", "2", "--out", str(tmp_path / "file" / "preview.png")]) == 2
+    assert main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num-train", "1", "--num-val", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("Not a directory" in line for line in err)
 
 
 def test_unwritable_output_fails_before_training(trained_run, tmp_path, capsys):

@@ -237,12 +237,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from pixelwise.visualize import blur_background, overlay
 
     model = load_model(args.checkpoint, resolve_device(args.device))
-    if args.keep:
-        _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate names before any work
+    if args.blur_background or args.keep:
+        _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate the classes before any work
     paths, failures = expand_inputs(args.inputs)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
+    segmented = 0
     for path in paths:
         try:
             photo = read_image(path)
@@ -251,12 +251,17 @@ def run_predict(args: argparse.Namespace) -> int:
             continue
         mask = model.predict(photo, max_side=args.max_side)
         stem = _unique_stem(path, used)
-        palette_png(mask, model.palette).save(out / f"{stem}_mask.png")
-        overlay(photo, mask, model.class_names, model.palette).save(out / f"{stem}_overlay.jpg", quality=92)
-        if args.blur_background:
-            blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(out / f"{stem}_blur.jpg", quality=92)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            palette_png(mask, model.palette).save(out / f"{stem}_mask.png")
+            overlay(photo, mask, model.class_names, model.palette).save(out / f"{stem}_overlay.jpg", quality=92)
+            if args.blur_background:
+                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(out / f"{stem}_blur.jpg", quality=92)
+        except OSError as error:
+            raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
+        segmented += 1
         print(f"{path} -> {out / stem}_mask.png")
-    print(f"{len(paths) - sum(1 for p, _ in failures if Path(p) in paths)} image(s) segmented into {out}")
+    print(f"{segmented} image(s) segmented into {out}")
     for source, problem in failures:
         print(f"failed: {problem}" if problem.startswith(source) else f"failed: {source}: {problem}", file=sys.stderr)
     return 1 if failures else 0
@@ -441,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except PixelwiseError as error:
         print(f"pixelwise: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the command had to write: unwritable folder, full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"pixelwise: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pixelwise: interrupted", file=sys.stderr)
