@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from pixelwise.benchmarking import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, result_line
 from pixelwise.config import TrainConfig
 from pixelwise.data.folder import FolderSegmentation
-from pixelwise.data.transforms import eval_transforms, normalize_batch
+from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import evaluate
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.predict import load_model
@@ -61,7 +61,7 @@ def train_d2l(camvid: Path, epochs: int, batch_size: int, scratch: Path) -> nn.M
 
 def evaluate_full(model: nn.Module, camvid: Path) -> SegmentationMetrics:
     """pixelwise's metrics on CamVid val, whole 480x360 photos."""
-    loader = DataLoader(FolderSegmentation(camvid, "val", eval_transforms()), batch_size=1, num_workers=2)
+    loader = DataLoader(FolderSegmentation(camvid, "val"), batch_size=1, num_workers=2)
     return evaluate(model, loader, 11, torch.device("cpu"))
 
 

@@ -1,8 +1,7 @@
-import pickle
-import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
@@ -91,3 +90,18 @@ def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
     save_checkpoint(payload, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="weights do not fit fcn8s"):
         load_model(tmp_path / "x.pt")
+
+
+def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
+    torch.manual_seed(0)
+    network = build_model("fcn32s", num_classes=3)
+    for parameter in network.score32.parameters():
+        parameter.data.normal_()
+    model = Segmenter(network, model_name="fcn32s", class_names=("a", "b", "c"), palette=((0, 0, 0),) * 3).eval()
+    photo = np.random.default_rng(1).integers(0, 255, size=(90, 130, 3), dtype=np.uint8)
+    capped = model.predict(photo, max_side=64)
+    assert capped.shape == (90, 130) and capped.dtype == np.uint8
+    small = np.asarray(Image.fromarray(photo).resize((64, 44), Image.BILINEAR))
+    expected = np.asarray(Image.fromarray(model.predict(small, max_side=None)).resize((130, 90), Image.NEAREST))
+    assert np.array_equal(capped, expected)
+    assert model.predict(photo, max_side=None).shape == (90, 130)

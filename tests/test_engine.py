@@ -5,7 +5,7 @@ from torchvision.transforms import v2
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.folder import FolderSegmentation
-from pixelwise.data.transforms import RandomScale, eval_transforms, train_transforms
+from pixelwise.data.transforms import RandomScale, train_transforms
 from pixelwise.engine import evaluate, segmentation_loss, train_one_epoch
 from pixelwise.errors import TrainingError
 from pixelwise.models import build_model
@@ -60,7 +60,7 @@ def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
     size = [120, 160]
     shrink = v2.Resize(size, antialias=True)  # masks are resized with nearest neighbour
     train_set = FolderSegmentation(camvid_root, "train", v2.Compose([shrink, train_transforms((96, 128), scale_range=(0.8, 1.25))]))
-    val_set = FolderSegmentation(camvid_root, "val", v2.Compose([shrink, eval_transforms()]))
+    val_set = FolderSegmentation(camvid_root, "val", shrink)
     model = build_model("fcn32s", num_classes=11).to(memory_format=torch.channels_last)
     config = TrainConfig(epochs=2, lr=0.02, warmup_epochs=0.2)
     loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True, num_workers=2)

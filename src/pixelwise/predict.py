@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
@@ -64,22 +63,20 @@ class Segmenter(nn.Module):
     def predict(self, image: ImageLike, *, max_side: int | None = 2048) -> np.ndarray:
         """Class-index mask (H, W) uint8 of a photo, at the photo's own size.
 
-        Photos whose longer side exceeds `max_side` are segmented at that size and the
-        logits resized back, which bounds memory; `None` always uses full resolution.
+        Photos whose longer side exceeds `max_side` are segmented at that size and the mask
+        resized back (nearest neighbour), which bounds memory; `None` always uses full resolution.
         """
         photo = as_rgb_image(image)
-        batch = self.normalize(photo)
-        height, width = batch.shape[-2:]
-        scale = max_side / max(height, width) if max_side else 1.0
+        scale = max_side / max(photo.size) if max_side else 1.0
+        # A large photo is shrunk before normalising and its mask enlarged after: neither the
+        # float input nor the (C, H, W) logits ever exist at full size.
+        small = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR) if scale < 1 else photo
         was_training = self.training
         self.eval()
-        if scale < 1:
-            small = TF.resize(batch, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
-            logits = F.interpolate(self(small), size=(height, width), mode="bilinear", align_corners=False)
-        else:
-            logits = self(batch)
+        logits = self(self.normalize(small))
         self.train(was_training)
-        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        mask = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        return np.asarray(Image.fromarray(mask).resize(photo.size, Image.NEAREST)) if small is not photo else mask
 
 
 def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048) -> np.ndarray:

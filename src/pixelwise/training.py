@@ -23,7 +23,7 @@ from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import SeededSamples, steps_per_epoch, train_loader
 from pixelwise.data.spec import open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.engine import EpochProgress, evaluate, train_one_epoch
 from pixelwise.errors import DatasetError, TrainingError
 from pixelwise.metrics import SegmentationMetrics
@@ -159,7 +159,7 @@ class RunState:
 def _datasets(config: TrainConfig, folder: Path, device: torch.device):
     """The training dataset and the validation loader (batch 1: whole images differ in size)."""
     train_set = open_dataset(folder, config.train_split, train_transforms(config.crop_size, scale_range=config.scale_range))
-    val_set = open_dataset(folder, config.val_split, eval_transforms())
+    val_set = open_dataset(folder, config.val_split)  # whole photos, normalised in the loop
     if val_set.class_names != train_set.class_names:
         raise DatasetError(f"{folder}: splits {config.train_split} and {config.val_split} have different classes")
     val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
@@ -282,7 +282,7 @@ def evaluate_split(
 ) -> SegmentationMetrics:
     """Metrics of `model` on a dataset split, whole images at their own size."""
     folder = prepare_data(str(data), root=root)
-    dataset = open_dataset(folder, split, eval_transforms())
+    dataset = open_dataset(folder, split)
     if dataset.class_names != model.class_names:
         raise DatasetError(
             f"{folder}: classes {', '.join(dataset.class_names)} differ from the model's {', '.join(model.class_names)}"

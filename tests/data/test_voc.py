@@ -34,7 +34,7 @@ def test_dataset_reads_pairs_lazily_with_classes_from_csv(synthetic_voc):
     assert all(isinstance(path, type(synthetic_voc)) for pair in dataset.samples for path in pair)
     image, mask = dataset[0]
     assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.shape[0] == 3
-    assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64
+    assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.uint8
     assert mask.shape == image.shape[1:]
     assert set(mask.unique().tolist()) <= {0, 1, 2, 3, 255}
     assert (mask == 255).any(), "object boundaries are ignored"

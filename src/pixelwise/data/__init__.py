@@ -13,11 +13,11 @@ from pixelwise.data.labels import (
     rgb_to_index,
 )
 from pixelwise.data.synthetic import make_synthetic_voc
-from pixelwise.data.transforms import eval_transforms, normalize_batch, train_transforms
+from pixelwise.data.transforms import normalize_batch, train_transforms
 from pixelwise.data.voc import VOCSegmentation
 
 __all__ = [
     "IGNORE_INDEX", "VOC_BOUNDARY_COLOR", "VOC_CLASSES", "VOC_COLORMAP", "ClassTable",
     "FolderSegmentation", "SegmentationDataset", "VOCSegmentation", "download_voc2012",
-    "eval_transforms", "label2image", "make_synthetic_voc", "normalize_batch", "rgb_to_index", "train_transforms",
+    "label2image", "make_synthetic_voc", "normalize_batch", "rgb_to_index", "train_transforms",
 ]  # fmt: skip

@@ -20,7 +20,7 @@ PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor
 
 
 class SegmentationDataset(Dataset):
-    """(image, mask) pairs: uint8 `Image` (3, H, W) and int64 `Mask` (H, W), 255 = ignore.
+    """(image, mask) pairs: uint8 `Image` (3, H, W) and uint8 `Mask` (H, W), 255 = ignore.
 
     Only the paths are held; each item is decoded when asked for, then `transforms`
     (called on the pair) is applied.
@@ -54,7 +54,7 @@ class SegmentationDataset(Dataset):
                 f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a "
                 f"{image.width}x{image.height} image ({image_path.name})"
             )
-        mask = torch.from_numpy(self.classes.decode(label, label_path).astype(np.int64))
+        mask = torch.from_numpy(self.classes.decode(label, label_path))  # uint8: compact across workers
         return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(mask)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

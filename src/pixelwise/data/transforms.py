@@ -31,11 +31,6 @@ class RandomScale:
         return F.resize(image, size, antialias=True), F.resize(mask, size)
 
 
-# Workers hand over uint8 images and masks (a quarter and an eighth of float32 and int64):
-# copying batches between processes, not decoding, limited the loader before.
-_TO_UINT8 = v2.ToDtype({tv_tensors.Image: torch.uint8, tv_tensors.Mask: torch.uint8})
-
-
 def train_transforms(
     crop_size: tuple[int, int],
     *,
@@ -43,7 +38,10 @@ def train_transforms(
     hflip: bool = True,
     mean: tuple[float, ...] = IMAGENET_MEAN,
 ) -> v2.Compose:
-    """Random scale, random crop padded where the photo is smaller, flip; uint8 out.
+    """Random scale, random crop padded where the photo is smaller, flip; uint8 in and out.
+
+    Workers hand over uint8 images and masks (a quarter and an eighth of float32 and int64):
+    copying batches between processes, not decoding, limited the loader before.
 
     The photo is padded with the mean colour, which `normalize_batch` turns into 0 (to within
     1/255 of a standard deviation), and the mask with IGNORE_INDEX: small photos are kept,
@@ -56,12 +54,7 @@ def train_transforms(
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + [_TO_UINT8])
-
-
-def eval_transforms() -> v2.Compose:
-    """No change but the mask's dtype: evaluation sees each photo whole, at its own size."""
-    return v2.Compose([_TO_UINT8])
+    return v2.Compose(steps)
 
 
 def normalize_batch(
