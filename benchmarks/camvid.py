@@ -5,7 +5,10 @@ by pixelwise's confusion matrix on CamVid val at full resolution (void ignored):
 (a) D2L: FCN-32s, `d2l.VOCSegDataset` (random 320x480 crops), the chapter's loss,
     SGD lr 0.001 weight decay 1e-3 without momentum, `d2l.train_ch13`, batch 32;
 (b) pixelwise: `pixelwise.train` with its defaults (docs/training.md).
-Writes a figure of val photos with both sides' predictions. Runs for tens of minutes.
+Writes a figure of val photos with both sides' predictions. Runs for tens of minutes (about
+100 at the default 30 epochs: pixelwise 30, D2L 70), so the sides can also run one at a time
+(`--only`): each keeps its weights and result in `--out`, and the table, figure and RESULT
+line include the other side's saved result when it has the same epochs.
 """
 
 from __future__ import annotations
@@ -77,41 +80,81 @@ def write_figure(models: dict[str, nn.Module], camvid: Path, path: Path, count: 
     comparison_figure(rows, dataset.class_names, dataset.palette).save(path)
 
 
+def weights_path(out: Path, side: str) -> Path:
+    """Where each side's final weights are kept."""
+    return out / "pixelwise-run" / "last.pt" if side == "pixelwise" else out / "d2l.pt"
+
+
+def saved_models(out: Path, sides) -> dict[str, nn.Module]:
+    """Each side's final weights as written by its run."""
+    models = {}
+    for side in sides:
+        if side == "pixelwise":
+            models[side] = load_model(weights_path(out, side))
+        else:
+            net = chapter_fcn(11)
+            net.load_state_dict(torch.load(weights_path(out, side), weights_only=True))
+            models[side] = CropToInput(net)
+    return models
+
+
+def merged_results(out: Path, epochs: int, new: dict) -> dict:
+    """Earlier results with the same epochs and saved weights (from a run with `--only`), updated by this run's."""
+    path = out / "results.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    merged = {side: value for side, value in earlier.items() if value.get("epochs") == epochs and weights_path(out, side).exists()}
+    merged.update(new)
+    return {side: merged[side] for side in ("pixelwise", "d2l") if side in merged}
+
+
+def print_table(results: dict, class_names: tuple[str, ...], epochs: int) -> None:
+    """mIoU, pixel accuracy, minutes and per-class IoU, one row per side."""
+    print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
+    print(f"{'':12}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
+    for side, value in results.items():
+        ious = " ".join(f"{value['iou'][name]:>8.3f}" for name in class_names)
+        print(f"{side:12}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_epochs = TrainConfig().epochs
     parser.add_argument("--quick", action="store_true", help="1 epoch each (a smoke run, under a few minutes; numbers mean little)")
-    parser.add_argument("--epochs", type=int, default=16, help="epochs for both sides (default: 16)")
+    parser.add_argument("--epochs", type=int, default=default_epochs, help=f"epochs for both sides (default: {default_epochs}, the default recipe's)")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, figure and results.json")
-    parser.add_argument("--only", choices=["d2l", "pixelwise"], help="run one side only")
+    parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, weights, figure and results.json")
+    parser.add_argument(
+        "--only",
+        choices=["d2l", "pixelwise"],
+        help="run one side only; the table, figure and RESULT line then also use the other side's saved result with the same epochs",
+    )
     parser.add_argument("--class-weighting", default="none", choices=["none", "median-frequency"], help="pixelwise's loss weighting (default: none, the default recipe)")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
     camvid = find_camvid(args.camvid)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    models, metrics, seconds = {}, {}, {}
+    class_names = FolderSegmentation(camvid, "val").class_names
+    new = {}
     if args.only != "d2l":
         started = time.perf_counter()
         config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs, class_weighting=args.class_weighting)
         result = train(config, progress=False, log=print)
-        models["pixelwise"] = load_model(result.run_dir / "last.pt")
-        seconds["pixelwise"] = time.perf_counter() - started
-        metrics["pixelwise"] = evaluate_full(models["pixelwise"], camvid)
+        minutes = (time.perf_counter() - started) / 60
+        metrics = evaluate_full(load_model(result.run_dir / "last.pt"), camvid)
+        new["pixelwise"] = {**metrics.as_dict(class_names), "minutes": minutes, "epochs": epochs, "class_weighting": args.class_weighting}
     if args.only != "pixelwise":
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
-            models["d2l"] = train_d2l(camvid, epochs, 32, Path(scratch))
-        seconds["d2l"] = time.perf_counter() - started
-        metrics["d2l"] = evaluate_full(models["d2l"], camvid)
-    class_names = FolderSegmentation(camvid, "val").class_names
-    print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
-    print(f"{'':12}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
-    for side, value in metrics.items():
-        print(f"{side:12}{value.miou:>8.3f}{value.pixel_accuracy:>11.3f}{seconds[side] / 60:>9.1f}  " + " ".join(f"{iou:>8.3f}" for iou in value.iou))
-    (out / "results.json").write_text(json.dumps({side: {**value.as_dict(class_names), "minutes": seconds[side] / 60, "epochs": epochs} for side, value in metrics.items()}, indent=2))
-    write_figure(models, camvid, out / "predictions.png")
-    print(result_line(**{("miou" if side == "pixelwise" else "miou_d2l"): value.miou for side, value in metrics.items()}))
+            model = train_d2l(camvid, epochs, 32, Path(scratch))
+        torch.save(model.net.state_dict(), weights_path(out, "d2l"))
+        minutes = (time.perf_counter() - started) / 60
+        new["d2l"] = {**evaluate_full(model, camvid).as_dict(class_names), "minutes": minutes, "epochs": epochs}
+    results = merged_results(out, epochs, new)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print_table(results, class_names, epochs)
+    write_figure(saved_models(out, results), camvid, out / "predictions.png")
+    print(result_line(**{("miou" if side == "pixelwise" else "miou_d2l"): value["miou"] for side, value in results.items()}))
 
 
 if __name__ == "__main__":

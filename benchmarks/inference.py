@@ -2,7 +2,10 @@
 
 pixelwise segments a 500x375 photo whole (any size works); D2L's network needs inputs whose
 sides are multiples of 32, so its chapter predicts 320x480 crops. Both at batch 1 and 8; the
-ceiling is the forward pass's FLOPs over the measured float32 GEMM rate.
+ceiling is the forward pass's FLOPs over the measured float32 GEMM rate. D2L is timed first
+with the system allocator, as its users run it; pixelwise then runs with the allocator setting
+`pixelwise predict` makes (`pixelwise.runtime.keep_freed_memory`), next to D2L again under
+that same setting (`speedup_same_allocator`).
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import chapter_fcn, chapter_predict, gemm_gflops, result_line
+from pixelwise.benchmarking import chapter_fcn, chapter_predict, gemm_gflops, result_line, with_torch_upsampling
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.models import build_model
 from pixelwise.predict import Segmenter
+from pixelwise.runtime import keep_freed_memory
 
 NUM_CLASSES = 21
 
@@ -29,9 +34,11 @@ def forward_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def pixelwise_predictor(batch_size: int, photos: torch.Tensor):
+def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, gemm_upsampling: bool = True):
     """Segment `batch_size` photos (uint8, 375x500) with pixelwise, as `predict` does, batched."""
     network = build_model("fcn32s", num_classes=NUM_CLASSES)
+    if not gemm_upsampling:
+        network = with_torch_upsampling(network)
     model = Segmenter(network, model_name="fcn32s", class_names=tuple(map(str, range(NUM_CLASSES))), palette=((0, 0, 0),) * NUM_CLASSES)
     model = model.eval().to(memory_format=torch.channels_last)
 
@@ -43,7 +50,7 @@ def pixelwise_predictor(batch_size: int, photos: torch.Tensor):
     return run
 
 
-def d2l_predictor(batch_size: int, crops: torch.Tensor):
+def d2l_predictor(batch_size: int, *, crops: torch.Tensor):
     """D2L's chapter `predict` on `batch_size` normalised 320x480 crops (one call per image, as it is written)."""
     net = chapter_fcn(NUM_CLASSES).eval()
     normalized = normalize_batch(crops[:batch_size])
@@ -53,6 +60,25 @@ def d2l_predictor(batch_size: int, crops: torch.Tensor):
         return [chapter_predict(net, image) for image in normalized]
 
     return run
+
+
+def time_cases(cases: dict, flops: dict[str, int], repeats: int) -> dict:
+    """{(name, batch): (images/s, GFLOP/s)} for predictor factories `cases`, alternated, median of `repeats`."""
+    rows = {}
+    for batch_size in (1, 8):
+        runs = {name: factory(batch_size) for name, factory in cases.items()}
+        times = {name: [] for name in runs}
+        for run in runs.values():
+            run()
+        for _ in range(repeats):
+            for name, run in runs.items():
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+        for name, values in times.items():
+            seconds = statistics.median(values)
+            rows[(name, batch_size)] = (batch_size / seconds, flops["d2l" if name.startswith("d2l") else "pixelwise"] * batch_size / seconds / 1e9)
+    return rows
 
 
 def main() -> None:
@@ -66,31 +92,31 @@ def main() -> None:
     crops = photos[:, :, :320, :480].contiguous()
     peak = gemm_gflops()
     flops = {
-        "pixelwise": forward_flops(build_model("fcn32s", num_classes=NUM_CLASSES).eval(), normalize_batch(photos[:1])),
+        # Counted on torch's transposed convolution: the GEMM form also multiplies the zero padding.
+        "pixelwise": forward_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)).eval(), normalize_batch(photos[:1])),
         "d2l": forward_flops(chapter_fcn(NUM_CLASSES).eval(), normalize_batch(crops[:1])),
     }
-    rows = {}
-    for batch_size in (1, 8):
-        cases = {"d2l": d2l_predictor(batch_size, crops), "pixelwise": pixelwise_predictor(batch_size, photos)}
-        times = {name: [] for name in cases}
-        for run in cases.values():
-            run()
-        for _ in range(repeats):
-            for name, run in cases.items():
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
-        for name, values in times.items():
-            seconds = statistics.median(values)
-            rows[(name, batch_size)] = (batch_size / seconds, flops[name] * batch_size / seconds / 1e9)
+    # D2L first, as its users run it (system allocator); then pixelwise as `pixelwise predict`
+    # runs it (freed memory kept), alternated with D2L again under the same allocator.
+    rows = time_cases({"d2l": partial(d2l_predictor, crops=crops)}, flops, repeats)
+    allocator = "kept freed memory" if keep_freed_memory() else "system allocator"
+    cases = {
+        "d2l, same allocator": partial(d2l_predictor, crops=crops),
+        "pixelwise": partial(pixelwise_predictor, photos=photos),
+        "pixelwise oneDNN tconv": partial(pixelwise_predictor, photos=photos, gemm_upsampling=False),
+    }
+    rows |= time_cases(cases, flops, repeats)
     print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; float32 GEMM peak {peak:.1f} GFLOP/s")
+    print(f"d2l: system allocator; the other rows: {allocator}")
     print(f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, d2l 320x480 {flops['d2l'] / 1e9:.1f} G")
-    print(f"{'':12}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    print(f"{'':24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for (name, batch_size), (images_per_second, gflops) in rows.items():
-        print(f"{name:12}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / peak:>9.0%}")
+        print(f"{name:24}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / peak:>9.0%}")
     speedup = min(rows[("pixelwise", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
+    same_allocator = min(rows[("pixelwise", b)][0] / rows[("d2l, same allocator", b)][0] for b in (1, 8))
     peak_fraction = max(rows[("pixelwise", b)][1] for b in (1, 8)) / peak
-    print(result_line(speedup=speedup, peak_fraction=peak_fraction))
+    gemm_gain = min(rows[("pixelwise", b)][0] / rows[("pixelwise oneDNN tconv", b)][0] for b in (1, 8))
+    print(result_line(speedup=speedup, peak_fraction=peak_fraction, speedup_same_allocator=same_allocator, gemm_upsampling_gain=gemm_gain))
 
 
 if __name__ == "__main__":

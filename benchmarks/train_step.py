@@ -14,11 +14,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import chapter_fcn, chapter_loss, gemm_gflops, result_line
+from pixelwise.benchmarking import chapter_fcn, chapter_loss, gemm_gflops, result_line, with_torch_upsampling
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import segmentation_loss, train_one_epoch
 from pixelwise.models import build_model
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import build_optimizer
 
 NUM_CLASSES, HEIGHT, WIDTH = 21, 320, 480
@@ -32,9 +33,11 @@ def step_flops(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tens
     return counter.get_total_flops()
 
 
-def pixelwise_step(batch: tuple[torch.Tensor, torch.Tensor]):
+def pixelwise_step(batch: tuple[torch.Tensor, torch.Tensor], *, gemm_upsampling: bool = True):
     """A callable running one step of pixelwise's `train_one_epoch` (uint8 batch in, channels-last)."""
     model = build_model("fcn32s", num_classes=NUM_CLASSES).to(memory_format=torch.channels_last)
+    if not gemm_upsampling:
+        model = with_torch_upsampling(model)
     optimizer = build_optimizer(TrainConfig(), model)
     return lambda: train_one_epoch(model, [batch], optimizer, None, torch.device("cpu"))
 
@@ -69,14 +72,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side (default 8, quick 3)")
     args = parser.parse_args()
+    allocator = "kept freed memory" if keep_freed_memory() else "system allocator"  # for both sides
     steps = args.steps or (3 if args.quick else 8)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (args.batch_size, 3, HEIGHT, WIDTH), dtype=torch.uint8)
     targets = torch.randint(0, NUM_CLASSES, (args.batch_size, HEIGHT, WIDTH), dtype=torch.uint8)
     batch = (images, targets)
-    flops = step_flops(build_model("fcn32s", num_classes=NUM_CLASSES), normalize_batch(images), targets.long())
+    # Counted on torch's transposed convolution: the GEMM form also multiplies the zero padding.
+    flops = step_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)), normalize_batch(images), targets.long())
     peak = gemm_gflops()
-    sides = {"d2l": d2l_step(batch), "pixelwise": pixelwise_step(batch), "pixelwise NCHW": contiguous_step(batch)}
+    sides = {
+        "d2l": d2l_step(batch),
+        "pixelwise": pixelwise_step(batch),
+        "pixelwise NCHW": contiguous_step(batch),
+        "pixelwise oneDNN tconv": pixelwise_step(batch, gemm_upsampling=False),
+    }
     times = {name: [] for name in sides}
     for step in sides.values():
         step()  # warm-up: allocator, oneDNN primitive caches
@@ -86,12 +96,19 @@ def main() -> None:
             step()
             times[name].append(time.perf_counter() - started)
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"FCN-32s ResNet-18, batch {args.batch_size} x 3 x {HEIGHT} x {WIDTH}, CPU threads {torch.get_num_threads()}, median of {steps} steps")
+    print(f"FCN-32s ResNet-18, batch {args.batch_size} x 3 x {HEIGHT} x {WIDTH}, CPU threads {torch.get_num_threads()}, {allocator}, median of {steps} steps")
     print(f"step FLOPs {flops / 1e9:.1f} G ({flops / args.batch_size / 1e9:.1f} G per image); float32 GEMM peak {peak:.1f} GFLOP/s")
-    print(f"{'':16}{'s/step':>10}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    print(f"{'':24}{'s/step':>10}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for name, seconds in median.items():
-        print(f"{name:16}{seconds:>10.3f}{args.batch_size / seconds:>10.2f}{flops / seconds / 1e9:>10.1f}{flops / seconds / 1e9 / peak:>9.0%}")
-    print(result_line(speedup=median["d2l"] / median["pixelwise"], peak_fraction=flops / median["pixelwise"] / 1e9 / peak, channels_last_gain=median["pixelwise NCHW"] / median["pixelwise"]))
+        print(f"{name:24}{seconds:>10.3f}{args.batch_size / seconds:>10.2f}{flops / seconds / 1e9:>10.1f}{flops / seconds / 1e9 / peak:>9.0%}")
+    print(
+        result_line(
+            speedup=median["d2l"] / median["pixelwise"],
+            peak_fraction=flops / median["pixelwise"] / 1e9 / peak,
+            channels_last_gain=median["pixelwise NCHW"] / median["pixelwise"],
+            gemm_upsampling_gain=median["pixelwise oneDNN tconv"] / median["pixelwise"],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwise.ops import bilinear_kernel, conv_matrix, conv_transpose2d, trans_conv, transposed_output_size
+from pixelwise.ops import (
+    bilinear_kernel,
+    conv_matrix,
+    conv_transpose2d,
+    conv_transpose2d_by_phases,
+    trans_conv,
+    transposed_output_size,
+)
 
 SEED_X = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
 
@@ -68,6 +75,38 @@ def test_conv_transpose2d_rejects_bad_arguments():
         conv_transpose2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 2, 2), padding=2)
     with pytest.raises(ValueError, match="empty output"):
         conv_transpose2d(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 2, 2), padding=1)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 8, 32])
+@pytest.mark.parametrize("taps", [1, 2, 3])
+def test_conv_transpose2d_by_phases_matches_torch(stride, taps):
+    generator = torch.Generator().manual_seed(stride * 10 + taps)
+    kernel = taps * stride
+    for padding in sorted({0, 1, stride // 2, kernel - 1}):
+        for height, width in ((1, 1), (3, 5), (6, 2)):
+            if min(transposed_output_size(height, kernel, stride, padding), transposed_output_size(width, kernel, stride, padding)) < 1:
+                continue
+            x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
+            w = torch.randn(3, 4, kernel, kernel, generator=generator, dtype=torch.float64)
+            reference = F.conv_transpose2d(x, w, stride=stride, padding=padding)
+            torch.testing.assert_close(conv_transpose2d_by_phases(x, w, stride=stride, padding=padding), reference, atol=1e-10, rtol=0)
+
+
+def test_conv_transpose2d_by_phases_gradients_match_torch():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    conv_transpose2d_by_phases(x, w, stride=4, padding=2).square().sum().backward()
+    ours = (x.grad.clone(), w.grad.clone())
+    x.grad = w.grad = None
+    F.conv_transpose2d(x, w, stride=4, padding=2).square().sum().backward()
+    torch.testing.assert_close(ours, (x.grad, w.grad))
+
+
+def test_conv_transpose2d_by_phases_needs_kernel_multiple_of_stride():
+    with pytest.raises(ValueError, match="multiple of stride"):
+        conv_transpose2d_by_phases(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), stride=2)
+    with pytest.raises(ValueError, match="square"):
+        conv_transpose2d_by_phases(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 4, 2), stride=2)
 
 
 @pytest.mark.parametrize("n, k, s, p", [(2, 2, 1, 0), (2, 2, 1, 1), (2, 2, 2, 0), (10, 64, 32, 16), (7, 4, 2, 1), (5, 3, 3, 2)])

@@ -7,6 +7,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
 from pixelwise.errors import DatasetError
+from pixelwise.models.fcn import BlockConvTranspose2d
 from pixelwise.ops import bilinear_kernel
 
 SHARED_CAMVID = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
@@ -158,3 +160,11 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     """D2L's `predict`: argmax of the network on one normalised image (3, H, W)."""
     height, width = normalized_image.shape[1:]
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
+
+
+def with_torch_upsampling(model: nn.Module) -> nn.Module:
+    """`model` with its GEMM upsamplers running nn.ConvTranspose2d's own kernels (the "before" figure)."""
+    for module in model.modules():
+        if isinstance(module, BlockConvTranspose2d):
+            module.forward = partial(nn.ConvTranspose2d.forward, module)
+    return model

@@ -16,6 +16,7 @@ import torch
 from pixelwise.config import CLASS_WEIGHTINGS, OPTIMIZERS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import MODELS
+from pixelwise.runtime import keep_freed_memory
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -442,6 +443,7 @@ def one_line(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 when some inputs failed, 2 on bad arguments or files."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.handler(args)
     except PixelwiseError as error:

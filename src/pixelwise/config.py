@@ -27,7 +27,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 8
     crop_size: tuple[int, int] = (256, 320)
-    scale_range: tuple[float, float] = (0.5, 2.0)
+    scale_range: tuple[float, float] = (0.75, 1.5)
     optimizer: str = "sgd"
     lr: float = 0.02
     momentum: float = 0.9

@@ -29,6 +29,7 @@ from pixelwise.errors import DatasetError, TrainingError
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.models import build_model
 from pixelwise.predict import Segmenter
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
@@ -209,7 +210,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
 
     last.pt is also written every `config.save_every_steps` steps, so a killed run resumed with
     `resume=True` loses at most that many steps and ends as an uninterrupted run would.
+    Sets the process's allocator to keep freed memory (`runtime.keep_freed_memory`).
     """
+    keep_freed_memory()
     with deterministic_algorithms(config.deterministic):
         return _train(config, resume=resume, progress=progress, log=log or (lambda message: None))
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
+from pixelwise.benchmarking import with_torch_upsampling
 from pixelwise.errors import ModelError
 from pixelwise.models import MODELS, build_model, fcn_resnet18
+from pixelwise.models.fcn import BlockConvTranspose2d
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -85,3 +87,25 @@ def test_imagenet_weights_offline_give_one_clear_error(monkeypatch):
     monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
     with pytest.raises(ModelError, match="could not get ImageNet ResNet-18 weights .*network unreachable.*local"):
         fcn_resnet18(num_classes=3, backbone_weights="imagenet")
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn8s"])
+def test_gemm_upsamplers_equal_torch_transposed_convolution(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5)
+    upsamplers = [module for module in model.modules() if isinstance(module, BlockConvTranspose2d)]
+    assert len(upsamplers) == (1 if name == "fcn32s" else 3)
+    for upsampler in upsamplers:
+        upsampler.weight.data.normal_()
+    x = torch.randn(2, 3, 70, 90)
+    ours = model(x)
+    ours.square().mean().backward()
+    our_grads = [upsampler.weight.grad.clone() for upsampler in upsamplers]
+    model.zero_grad()
+    scores = torch.randn(1, 5, 3, 4)
+    assert not upsamplers[0](scores).is_contiguous(), "the GEMM path returns a channels-last view"
+    reference = with_torch_upsampling(model)(x)
+    assert upsamplers[0](scores).is_contiguous(), "torch's own kernel now"
+    reference.square().mean().backward()
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(our_grads, [upsampler.weight.grad for upsampler in upsamplers], atol=1e-4, rtol=1e-3)

@@ -34,7 +34,7 @@ class RandomScale:
 def train_transforms(
     crop_size: tuple[int, int],
     *,
-    scale_range: tuple[float, float] = (0.5, 2.0),
+    scale_range: tuple[float, float] = (0.75, 1.5),
     hflip: bool = True,
     mean: tuple[float, ...] = IMAGENET_MEAN,
 ) -> v2.Compose:

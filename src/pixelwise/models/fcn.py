@@ -10,14 +10,27 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from pixelwise.errors import ModelError
-from pixelwise.ops import bilinear_kernel
+from pixelwise.ops import bilinear_kernel, conv_transpose2d_by_phases
 
 VARIANTS = ("32s", "8s")
 
 
+class BlockConvTranspose2d(nn.ConvTranspose2d):
+    """A bias-free ConvTranspose2d whose kernel is a multiple of its stride, computed as one GEMM.
+
+    Same parameters and state dict as `nn.ConvTranspose2d`; see `conv_transpose2d_by_phases`.
+    """
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        """The transposed convolution of `x` (`output_size` is not supported)."""
+        if output_size is not None or self.bias is not None:
+            return super().forward(x, output_size)
+        return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
+
+
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     """ConvTranspose2d(k=2f, s=f, p=f/2) initialised to per-channel bilinear upsampling by f."""
-    layer = nn.ConvTranspose2d(channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False)
+    layer = BlockConvTranspose2d(channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False)
     with torch.no_grad():
         layer.weight.copy_(bilinear_kernel(channels, channels, 2 * factor))
     return layer

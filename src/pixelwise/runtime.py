@@ -1,0 +1,32 @@
+"""Process-wide settings for long CPU runs: glibc keeps freed tensor memory for reuse."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+KEEP_AT_MOST = (1 << 31) - 1  # bytes of free heap kept before glibc returns memory to the OS
+OPT_OUT = "PIXELWISE_SYSTEM_MALLOC"
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc reuse freed large blocks instead of unmapping them; False where it does not apply.
+
+    Training and whole-image inference allocate tensors of 100 MB and more at every step.
+    glibc serves each with a fresh mmap whose pages fault and are zeroed on first touch, then
+    unmaps it when the tensor is freed; on this project's CPU machine that cost 15 to 20% of a
+    training step. With mmap disabled for allocations and a 2 GiB trim threshold, the next
+    step reuses the same pages. Memory is not returned to the OS until the process ends
+    (up to the run's peak). Set PIXELWISE_SYSTEM_MALLOC=1 to keep the system's behaviour.
+    """
+    if os.environ.get(OPT_OUT) == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no C library symbols, or one without mallopt
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_AT_MOST))
