@@ -62,8 +62,8 @@ def conv_transpose2d_by_phases(x: torch.Tensor, weight: torch.Tensor, *, stride:
     stride x stride output block is a linear map of an m x m input window: one GEMM of the
     unfolded, (m - 1)-zero-padded input with the kernel rearranged to
     (C_in * m * m, stride * stride * C_out), then a copy that interleaves the blocks. oneDNN's
-    scatter of overlapping 64x64 patches (FCN-32s) is several times slower on the CPU, forward
-    and backward. Equal to `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`;
+    scatter of overlapping 64x64 patches (FCN-32s) ran at a small fraction of the GEMM rate on
+    the CPU, forward and backward (BENCHMARKS.md). Equal to `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`;
     the result is a channels-last view.
     """
     in_channels, out_channels, kernel_h, kernel_w = weight.shape

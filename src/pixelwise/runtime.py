@@ -18,10 +18,10 @@ def keep_freed_memory() -> bool:
 
     Training and whole-image inference allocate tensors of 100 MB and more at every step.
     glibc serves each with a fresh mmap whose pages fault and are zeroed on first touch, then
-    unmaps it when the tensor is freed; on this project's CPU machine that cost 15 to 20% of a
-    training step. With mmap disabled for allocations and a 2 GiB trim threshold, the next
-    step reuses the same pages. Memory is not returned to the OS until the process ends
-    (up to the run's peak). Set PIXELWISE_SYSTEM_MALLOC=1 to keep the system's behaviour.
+    unmaps it when the tensor is freed; on this project's CPU machine that cost a quarter of a
+    training step (BENCHMARKS.md). With mmap disabled for allocations and a 2 GiB trim
+    threshold, the next step reuses the same pages; up to 2 GiB of freed memory stays with the
+    process. Set PIXELWISE_SYSTEM_MALLOC=1 to keep the system's behaviour.
     """
     if os.environ.get(OPT_OUT) == "1" or not sys.platform.startswith("linux"):
         return False
