@@ -22,7 +22,7 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
     """
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        """The transposed convolution of `x` (`output_size` is not supported)."""
+        """The transposed convolution of `x`; torch's own kernel when given `output_size` or a bias."""
         if output_size is not None or self.bias is not None:
             return super().forward(x, output_size)
         return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
