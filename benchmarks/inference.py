@@ -11,14 +11,12 @@ that same setting (`speedup_same_allocator`).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from functools import partial
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import chapter_fcn, chapter_predict, gemm_gflops, result_line, with_torch_upsampling
+from pixelwise.benchmarking import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line, with_torch_upsampling
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.models import build_model
 from pixelwise.predict import Segmenter
@@ -67,16 +65,7 @@ def time_cases(cases: dict, flops: dict[str, int], repeats: int) -> dict:
     rows = {}
     for batch_size in (1, 8):
         runs = {name: factory(batch_size) for name, factory in cases.items()}
-        times = {name: [] for name in runs}
-        for run in runs.values():
-            run()
-        for _ in range(repeats):
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
-        for name, values in times.items():
-            seconds = statistics.median(values)
+        for name, seconds in alternated_medians(runs, repeats).items():
             rows[(name, batch_size)] = (batch_size / seconds, flops["d2l" if name.startswith("d2l") else "pixelwise"] * batch_size / seconds / 1e9)
     return rows
 

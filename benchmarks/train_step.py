@@ -8,13 +8,11 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import chapter_fcn, chapter_loss, gemm_gflops, result_line, with_torch_upsampling
+from pixelwise.benchmarking import alternated_medians, chapter_fcn, chapter_loss, gemm_gflops, result_line, with_torch_upsampling
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import segmentation_loss, train_one_epoch
@@ -87,15 +85,7 @@ def main() -> None:
         "pixelwise NCHW": contiguous_step(batch),
         "pixelwise oneDNN tconv": pixelwise_step(batch, gemm_upsampling=False),
     }
-    times = {name: [] for name in sides}
-    for step in sides.values():
-        step()  # warm-up: allocator, oneDNN primitive caches
-    for _ in range(steps):
-        for name, step in sides.items():
-            started = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - started)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median = alternated_medians(sides, steps)
     print(f"FCN-32s ResNet-18, batch {args.batch_size} x 3 x {HEIGHT} x {WIDTH}, CPU threads {torch.get_num_threads()}, {allocator}, median of {steps} steps")
     print(f"step FLOPs {flops / 1e9:.1f} G ({flops / args.batch_size / 1e9:.1f} G per image); float32 GEMM peak {peak:.1f} GFLOP/s")
     print(f"{'':24}{'s/step':>10}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")

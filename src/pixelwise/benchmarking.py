@@ -85,11 +85,15 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def median_seconds(function: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> float:
-    """Median wall time of `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        function()
-    return statistics.median(timed(function) for _ in range(repeats))
+def alternated_medians(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function: one untimed warm-up each, then `repeats` rounds taking turns."""
+    for function in functions.values():
+        function()  # allocator, oneDNN primitive caches
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(timed(function))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _tree_pss_bytes(pid: int) -> int:
