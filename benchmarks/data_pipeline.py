@@ -2,6 +2,7 @@
 
 Each side runs in its own process, alternately, so memory is measured cleanly:
 time to first batch, peak memory (PSS of the main process plus workers), steady samples/s.
+First, pixelwise's per-sample cost by stage, in this process with one thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.benchmarking import PeakMemory, camvid_as_voc, find_camvid, result_line
+from pixelwise.benchmarking import PeakMemory, camvid_as_voc, find_camvid, result_line, timed
 
 
 def measure_d2l(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:
@@ -60,6 +61,28 @@ def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normaliz
     return {"first_batch_s": first_batch, "peak_bytes": memory.peak_bytes, "samples_per_s": throughput, "shape": list(images.shape)}
 
 
+def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> dict[str, float]:
+    """Mean milliseconds per sample of each stage of pixelwise's training dataset, one thread."""
+    from pixelwise.data.io import read_image, read_label_array
+    from pixelwise.data.transforms import train_transforms
+    from pixelwise.data.voc import VOCSegmentation
+
+    dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
+    pairs = [dataset.load(index) for index in range(samples)]
+    stages = {
+        "decode photo (PIL)": lambda index: read_image(dataset.samples[index][0]),
+        "read and decode label": lambda index: dataset.classes.decode(read_label_array(dataset.samples[index][1]), dataset.samples[index][1]),
+        "scale, crop, flip": lambda index: dataset.transforms(*pairs[index]),
+        "whole __getitem__": lambda index: dataset[index],
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {name: 1000 * sum(timed(lambda: stage(index)) for index in range(samples)) / samples for name, stage in stages.items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_side(side: str, args: argparse.Namespace, voc_root: Path) -> dict:
     """One side in a fresh interpreter; its JSON result."""
     command = [sys.executable, __file__, "--side", side, "--voc-root", str(voc_root), "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
@@ -88,6 +111,9 @@ def main() -> None:
     args.batches = args.batches or (4 if args.quick else 12)
     with tempfile.TemporaryDirectory() as scratch:
         voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
+        print("pixelwise per sample, one thread (ms):")
+        for stage, milliseconds in per_sample_stages(voc_root, crop, 50 if args.quick else 300).items():
+            print(f"  {stage:28}{milliseconds:6.2f}")
         runs = {"d2l": [], "pixelwise": []}
         for _ in range(repeats):
             for side in runs:

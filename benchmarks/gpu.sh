@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
-# GPU throughput check for a lent H100/H200 machine (under 8 minutes). Run from the repo root:
-#   bash benchmarks/gpu.sh
-# It installs pixelwise into .venv-gpu (the CUDA build of torch) and runs gpu_throughput.py.
+# GPU check for a lent H100/H200 machine (about 3 minutes). From the repo root:
+#   bash benchmarks/gpu.sh [--camvid PATH] [--json FILE] [other gpu_throughput.py options]
+# Needs a python3 (or $PYTHON) with CUDA PyTorch, torchvision, Pillow, numpy, tqdm and
+# matplotlib; pixelwise runs from src/ without installing, so an offline machine works.
+# 1. benchmarks/gpu_throughput.py: training images/s, model-only and end-to-end.
+# 2. The command line on CUDA: synthetic data, train with bf16, eval, predict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv-gpu
-.venv-gpu/bin/pip install -q -e .
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-timeout 420 .venv-gpu/bin/python benchmarks/gpu_throughput.py --steps 40 "$@"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PYTHON=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PYTHON" benchmarks/gpu_throughput.py "$@"
+
+echo "== command line on CUDA"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+pixelwise() { "$PYTHON" -m pixelwise "$@"; }
+pixelwise data synth --out "$scratch/data" --num-train 64 --num-val 8 --classes 4
+pixelwise train --data "$scratch/data" --out "$scratch/run" --epochs 3 --batch-size 16 --crop-size 96x96 \
+    --device cuda --precision bf16 --workers 4 --warmup-epochs 0 --quiet
+pixelwise eval --checkpoint "$scratch/run/best.pt" --data "$scratch/data" --device cuda | head -3
+pixelwise predict "$scratch/data/VOCdevkit/VOC2012/JPEGImages" --checkpoint "$scratch/run/best.pt" \
+    --out "$scratch/predicted" --device cuda | tail -1
+echo "gpu.sh: done"

@@ -1,14 +1,25 @@
-"""GPU training throughput at 320x480, batch 32: fp32 eager against bf16 autocast + channels-last
-(+ torch.compile), model-only (tensors already on the GPU) and end-to-end (the real loader
-reading CamVid JPEGs from disk). Run by benchmarks/gpu.sh on a lent GPU machine.
+"""GPU training throughput at 320x480, batch 32, through pixelwise's own training loop.
+
+Model-only (the same uint8 batch already on the GPU) for fp32, bf16 autocast, and bf16 +
+torch.compile; then, for each loader process count, the loader alone and end-to-end (the real
+loader reading CamVid JPEGs and PNG labels from disk, workers doing decode, random scale, crop
+and flip) with the fastest eager setting. Every model is FCN-8s on
+ResNet-18, channels-last, SGD with momentum, as `pixelwise train` builds it. Run by
+benchmarks/gpu.sh on a lent GPU machine; `--device cpu --steps 2` checks the script anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -18,83 +29,156 @@ from pixelwise.benchmarking import camvid_as_voc, find_camvid, result_line
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import train_transforms
 from pixelwise.data.voc import VOCSegmentation
-from pixelwise.engine import prepare_batch, segmentation_loss
+from pixelwise.engine import train_one_epoch
 from pixelwise.models import build_model
 from pixelwise.training import build_optimizer
 
-CROP, BATCH, CLASSES = (320, 480), 32, 11
+CLASSES = 11
 
 
-def make_step(bf16: bool, channels_last: bool, compile_model: bool):
-    """A training step closure over a fresh FCN-8s on the GPU."""
-    model = build_model("fcn8s", num_classes=CLASSES).cuda()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(TrainConfig(), model)
-    forward = torch.compile(model) if compile_model else model
-    device = torch.device("cuda")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+@dataclass(frozen=True)
+class Setting:
+    """One way to run the training step."""
 
-    def step(images: torch.Tensor, masks: torch.Tensor) -> None:
-        images, masks = prepare_batch(images, masks, device, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-        images = images.contiguous(memory_format=memory_format)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss = segmentation_loss(forward(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    name: str
+    precision: str = "fp32"
+    compile: bool = False
 
 
-def images_per_second(step, batches, count: int) -> float:
-    """Throughput over `count` steps after 5 warm-up steps."""
-    iterator = iter(batches)
-    for _ in range(5):
-        step(*next(iterator))
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(count):
-        step(*next(iterator))
-    torch.cuda.synchronize()
-    return count * BATCH / (time.perf_counter() - started)
+SETTINGS = (
+    Setting("fp32"),
+    Setting("bf16", "bf16"),
+    Setting("bf16 + torch.compile", "bf16", compile=True),
+)
 
 
-def synthetic_batches():
-    """The same uint8 batch, already on the GPU, forever: model-only throughput."""
-    images = torch.randint(0, 256, (BATCH, 3, *CROP), dtype=torch.uint8, device="cuda")
-    masks = torch.randint(0, CLASSES, (BATCH, *CROP), dtype=torch.uint8, device="cuda")
+class Trainer:
+    """A fresh FCN-8s and its optimiser on `device`, stepped by `train_one_epoch`."""
+
+    def __init__(self, setting: Setting, device: torch.device):
+        self.model = build_model("fcn8s", num_classes=CLASSES).to(device).to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(TrainConfig(), self.model)
+        self.forward = torch.compile(self.model) if setting.compile else self.model
+        self.setting, self.device = setting, device
+
+    def images_per_second(self, batches: Iterator, steps: int, warmup: int) -> float:
+        """Throughput over `steps` training steps after `warmup` steps."""
+        self._run(islice(batches, warmup))
+        started = time.perf_counter()
+        images = self._run(islice(batches, steps))
+        return images / (time.perf_counter() - started)
+
+    def _run(self, batches) -> int:
+        """Train on `batches`; the number of images."""
+        progress = train_one_epoch(self.forward, batches, self.optimizer, None, self.device, precision=self.setting.precision)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return progress.images
+
+
+def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.device) -> Iterator:
+    """The same uint8 batch, already on the device, forever: model-only throughput."""
+    images = torch.randint(0, 256, (batch_size, 3, *crop), dtype=torch.uint8, device=device)
+    masks = torch.randint(0, CLASSES, (batch_size, *crop), dtype=torch.uint8, device=device)
     while True:
         yield images, masks
 
 
-def loader_batches(voc_root: Path, workers: int):
-    """Real batches from pixelwise's training loader, epoch after epoch."""
-    dataset = VOCSegmentation(voc_root, "train", train_transforms(CROP))
-    loader = DataLoader(dataset, BATCH, shuffle=True, drop_last=True, num_workers=workers, pin_memory=True, persistent_workers=True, prefetch_factor=4)
+def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool) -> Iterator:
+    """Real batches from pixelwise's training dataset and transforms, epoch after epoch."""
+    dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
+    loader = DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
     while True:
         yield from loader
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    args = parser.parse_args()
-    torch.backends.cudnn.benchmark = True
-    print(torch.cuda.get_device_name(), torch.__version__)
-    settings = {"fp32 eager": (False, False, False), "bf16 + channels-last": (True, True, False), "bf16 + channels-last + compile": (True, True, True)}
-    model_only = {name: images_per_second(make_step(*flags), synthetic_batches(), args.steps) for name, flags in settings.items()}
-    best = max(model_only, key=model_only.get)
-    with tempfile.TemporaryDirectory() as scratch:
-        voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=1468)
-        end_to_end = images_per_second(make_step(*settings[best]), loader_batches(voc_root, args.workers), args.steps)
-    for name, value in model_only.items():
-        print(f"model-only  {name:34}{value:>9.0f} images/s")
-    print(f"end-to-end  {best:34}{end_to_end:>9.0f} images/s ({args.workers} workers)")
-    print(result_line(model_only=model_only[best], end_to_end=end_to_end, loader_fraction=end_to_end / model_only[best]))
+def loader_samples_per_second(batches: Iterator, count: int) -> float:
+    """The loader alone: samples/s over `count` batches after 2 * count warm-up batches."""
+    for _ in islice(batches, 2 * count):
+        pass
+    started = time.perf_counter()
+    samples = sum(len(images) for images, _ in islice(batches, count))
+    return samples / (time.perf_counter() - started)
 
+
+class Report:
+    """Prints each figure as it is measured and keeps them all in a JSON file."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.values = path, {}
+
+    def add(self, key: str, value, unit: str = "images/s") -> None:
+        """Record one figure (or an error message) and print it at once; a repeated key gets a number."""
+        name, copy = key, 1
+        while name in self.values:
+            copy += 1
+            name = f"{key} ({copy})"
+        self.values[name] = value
+        shown = f"{value:9.0f} {unit}" if isinstance(value, float) else value
+        print(f"{name:48}{shown}", flush=True)
+        if self.path:
+            self.path.write_text(json.dumps(self.values, indent=2))
+
+
+def measure(report: Report, key: str, function) -> float | None:
+    """report.add(key, function()); an exception is recorded as the figure, not raised."""
+    try:
+        value = function()
+    except Exception as error:  # a failed setting must not cost the others their figures
+        traceback.print_exc()
+        report.add(key, f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        return None
+    report.add(key, value)
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100, help="timed model-only steps per setting (end-to-end: 4x)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, (os.cpu_count() or 2) - 2)], help="loader process counts to try (default: CPUs - 2)")
+    parser.add_argument("--images", type=int, default=5872, help="training photos in the VOC tree: CamVid's repeated (default: 5872)")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--crop-size", type=int, nargs=2, default=(320, 480), metavar=("H", "W"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile setting")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    report = Report(args.json)
+    report.add("device", torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    report.add("torch", torch.__version__)
+    settings = [s for s in SETTINGS if not (s.compile and args.no_compile)]
+    synthetic = partial(synthetic_batches, args.batch_size, tuple(args.crop_size), device)
+    model_only: dict[str, float | None] = {}
+    runs: list[tuple[float, Setting, int]] = []  # end-to-end images/s, setting, loader processes
+
+    def model_only_rate(setting: Setting) -> None:
+        model_only[setting.name] = measure(report, f"model-only {setting.name}", lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10))
+
+    def end_to_end_rate(setting: Setting, workers: int) -> None:
+        batches = loader_batches(voc_root, args.batch_size, tuple(args.crop_size), workers, pin_memory=device.type == "cuda")
+        measure(report, f"loader alone, {workers} workers", lambda: loader_samples_per_second(batches, args.steps))
+        rate = measure(report, f"end-to-end {setting.name}, {workers} workers", lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20))
+        if rate:
+            runs.append((rate, setting, workers))
+
+    for setting in settings:
+        if not setting.compile:
+            model_only_rate(setting)
+    best = max((s for s in settings if model_only.get(s.name)), key=lambda s: model_only[s.name])
+    with tempfile.TemporaryDirectory() as scratch:
+        voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
+        for workers in args.workers:
+            end_to_end_rate(best, workers)
+        for setting in settings:
+            if setting.compile:
+                model_only_rate(setting)
+                if (model_only[setting.name] or 0) > 1.05 * model_only[best.name] and runs:
+                    end_to_end_rate(setting, max(runs, key=lambda run: run[0])[2])
+    rate, setting, workers = max(runs, key=lambda run: run[0])
+    print(result_line(model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name], setting=setting.name.replace(" ", ""), workers=str(workers)))
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ sides are multiples of 32, so its chapter predicts 320x480 crops. Both at batch 
 ceiling is the forward pass's FLOPs over the measured float32 GEMM rate. D2L is timed first
 with the system allocator, as its users run it; pixelwise then runs with the allocator setting
 `pixelwise predict` makes (`pixelwise.runtime.keep_freed_memory`), next to D2L again under
-that same setting (`speedup_same_allocator`).
+that same setting (`speedup_same_allocator`). `pixelwise bf16` is `pixelwise predict
+--precision bf16` (bfloat16 autocast), measured against the bfloat16 GEMM rate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.benchmarking import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line, with_torch_upsampling
 from pixelwise.data.transforms import normalize_batch
+from pixelwise.engine import autocast
 from pixelwise.models import build_model
 from pixelwise.predict import Segmenter
 from pixelwise.runtime import keep_freed_memory
@@ -32,7 +34,7 @@ def forward_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, gemm_upsampling: bool = True):
+def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, gemm_upsampling: bool = True, precision: str = "fp32"):
     """Segment `batch_size` photos (uint8, 375x500) with pixelwise, as `predict` does, batched."""
     network = build_model("fcn32s", num_classes=NUM_CLASSES)
     if not gemm_upsampling:
@@ -43,7 +45,8 @@ def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, gemm_upsamplin
     @torch.inference_mode()
     def run():
         batch = normalize_batch(photos[:batch_size], model.mean, model.std).contiguous(memory_format=torch.channels_last)
-        return model(batch).argmax(dim=1).to(torch.uint8)
+        with autocast(batch.device, precision):
+            return model(batch).argmax(dim=1).to(torch.uint8)
 
     return run
 
@@ -80,6 +83,7 @@ def main() -> None:
     photos = torch.randint(0, 256, (8, 3, 375, 500), dtype=torch.uint8)
     crops = photos[:, :, :320, :480].contiguous()
     peak = gemm_gflops()
+    peak_bf16 = gemm_gflops(dtype=torch.bfloat16)
     flops = {
         # Counted on torch's transposed convolution: the GEMM form also multiplies the zero padding.
         "pixelwise": forward_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)).eval(), normalize_batch(photos[:1])),
@@ -93,19 +97,26 @@ def main() -> None:
         "d2l, same allocator": partial(d2l_predictor, crops=crops),
         "pixelwise": partial(pixelwise_predictor, photos=photos),
         "pixelwise oneDNN tconv": partial(pixelwise_predictor, photos=photos, gemm_upsampling=False),
+        "pixelwise bf16": partial(pixelwise_predictor, photos=photos, precision="bf16"),
     }
     rows |= time_cases(cases, flops, repeats)
-    print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; float32 GEMM peak {peak:.1f} GFLOP/s")
+    print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; GEMM peak float32 {peak:.1f}, bfloat16 {peak_bf16:.1f} GFLOP/s")
     print(f"d2l: system allocator; the other rows: {allocator}")
     print(f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, d2l 320x480 {flops['d2l'] / 1e9:.1f} G")
     print(f"{'':24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for (name, batch_size), (images_per_second, gflops) in rows.items():
-        print(f"{name:24}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / peak:>9.0%}")
+        ceiling = peak_bf16 if name.endswith("bf16") else peak
+        print(f"{name:24}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / ceiling:>9.0%}")
     speedup = min(rows[("pixelwise", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
     same_allocator = min(rows[("pixelwise", b)][0] / rows[("d2l, same allocator", b)][0] for b in (1, 8))
     peak_fraction = max(rows[("pixelwise", b)][1] for b in (1, 8)) / peak
     gemm_gain = min(rows[("pixelwise", b)][0] / rows[("pixelwise oneDNN tconv", b)][0] for b in (1, 8))
-    print(result_line(speedup=speedup, peak_fraction=peak_fraction, speedup_same_allocator=same_allocator, gemm_upsampling_gain=gemm_gain))
+    speedup_bf16 = min(rows[("pixelwise bf16", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
+    peak_fraction_bf16 = max(rows[("pixelwise bf16", b)][1] for b in (1, 8)) / peak_bf16
+    print(result_line(
+        speedup=speedup, peak_fraction=peak_fraction, speedup_same_allocator=same_allocator, gemm_upsampling_gain=gemm_gain,
+        speedup_bf16=speedup_bf16, peak_fraction_bf16=peak_fraction_bf16,
+    ))
 
 
 if __name__ == "__main__":

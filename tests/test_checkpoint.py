@@ -92,12 +92,30 @@ def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
         load_model(tmp_path / "x.pt")
 
 
-def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
+def segmenter_with_random_head() -> Segmenter:
+    """An untrained 3-class FCN-32s with a random scoring layer, so predictions vary across a photo."""
     torch.manual_seed(0)
     network = build_model("fcn32s", num_classes=3)
     for parameter in network.score32.parameters():
         parameter.data.normal_()
-    model = Segmenter(network, model_name="fcn32s", class_names=("a", "b", "c"), palette=((0, 0, 0),) * 3).eval()
+    return Segmenter(network, model_name="fcn32s", class_names=("a", "b", "c"), palette=((0, 0, 0),) * 3).eval()
+
+
+def test_bf16_prediction_runs_the_network_in_bfloat16_and_agrees_with_fp32():
+    model = segmenter_with_random_head()
+    seen = []
+    model.network.stem[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    photo = np.random.default_rng(2).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    full, half = model.predict(photo), model.predict(photo, precision="bf16")
+    assert seen == [torch.float32, torch.bfloat16]
+    assert half.shape == full.shape and half.dtype == np.uint8
+    assert (half == full).mean() > 0.95, "bfloat16 changes only pixels near a tie"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        model.predict(photo, precision="fp16")
+
+
+def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
+    model = segmenter_with_random_head()
     photo = np.random.default_rng(1).integers(0, 255, size=(90, 130, 3), dtype=np.uint8)
     capped = model.predict(photo, max_side=64)
     assert capped.shape == (90, 130) and capped.dtype == np.uint8

@@ -45,6 +45,16 @@ def test_eval_prints_table_and_json(trained_run, capsys):
     assert result["miou"] == pytest.approx(best, abs=1e-4), "eval reproduces the best epoch's validation mIoU"
 
 
+def test_eval_in_bf16_measures_about_what_fp32_does(trained_run, capsys):
+    data, run = trained_run
+    results = []
+    for precision in ("fp32", "bf16"):
+        capsys.readouterr()
+        assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0", "--precision", precision]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[1]["pixel_accuracy"] == pytest.approx(results[0]["pixel_accuracy"], abs=0.02)
+
+
 def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_path, capsys):
     _, run = trained_run
     photos = tmp_path / "photos"
@@ -121,6 +131,7 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["train", "--crop-size", "big"], "expected HxW"),
         (["train", "--epochs", "0"], "must be at least 1"),
         (["train", "--model", "unet"], "invalid choice"),
+        (["train", "--precision", "fp16"], "invalid choice"),
         (["eval", "--data", "x"], "required: --checkpoint"),
         (["frobnicate"], "invalid choice"),
     ],

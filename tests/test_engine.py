@@ -5,7 +5,7 @@ from torchvision.transforms import v2
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.folder import FolderSegmentation
-from pixelwise.data.transforms import RandomScale, train_transforms
+from pixelwise.data.transforms import train_transforms
 from pixelwise.engine import evaluate, segmentation_loss, train_one_epoch
 from pixelwise.errors import TrainingError
 from pixelwise.models import build_model
@@ -44,6 +44,23 @@ def test_config_rejects_impossible_values():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(TrainingError, match="scale range"):
         TrainConfig(scale_range=(2.0, 1.0))
+    with pytest.raises(TrainingError, match="precision must be one of fp32, bf16"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("precision, forward_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, forward_dtype):
+    torch.manual_seed(0)
+    model = build_model("fcn32s", num_classes=3)
+    seen = []
+    model.stem[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    before = model.score32.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (2, 32, 32)))
+    progress = train_one_epoch(model, [batch], optimizer, None, torch.device("cpu"), precision=precision)
+    assert seen == [forward_dtype]
+    assert model.score32.weight.dtype == torch.float32 and not torch.equal(model.score32.weight, before)
+    assert progress.steps == 1 and progress.loss > 0
 
 
 def test_non_finite_loss_stops_with_the_step():

@@ -70,9 +70,9 @@ def camvid_as_voc(camvid: Path, out: Path, *, train_images: int | None = None) -
     return root
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """The machine's float32 matrix-multiply rate in GFLOP/s (best of `repeats`), all threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_gflops(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matrix-multiply rate in GFLOP/s for `dtype` (best of `repeats`), all threads."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = min(timed(lambda: torch.mm(a, b)) for _ in range(repeats))
     return 2 * size**3 / best / 1e9

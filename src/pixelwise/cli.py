@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import CLASS_WEIGHTINGS, OPTIMIZERS, SCHEDULES, TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import MODELS
 from pixelwise.runtime import keep_freed_memory
@@ -126,6 +126,7 @@ def add_train(subparsers) -> None:
     parser.add_argument("--on-bad-sample", choices=["error", "skip"], help="a sample that fails to load stops the run, or is skipped and counted (default: error)")
     parser.add_argument("--save-every-steps", type=int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})")
     parser.add_argument("--train-split", help=f"(default: {defaults.train_split})")
     parser.add_argument("--val-split", help=f"(default: {defaults.val_split})")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt (its own config; --epochs may extend it)")
@@ -146,7 +147,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pixelwise.training import evaluate_split, resolve_device
 
     model = load_model(args.checkpoint, resolve_device(args.device))
-    metrics = evaluate_split(model, args.data, args.split, root=args.root, workers=args.workers)
+    metrics = evaluate_split(model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision)
     if args.json:
         result = metrics.as_dict(model.class_names)
         result["iou"] = {name: _finite_or_none(value) for name, value in result["iou"].items()}
@@ -175,6 +176,7 @@ def add_eval(subparsers) -> None:
     parser.add_argument("--split", default="val", help="split to measure (default: val)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
 
 
@@ -250,7 +252,7 @@ def run_predict(args: argparse.Namespace) -> int:
         except PixelwiseError as error:
             failures.append((str(path), str(error)))
             continue
-        mask = model.predict(photo, max_side=args.max_side)
+        mask = model.predict(photo, max_side=args.max_side, precision=args.precision)
         stem = _unique_stem(path, used)
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +286,7 @@ def add_predict(subparsers) -> None:
     parser.add_argument("--keep", nargs="+", metavar="CLASS", help="classes kept sharp (default: every class but 'background')")
     parser.add_argument("--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)")
 
 
 # ---------------------------------------------------------------- data

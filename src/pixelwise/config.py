@@ -10,6 +10,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 CLASS_WEIGHTINGS = ("none", "median-frequency")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
+    precision: str = "fp32"
     on_bad_sample: str = "error"
     save_every_steps: int = 100
 
@@ -58,6 +60,8 @@ class TrainConfig:
             problems.append(f"on_bad_sample must be one of {', '.join(BAD_SAMPLE_POLICIES)}")
         if self.save_every_steps < 0:
             problems.append("save_every_steps must be 0 (epoch ends only) or positive")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.config import PRECISIONS
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
@@ -60,6 +61,13 @@ def prepare_batch(
     return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long()
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast on `device` for precision "bf16"; a disabled one for "fp32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -69,13 +77,15 @@ def train_one_epoch(
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
     class_weights: torch.Tensor | None = None,
+    precision: str = "fp32",
     progress: EpochProgress | None = None,
     on_step: StepCallback | None = None,
 ) -> EpochProgress:
     """One pass over `loader`, stepping the scheduler per iteration; stops on a non-finite loss.
 
-    Batches are (images, masks) or (images, masks, skipped messages), images uint8. Pass the
-    `progress` of an interrupted epoch to continue its totals.
+    Batches are (images, masks) or (images, masks, skipped messages), images uint8. `precision`
+    "bf16" runs the forward pass under bfloat16 autocast (weights, gradients and the optimiser
+    stay float32). Pass the `progress` of an interrupted epoch to continue its totals.
     """
     progress = progress or EpochProgress()
     model.train()
@@ -86,7 +96,8 @@ def train_one_epoch(
         if images.numel() == 0:
             continue  # every sample of this batch was skipped
         images, target = prepare_batch(images, target, device, normalization)
-        loss = segmentation_loss(model(images), target, class_weights)
+        with autocast(device, precision):
+            loss = segmentation_loss(model(images), target, class_weights)
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
@@ -113,11 +124,14 @@ def evaluate(
     device: torch.device,
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
+    precision: str = "fp32",
 ) -> SegmentationMetrics:
     """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size."""
     model.eval()
     confusion = ConfusionMatrix(num_classes)
     for batch, target in loader:
         batch, target = prepare_batch(batch, target, device, normalization)
-        confusion.update(model(batch).argmax(dim=1), target)
+        with autocast(device, precision):
+            logits = model(batch)
+        confusion.update(logits.argmax(dim=1), target)
     return confusion.compute()

@@ -252,7 +252,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> Tr
                 _save({**mid_epoch, "progress": asdict(done), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
 
         try:
-            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, class_weights=class_weights, progress=epoch_progress, on_step=on_step)
+            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, class_weights=class_weights, precision=config.precision, progress=epoch_progress, on_step=on_step)
         except TrainingError as error:
             raise TrainingError(f"epoch {epoch}: {error}; the last good checkpoint is {run_dir / 'last.pt'}") from None
         finally:
@@ -281,7 +281,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> Tr
 
 
 def evaluate_split(
-    model: Segmenter, data: str | Path, split: str = "val", *, root: str | None = None, workers: int = 0
+    model: Segmenter, data: str | Path, split: str = "val", *, root: str | None = None, workers: int = 0, precision: str = "fp32"
 ) -> SegmentationMetrics:
     """Metrics of `model` on a dataset split, whole images at their own size."""
     folder = prepare_data(str(data), root=root)
@@ -292,4 +292,4 @@ def evaluate_split(
         )
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=1, num_workers=workers)
-    return evaluate(model, loader, len(model.class_names), device, normalization=(model.mean, model.std))
+    return evaluate(model, loader, len(model.class_names), device, normalization=(model.mean, model.std), precision=precision)

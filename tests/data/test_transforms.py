@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale, normalize_batch, train_transforms
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScaleCrop, normalize_batch, train_transforms
 
 
 def pair(height, width):
@@ -35,13 +35,37 @@ def test_small_images_are_padded_not_dropped():
     assert normalized[:, padded].abs().max() < 0.02, "padding is the mean colour: ~0 after normalisation"
 
 
-def test_random_scale_resizes_masks_with_nearest_neighbour():
+def stripes(height, width, stripe=6):
+    """An image of vertical stripes (value 40 * stripe number) and the mask of stripe numbers."""
+    numbers = (torch.arange(width) // stripe).expand(height, width)
+    return tv_tensors.Image((numbers * 40).to(torch.uint8).expand(3, height, width).clone()), tv_tensors.Mask(numbers.to(torch.uint8))
+
+
+def test_scaled_crops_keep_image_and_mask_aligned():
     torch.manual_seed(2)
-    image, mask = RandomScale((0.5, 2.0))(*pair(40, 50))
-    assert image.shape[1:] == mask.shape and mask.shape != (40, 50)
-    assert set(mask.unique().tolist()) <= set(range(5)), "no interpolated label values"
-    with pytest.raises(ValueError):
-        RandomScale((2.0, 1.0))
+    transform = RandomScaleCrop((48, 64), (0.6, 1.6))
+    for _ in range(20):
+        image, mask = transform(*stripes(60, 42))
+        assert image.shape == (3, 48, 64) and mask.shape == (48, 64)
+        inside = mask != 255
+        assert set(mask[inside].unique().tolist()) <= set(range(7)), "nearest neighbour: no interpolated labels"
+        agree = (image[0][inside].float() / 40).round() == mask[inside]
+        assert agree.float().mean() > 0.9, "image and mask were scaled, cropped and flipped together"
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_random_scale_resizes_by_the_drawn_factor(factor):
+    image, mask = RandomScaleCrop((40, 40), (factor, factor))(*pair(10, 12))
+    assert int((mask != 255).sum()) == round(10 * factor) * round(12 * factor)
+    with pytest.raises(ValueError, match="scale range"):
+        RandomScaleCrop((40, 40), (2.0, 1.0))
+
+
+def test_small_photos_land_at_random_places_in_the_crop():
+    torch.manual_seed(3)
+    transform = train_transforms((64, 64), scale_range=(1.0, 1.0))
+    corners = {tuple((transform(*pair(20, 30))[1] != 255).nonzero()[0].tolist()) for _ in range(10)}
+    assert len(corners) > 5, "the photo's top-left corner moves within the padded crop"
 
 
 def test_normalize_batch_standardises_per_channel():

@@ -5,7 +5,7 @@ from torchvision.models import resnet18
 from pixelwise.benchmarking import with_torch_upsampling
 from pixelwise.errors import ModelError
 from pixelwise.models import MODELS, build_model, fcn_resnet18
-from pixelwise.models.fcn import BlockConvTranspose2d
+from pixelwise.models.fcn import BlockConvTranspose2d, bilinear_upsampler
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -109,3 +109,14 @@ def test_gemm_upsamplers_equal_torch_transposed_convolution(name):
     reference.square().mean().backward()
     torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(our_grads, [upsampler.weight.grad for upsampler in upsamplers], atol=1e-4, rtol=1e-3)
+
+
+def test_gemm_upsampler_runs_on_cpu_only(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("GEMM path taken")
+
+    monkeypatch.setattr("pixelwise.models.fcn.conv_transpose2d_by_phases", refuse)
+    upsampler = bilinear_upsampler(5, 32)
+    assert upsampler(torch.zeros(1, 5, 3, 4, device="meta")).shape == (1, 5, 96, 128), "torch's kernel off CPU"
+    with pytest.raises(AssertionError, match="GEMM path taken"):
+        upsampler(torch.zeros(1, 5, 3, 4))

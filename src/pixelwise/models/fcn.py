@@ -16,14 +16,15 @@ VARIANTS = ("32s", "8s")
 
 
 class BlockConvTranspose2d(nn.ConvTranspose2d):
-    """A bias-free ConvTranspose2d whose kernel is a multiple of its stride, computed as one GEMM.
+    """A bias-free ConvTranspose2d whose kernel is a multiple of its stride, computed on CPU as one GEMM.
 
     Same parameters and state dict as `nn.ConvTranspose2d`; see `conv_transpose2d_by_phases`.
+    On other devices torch's own kernel runs: cuDNN's was faster on an H200 (BENCHMARKS.md).
     """
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        """The transposed convolution of `x`; torch's own kernel when given `output_size` or a bias."""
-        if output_size is not None or self.bias is not None:
+        """The transposed convolution of `x`; torch's own kernel off CPU, or given `output_size` or a bias."""
+        if x.device.type != "cpu" or output_size is not None or self.bias is not None:
             return super().forward(x, output_size)
         return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
 
