@@ -3,9 +3,9 @@
 Model-only (the same uint8 batch already on the GPU) for fp32, bf16 autocast, and bf16 +
 torch.compile; then, for each loader process count, the loader alone and end-to-end (the real
 loader reading CamVid JPEGs and PNG labels from disk, workers doing decode, random scale, crop
-and flip) with the fastest eager setting. Every model is FCN-8s on
-ResNet-18, channels-last, SGD with momentum, as `pixelwise train` builds it. Run by
-benchmarks/gpu.sh on a lent GPU machine; `--device cpu --steps 2` checks the script anywhere.
+and flip) with the fastest eager setting. Every model is FCN-8s on ResNet-18, channels-last,
+SGD with momentum, as `pixelwise train` builds it. Run by benchmarks/gpu.sh on a lent GPU
+machine; `--device cpu --steps 2 --batch-size 2 --crop-size 64 96` checks the script anywhere.
 """
 
 from __future__ import annotations
