@@ -1,10 +1,11 @@
 """GPU training throughput at 320x480, batch 32, through pixelwise's own training loop.
 
 Model-only (the same uint8 batch already on the GPU) for fp32, bf16 autocast, and bf16 +
-torch.compile; then, for each loader process count, the loader alone and end-to-end (the real
-loader reading CamVid JPEGs and PNG labels from disk, workers doing decode, random scale, crop
-and flip) with the fastest eager setting. Every model is FCN-8s on ResNet-18, channels-last,
-SGD with momentum, as `pixelwise train` builds it. Run by benchmarks/gpu.sh on a lent GPU
+torch.compile; then, for each loader process count, the loader alone and end-to-end with the
+fastest eager setting: `pixelwise train`'s own loader (seeded samples, persistent workers)
+reading CamVid JPEGs and PNG labels from disk, its workers decoding, scaling,
+cropping and flipping. Every model is FCN-8s on ResNet-18, channels-last, SGD with
+momentum, as `pixelwise train` builds it. Run by benchmarks/gpu.sh on a lent GPU
 machine; `--device cpu --steps 2 --batch-size 2 --crop-size 64 96` checks the script anywhere.
 """
 
@@ -19,14 +20,14 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from pixelwise.benchmarking import camvid_as_voc, find_camvid, result_line
 from pixelwise.config import TrainConfig
+from pixelwise.data.loading import SeededSamples, train_loader
 from pixelwise.data.transforms import train_transforms
 from pixelwise.data.voc import VOCSegmentation
 from pixelwise.engine import train_one_epoch
@@ -85,10 +86,11 @@ def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.devi
 
 
 def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool) -> Iterator:
-    """Real batches from pixelwise's training dataset and transforms, epoch after epoch."""
-    dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
-    loader = DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
-    while True:
+    """Batches from `pixelwise train`'s loader (its dataset, transforms, seeding and workers), epoch after epoch."""
+    samples = SeededSamples(VOCSegmentation(voc_root, "train", train_transforms(crop)), seed=0)
+    loader = train_loader(samples, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
+    for epoch in count(1):
+        loader.batch_sampler.set_epoch(epoch)
         yield from loader
 
 
@@ -97,7 +99,7 @@ def loader_samples_per_second(batches: Iterator, count: int) -> float:
     for _ in islice(batches, 2 * count):
         pass
     started = time.perf_counter()
-    samples = sum(len(images) for images, _ in islice(batches, count))
+    samples = sum(len(batch[0]) for batch in islice(batches, count))
     return samples / (time.perf_counter() - started)
 
 
@@ -178,7 +180,10 @@ def main() -> None:
                 if (model_only[setting.name] or 0) > 1.05 * model_only[best.name] and runs:
                     end_to_end_rate(setting, max(runs, key=lambda run: run[0])[2])
     rate, setting, workers = max(runs, key=lambda run: run[0])
-    print(result_line(model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name], setting=setting.name.replace(" ", ""), workers=str(workers)))
+    print(result_line(
+        model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name],
+        setting=setting.name.replace(" ", ""), workers=str(workers),
+    ))
 
 if __name__ == "__main__":
     main()

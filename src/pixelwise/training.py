@@ -239,10 +239,11 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> Tr
     normalization = (segmenter.mean, segmenter.std)
     seen_skipped: set[str] = set()
     log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
+    loader = train_loader(samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda")
     for epoch in range(state.epoch, config.epochs + 1):
         epoch_progress = state.progress or EpochProgress()
         state.progress = None
-        loader = train_loader(samples, batch_size=config.batch_size, epoch=epoch, start_step=epoch_progress.steps, workers=config.workers, pin_memory=device.type == "cuda")
+        loader.batch_sampler.set_epoch(epoch, epoch_progress.steps)
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", total=steps, initial=epoch_progress.steps, disable=not progress, leave=False, unit="batch")
 
         def on_step(done: EpochProgress, lr: float) -> None:

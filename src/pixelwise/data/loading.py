@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from pixelwise.errors import DatasetError
 
@@ -23,24 +23,25 @@ class SkippedSample:
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so sample i's random augmentation in epoch e depends only on (seed, e, i).
+    """Wraps a dataset, indexed by (epoch, i), so sample i's random augmentation in epoch e depends only on (seed, e, i).
 
     Which worker loads a sample, and whether the epoch was interrupted and resumed, then no
-    longer changes the batch. With `skip_bad`, a sample that fails to load becomes a
-    SkippedSample instead of stopping the run.
+    longer changes the batch; the epoch travels with the index, so workers can live across
+    epochs. With `skip_bad`, a sample that fails to load becomes a SkippedSample instead of
+    stopping the run.
     """
 
     def __init__(self, dataset: Dataset, seed: int, *, skip_bad: bool = False):
         self.dataset = dataset
         self.seed = seed
         self.skip_bad = skip_bad
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        torch.manual_seed(epoch_seed(self.seed, self.epoch) * 1_000_003 + index)
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        torch.manual_seed(epoch_seed(self.seed, epoch) * 1_000_003 + index)
         try:
             return self.dataset[index]
         except DatasetError as error:
@@ -64,10 +65,35 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return max(1, num_samples // batch_size)
 
 
-def train_loader(dataset: SeededSamples, *, batch_size: int, epoch: int, start_step: int = 0, workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Epoch `epoch`'s batches from `start_step` on, in the order an uninterrupted epoch has."""
-    dataset.epoch = epoch
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed(dataset.seed, epoch))).tolist()
-    order = order[: steps_per_epoch(len(dataset), batch_size) * batch_size]
-    sampler = BatchSampler(order[start_step * batch_size :], batch_size, drop_last=False)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory)
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """One epoch's batches of (epoch, index) keys, in an order that depends only on (seed, epoch).
+
+    `set_epoch` chooses the epoch and the step to start from (a resumed epoch skips the
+    batches it already trained on), so one DataLoader with persistent workers serves the run.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.epoch, self.start_step = 1, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Iterate epoch `epoch` from batch `start_step` on next."""
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_samples, self.batch_size) - self.start_step
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))).tolist()
+        for step in range(self.start_step, steps_per_epoch(self.num_samples, self.batch_size)):
+            yield [(self.epoch, index) for index in order[step * self.batch_size : (step + 1) * self.batch_size]]
+
+
+def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """The run's training loader; before each epoch call `loader.batch_sampler.set_epoch(epoch, start_step)`.
+
+    Its workers persist across epochs: starting a worker pool every epoch cost about a quarter
+    of the end-to-end rate on a GPU machine (BENCHMARKS.md section 5).
+    """
+    sampler = EpochBatches(len(dataset), batch_size, dataset.seed)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory, persistent_workers=workers > 0)
