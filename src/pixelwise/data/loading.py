@@ -23,7 +23,7 @@ class SkippedSample:
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset, indexed by (epoch, i), so sample i's random augmentation in epoch e depends only on (seed, e, i).
+    """A dataset indexed by (epoch, i): sample i's random augmentation in epoch e depends only on (seed, e, i).
 
     Which worker loads a sample, and whether the epoch was interrupted and resumed, then no
     longer changes the batch; the epoch travels with the index, so workers can live across
