@@ -33,15 +33,17 @@ def measure_d2l(voc_root: Path, crop: tuple[int, int], batch_size: int, workers:
 
 
 def measure_pixelwise(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:
-    """pixelwise's training dataset, transforms and loader settings; normalisation counted too."""
+    """`pixelwise train`'s loader (seeded samples, its transforms) and allocator setting; normalisation counted too."""
+    from pixelwise.data.loading import SeededSamples, train_loader
     from pixelwise.data.transforms import train_transforms
     from pixelwise.data.voc import VOCSegmentation
+    from pixelwise.runtime import keep_freed_memory
 
+    keep_freed_memory()
     started = time.perf_counter()
     with PeakMemory() as memory:
-        dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
-        loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
-        return _drain(loader, started, memory, batches, normalize=True)
+        samples = SeededSamples(VOCSegmentation(voc_root, "train", train_transforms(crop)), seed=0)
+        return _drain(train_loader(samples, batch_size=batch_size, workers=workers), started, memory, batches, normalize=True)
 
 
 def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normalize: bool) -> dict:
@@ -49,11 +51,11 @@ def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normaliz
     from pixelwise.data.transforms import normalize_batch
 
     iterator = iter(loader)
-    images, _ = next(iterator)
+    images = next(iterator)[0]
     first_batch = time.perf_counter() - started
     steady_started, samples = time.perf_counter(), 0
     for _ in range(batches):
-        images, _ = next(iterator)
+        images = next(iterator)[0]
         if normalize:
             images = normalize_batch(images)
         samples += len(images)
