@@ -1,6 +1,7 @@
 """End-to-end: the command line on a tiny synthetic dataset."""
 
 import csv
+import importlib
 import json
 
 import numpy as np
@@ -45,14 +46,33 @@ def test_eval_prints_table_and_json(trained_run, capsys):
     assert result["miou"] == pytest.approx(best, abs=1e-4), "eval reproduces the best epoch's validation mIoU"
 
 
-def test_eval_in_bf16_measures_about_what_fp32_does(trained_run, capsys):
+def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tmp_path, monkeypatch, capsys):
+    engine, predict = (importlib.import_module(f"pixelwise.{name}") for name in ("engine", "predict"))  # not the package's predict()
+    seen = []
+    real_autocast = engine.autocast
+
+    def recording_autocast(device, precision):
+        seen.append(precision)
+        return real_autocast(device, precision)
+
+    monkeypatch.setattr(engine, "autocast", recording_autocast)
+    monkeypatch.setattr(predict, "autocast", recording_autocast)
     data, run = trained_run
-    results = []
+    one_epoch = ["--epochs", "1", *TINY_TRAIN[2:]]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fcn32s", *one_epoch, "--precision", "bf16"]) == 0
+    assert "bf16" in seen and "fp32" in seen, "bf16 training steps, fp32 validation"
+    results = {}
     for precision in ("fp32", "bf16"):
+        seen.clear()
         capsys.readouterr()
         assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0", "--precision", precision]) == 0
-        results.append(json.loads(capsys.readouterr().out))
-    assert results[1]["pixel_accuracy"] == pytest.approx(results[0]["pixel_accuracy"], abs=0.02)
+        assert set(seen) == {precision}
+        results[precision] = json.loads(capsys.readouterr().out)
+    assert results["bf16"]["pixel_accuracy"] == pytest.approx(results["fp32"]["pixel_accuracy"], abs=0.02)
+    seen.clear()
+    Image.new("RGB", (40, 30), (90, 20, 200)).save(tmp_path / "photo.jpg")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert seen == ["bf16"]
 
 
 def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_path, capsys):

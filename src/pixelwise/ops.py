@@ -63,8 +63,9 @@ def conv_transpose2d_by_phases(x: torch.Tensor, weight: torch.Tensor, *, stride:
     unfolded, (m - 1)-zero-padded input with the kernel rearranged to
     (C_in * m * m, stride * stride * C_out), then a copy that interleaves the blocks. oneDNN's
     scatter of overlapping 64x64 patches (FCN-32s) ran at a small fraction of the GEMM rate on
-    the CPU, forward and backward (BENCHMARKS.md). Equal to `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`;
-    the result is a channels-last view.
+    the CPU, forward and backward (BENCHMARKS.md). Equal to
+    `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`; the result is a
+    channels-last view.
     """
     in_channels, out_channels, kernel_h, kernel_w = weight.shape
     if kernel_h != kernel_w or kernel_h % stride:
