@@ -4,7 +4,7 @@
 # Needs a python3 (or $PYTHON) with CUDA PyTorch, torchvision, Pillow, numpy, tqdm and
 # matplotlib; pixelwise runs from src/ without installing, so an offline machine works.
 # 1. benchmarks/gpu_throughput.py: training images/s, model-only and end-to-end.
-# 2. The command line on CUDA: synthetic data, train with bf16, eval, predict.
+# 2. The command line on CUDA: synthetic data, train with bf16 and with --decode-on device, eval, predict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -19,6 +19,8 @@ pixelwise() { "$PYTHON" -m pixelwise "$@"; }
 pixelwise data synth --out "$scratch/data" --num-train 64 --num-val 8 --classes 4
 pixelwise train --data "$scratch/data" --out "$scratch/run" --epochs 3 --batch-size 16 --crop-size 96x96 \
     --device cuda --precision bf16 --workers 4 --warmup-epochs 0 --quiet
+pixelwise train --data "$scratch/data" --out "$scratch/run-device" --epochs 3 --batch-size 16 --crop-size 96x96 \
+    --device cuda --decode-on device --workers 4 --warmup-epochs 0 --quiet
 pixelwise eval --checkpoint "$scratch/run/best.pt" --data "$scratch/data" --device cuda | head -3
 pixelwise predict "$scratch/data/VOCdevkit/VOC2012/JPEGImages" --checkpoint "$scratch/run/best.pt" \
     --out "$scratch/predicted" --device cuda | tail -1

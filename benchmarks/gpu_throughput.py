@@ -1,10 +1,12 @@
 """GPU training throughput at 320x480, batch 32, through pixelwise's own training loop.
 
 Model-only (the same uint8 batch already on the GPU) for fp32, bf16 autocast, and bf16 +
-torch.compile; then, for each loader process count, the loader alone and end-to-end with the
-fastest eager setting: `pixelwise train`'s own loader (seeded samples, persistent workers)
-reading CamVid JPEGs and PNG labels from disk, its workers decoding, scaling,
-cropping and flipping. Every model is FCN-8s on ResNet-18, channels-last, SGD with
+torch.compile; nvJPEG's batched decode alone; then, for each place photos are decoded
+(`pixelwise train --decode-on workers|device`) and each loader process count, the loader
+alone (batches delivered on the GPU) and end-to-end with the fastest eager setting:
+`pixelwise train`'s own loader (seeded samples, persistent workers) reading CamVid JPEGs and
+PNG labels from disk, scaling, cropping and flipping in its workers, or leaving the photos
+for the GPU to decode and resample. Every model is FCN-8s on ResNet-18, channels-last, SGD with
 momentum, as `pixelwise train` builds it. Run by benchmarks/gpu.sh on a lent GPU
 machine; `--device cpu --steps 2 --batch-size 2 --crop-size 64 96` checks the script anywhere.
 """
@@ -27,10 +29,12 @@ import torch
 
 from pixelwise.benchmarking import camvid_as_voc, find_camvid, result_line
 from pixelwise.config import TrainConfig
-from pixelwise.data.loading import SeededSamples, train_loader
-from pixelwise.data.transforms import train_transforms
+from pixelwise.data.device_crops import decode_jpegs
+from pixelwise.data.io import read_bytes
+from pixelwise.data.loading import train_loader, training_samples
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.data.voc import VOCSegmentation
-from pixelwise.engine import train_one_epoch
+from pixelwise.engine import prepare_batch, train_one_epoch
 from pixelwise.models import build_model
 from pixelwise.training import build_optimizer
 
@@ -85,22 +89,41 @@ def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.devi
         yield images, masks
 
 
-def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool) -> Iterator:
+def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool, decode_on: str) -> Iterator:
     """Batches from `pixelwise train`'s loader (its dataset, transforms, seeding and workers), epoch after epoch."""
-    samples = SeededSamples(VOCSegmentation(voc_root, "train", train_transforms(crop)), seed=0)
+    samples = training_samples(VOCSegmentation(voc_root, "train", train_transforms(crop)), 0, decode_on=decode_on)
     loader = train_loader(samples, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
     for epoch in count(1):
         loader.batch_sampler.set_epoch(epoch)
         yield from loader
 
 
-def loader_samples_per_second(batches: Iterator, count: int) -> float:
-    """The loader alone: samples/s over `count` batches after 2 * count warm-up batches."""
-    for _ in islice(batches, 2 * count):
-        pass
+def loader_samples_per_second(batches: Iterator, count: int, device: torch.device) -> float:
+    """The loader alone, batches prepared on `device` as training does: samples/s over `count` batches after 2 * count warm-up."""
+
+    def delivered(number: int) -> int:
+        samples = sum(len(prepare_batch(*batch[:2], device, (IMAGENET_MEAN, IMAGENET_STD))[1]) for batch in islice(batches, number))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return samples
+
+    delivered(2 * count)
     started = time.perf_counter()
-    samples = sum(len(batch[0]) for batch in islice(batches, count))
-    return samples / (time.perf_counter() - started)
+    return delivered(count) / (time.perf_counter() - started)
+
+
+def decode_images_per_second(voc_root: Path, batch_size: int, device: torch.device, repeats: int = 20) -> float:
+    """The decoder alone: JPEG bytes already in memory -> RGB on `device`, `batch_size` photos per call."""
+    photos = [read_bytes(path) for path, _ in VOCSegmentation(voc_root, "train").samples[:batch_size]]
+    decode_jpegs(photos, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        decode_jpegs(photos, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return repeats * batch_size / (time.perf_counter() - started)
 
 
 class Report:
@@ -137,7 +160,8 @@ def measure(report: Report, key: str, function) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="timed model-only steps per setting (end-to-end: 4x)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, (os.cpu_count() or 2) - 2)], help="loader process counts to try (default: CPUs - 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, (os.cpu_count() or 2) - 2)], help="loader process counts to try, photos decoded in the workers (default: CPUs - 2)")
+    parser.add_argument("--device-workers", type=int, nargs="*", default=[], help="loader process counts to try with the photos decoded on the device")
     parser.add_argument("--images", type=int, default=5872, help="training photos in the VOC tree: CamVid's repeated (default: 5872)")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -154,17 +178,18 @@ def main() -> None:
     settings = [s for s in SETTINGS if not (s.compile and args.no_compile)]
     synthetic = partial(synthetic_batches, args.batch_size, tuple(args.crop_size), device)
     model_only: dict[str, float | None] = {}
-    runs: list[tuple[float, Setting, int]] = []  # end-to-end images/s, setting, loader processes
+    runs: list[tuple[float, Setting, int, str]] = []  # end-to-end images/s, setting, loader processes, where photos are decoded
 
     def model_only_rate(setting: Setting) -> None:
         model_only[setting.name] = measure(report, f"model-only {setting.name}", lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10))
 
-    def end_to_end_rate(setting: Setting, workers: int) -> None:
-        batches = loader_batches(voc_root, args.batch_size, tuple(args.crop_size), workers, pin_memory=device.type == "cuda")
-        measure(report, f"loader alone, {workers} workers", lambda: loader_samples_per_second(batches, args.steps))
-        rate = measure(report, f"end-to-end {setting.name}, {workers} workers", lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20))
+    def end_to_end_rate(setting: Setting, workers: int, decode_on: str) -> None:
+        batches = loader_batches(voc_root, args.batch_size, tuple(args.crop_size), workers, device.type == "cuda", decode_on)
+        where = f"decode on {decode_on}, {workers} workers"
+        measure(report, f"loader alone, {where}", lambda: loader_samples_per_second(batches, args.steps, device))
+        rate = measure(report, f"end-to-end {setting.name}, {where}", lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20))
         if rate:
-            runs.append((rate, setting, workers))
+            runs.append((rate, setting, workers, decode_on))
 
     for setting in settings:
         if not setting.compile:
@@ -172,17 +197,21 @@ def main() -> None:
     best = max((s for s in settings if model_only.get(s.name)), key=lambda s: model_only[s.name])
     with tempfile.TemporaryDirectory() as scratch:
         voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
-        for workers in args.workers:
-            end_to_end_rate(best, workers)
+        if args.device_workers:
+            measure(report, f"decoder alone, batches of {args.batch_size}", lambda: decode_images_per_second(voc_root, args.batch_size, device))
+        for decode_on, worker_counts in (("device", args.device_workers), ("workers", args.workers)):
+            for workers in worker_counts:
+                end_to_end_rate(best, workers, decode_on)
         for setting in settings:
             if setting.compile:
                 model_only_rate(setting)
                 if (model_only[setting.name] or 0) > 1.05 * model_only[best.name] and runs:
-                    end_to_end_rate(setting, max(runs, key=lambda run: run[0])[2])
-    rate, setting, workers = max(runs, key=lambda run: run[0])
+                    fastest = max(runs, key=lambda run: run[0])
+                    end_to_end_rate(setting, fastest[2], fastest[3])
+    rate, setting, workers, decode_on = max(runs, key=lambda run: run[0])
     print(result_line(
         model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name],
-        setting=setting.name.replace(" ", ""), workers=str(workers),
+        setting=setting.name.replace(" ", ""), workers=str(workers), decode_on=decode_on,
     ))
 
 if __name__ == "__main__":

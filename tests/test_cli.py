@@ -152,6 +152,7 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["train", "--epochs", "0"], "must be at least 1"),
         (["train", "--model", "unet"], "invalid choice"),
         (["train", "--precision", "fp16"], "invalid choice"),
+        (["train", "--decode-on", "gpu"], "invalid choice"),
         (["eval", "--data", "x"], "required: --checkpoint"),
         (["frobnicate"], "invalid choice"),
     ],

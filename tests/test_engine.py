@@ -46,6 +46,8 @@ def test_config_rejects_impossible_values():
         TrainConfig(scale_range=(2.0, 1.0))
     with pytest.raises(TrainingError, match="precision must be one of fp32, bf16"):
         TrainConfig(precision="fp16")
+    with pytest.raises(TrainingError, match="decode_on must be one of workers, device"):
+        TrainConfig(decode_on="gpu")
 
 
 @pytest.mark.parametrize("precision, forward_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])

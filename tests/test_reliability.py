@@ -78,31 +78,35 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_data, tmp_path)
     assert_same_weights(reference / "last.pt", interrupted / "last.pt")
 
 
-def test_deterministic_runs_are_identical(tiny_data, tmp_path):
+@pytest.mark.parametrize("decode_on", ["workers", "device"])
+def test_deterministic_runs_are_identical(tiny_data, tmp_path, decode_on):
     for name in ("a", "b"):
-        assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / name), "--workers", "0", "--deterministic", *TINY[:1], "2", *TINY[2:]]) == 0
+        assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / name), "--workers", "0", "--deterministic", "--decode-on", decode_on, *TINY[:1], "2", *TINY[2:]]) == 0
     assert metrics_without_times(tmp_path / "a") == metrics_without_times(tmp_path / "b")
     assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
 
 
 @pytest.fixture
 def data_with_a_broken_photo(tiny_data, tmp_path):
-    """A copy of the tiny tree whose training photo 000001.jpg is truncated."""
+    """A copy of the tiny tree whose training photo 000001.jpg is cut off in its pixel data (its header reads)."""
     root = shutil.copytree(tiny_data, tmp_path / "VOC2012")
     photo = root / "JPEGImages" / "000001.jpg"
-    photo.write_bytes(photo.read_bytes()[:100])
+    data = photo.read_bytes()
+    photo.write_bytes(data[: data.index(b"\xff\xda") + 30])  # 30 bytes into the scan
     return root
 
 
-def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path, capsys):
-    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2", *TINY])
+@pytest.mark.parametrize("decode_on", ["workers", "device"])
+def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path, capsys, decode_on):
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2", "--decode-on", decode_on, *TINY])
     err = capsys.readouterr().err
     assert code == 2
     assert "000001.jpg: cannot decode image" in err and len(err.strip().splitlines()) == 1
 
 
-def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tmp_path, capsys):
-    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "0", "--on-bad-sample", "skip", *TINY])
+@pytest.mark.parametrize("decode_on", ["workers", "device"])
+def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tmp_path, capsys, decode_on):
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "0", "--on-bad-sample", "skip", "--decode-on", decode_on, *TINY])
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("skipped: ") == 1 and "000001.jpg: cannot decode image" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import CLASS_WEIGHTINGS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import MODELS
 from pixelwise.runtime import keep_freed_memory
@@ -127,6 +127,11 @@ def add_train(subparsers) -> None:
     parser.add_argument("--save-every-steps", type=int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})")
+    parser.add_argument(
+        "--decode-on", choices=DECODE_PLACES,
+        help="where training photos are decoded and resized: in the loader workers, or on the training device "
+        f"(nvJPEG on CUDA, a whole batch resampled at once; frees the CPU when it limits a GPU) (default: {defaults.decode_on})",
+    )  # fmt: skip
     parser.add_argument("--train-split", help=f"(default: {defaults.train_split})")
     parser.add_argument("--val-split", help=f"(default: {defaults.val_split})")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt (its own config; --epochs may extend it)")

@@ -11,6 +11,7 @@ SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 CLASS_WEIGHTINGS = ("none", "median-frequency")
 PRECISIONS = ("fp32", "bf16")
+DECODE_PLACES = ("workers", "device")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    decode_on: str = "workers"
     on_bad_sample: str = "error"
     save_every_steps: int = 100
 
@@ -62,6 +64,8 @@ class TrainConfig:
             problems.append("save_every_steps must be 0 (epoch ends only) or positive")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.decode_on not in DECODE_PLACES:
+            problems.append(f"decode_on must be one of {', '.join(DECODE_PLACES)}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:

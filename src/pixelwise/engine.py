@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.config import PRECISIONS
+from pixelwise.data.device_crops import PlannedPhotos
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
@@ -54,11 +55,16 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def prepare_batch(
-    images: torch.Tensor, masks: torch.Tensor, device: torch.device, normalization: Normalization
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 batch from the loader -> normalised channels-last floats and int64 masks on `device`."""
+    images: torch.Tensor | PlannedPhotos, masks: torch.Tensor, device: torch.device, normalization: Normalization
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """A loader batch -> normalised channels-last floats and int64 masks on `device`, and messages of photos dropped.
+
+    uint8 images are moved and normalised; PlannedPhotos are decoded and resampled on `device`.
+    """
+    if isinstance(images, PlannedPhotos):
+        return images.render(masks, device, normalization)
     images = normalize_batch(images.to(device, non_blocking=True), *normalization)
-    return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long()
+    return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long(), []
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -93,9 +99,12 @@ def train_one_epoch(
     for images, target, *rest in loader:
         if rest:
             progress.skipped += rest[0]
-        if images.numel() == 0:
+        if len(target) == 0:
             continue  # every sample of this batch was skipped
-        images, target = prepare_batch(images, target, device, normalization)
+        images, target, dropped = prepare_batch(images, target, device, normalization)
+        progress.skipped += dropped
+        if len(target) == 0:
+            continue
         with autocast(device, precision):
             loss = segmentation_loss(model(images), target, class_weights)
         value = loss.item()
@@ -130,7 +139,7 @@ def evaluate(
     model.eval()
     confusion = ConfusionMatrix(num_classes)
     for batch, target in loader:
-        batch, target = prepare_batch(batch, target, device, normalization)
+        batch, target, _ = prepare_batch(batch, target, device, normalization)
         with autocast(device, precision):
             logits = model(batch)
         confusion.update(logits.argmax(dim=1), target)

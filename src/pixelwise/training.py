@@ -20,7 +20,7 @@ import pixelwise
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.labels import IGNORE_INDEX
-from pixelwise.data.loading import SeededSamples, steps_per_epoch, train_loader
+from pixelwise.data.loading import steps_per_epoch, train_loader, training_samples
 from pixelwise.data.spec import open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
@@ -231,7 +231,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> Tr
     scheduler = build_scheduler(optimizer, config, steps)
     state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
     run_dir = _prepare_run_dir(config)
-    samples = SeededSamples(train_set, config.seed, skip_bad=config.on_bad_sample == "skip")
+    samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
     class_weights = None
     if config.class_weighting == "median-frequency":
         class_weights = median_frequency_weights(train_set).to(device)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from pixelwise.data.io import read_image, read_label_array
+from pixelwise.data.io import read_bytes, read_image, read_label_array, read_photo_header
 from pixelwise.data.labels import ClassTable
 from pixelwise.errors import DatasetError
 
@@ -47,14 +47,29 @@ class SegmentationDataset(Dataset):
         """Decode sample `index` without transforms."""
         image_path, label_path = self.samples[index]
         image = read_image(image_path)
+        return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(self._read_mask(index, image.height, image.width))
+
+    def load_for_device(self, index: int) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
+        """Sample `index` with its photo left for the training device to decode: (photo, (H, W), mask).
+
+        The photo is the file's bytes when it is a plain JPEG, else decoded uint8 (3, H, W).
+        """
+        image_path, _ = self.samples[index]
+        header = read_photo_header(image_path)
+        photo = read_bytes(image_path) if header.plain_jpeg else F.pil_to_tensor(read_image(image_path))
+        height, width = (header.height, header.width) if header.plain_jpeg else photo.shape[-2:]  # upright size
+        return photo, (height, width), self._read_mask(index, height, width)
+
+    def _read_mask(self, index: int, height: int, width: int) -> torch.Tensor:
+        """Sample `index`'s class-index mask, uint8 (compact across workers), checked against the photo's size."""
+        image_path, label_path = self.samples[index]
         label = read_label_array(label_path)
-        if label.shape[:2] != (image.height, image.width):
+        if label.shape[:2] != (height, width):
             raise DatasetError(
                 f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a "
-                f"{image.width}x{image.height} image ({image_path.name})"
+                f"{width}x{height} image ({image_path.name})"
             )
-        mask = torch.from_numpy(self.classes.decode(label, label_path))  # uint8: compact across workers
-        return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(mask)
+        return torch.from_numpy(self.classes.decode(label, label_path))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(index)

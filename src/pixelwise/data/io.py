@@ -2,28 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+import torch
+from PIL import ExifTags, Image, ImageOps
 
 from pixelwise.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _open(path: Path | str) -> Image.Image:
-    """Open and fully decode an image file, turning every decoder failure into DatasetError."""
+@contextlib.contextmanager
+def _decoder_errors(path: Path | str):
+    """Turn every failure of opening or decoding `path` into one DatasetError naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
+        yield
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except Image.DecompressionBombError as error:
         raise DatasetError(f"{path}: refused, image too large ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: cannot decode image ({error})") from None
+
+
+def _open(path: Path | str) -> Image.Image:
+    """Open and fully decode an image file."""
+    with _decoder_errors(path), Image.open(path) as image:
+        image.load()
+        return image
+
+
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What a photo's header says: its size, and whether a JPEG decoder alone gives `read_image`'s pixels."""
+
+    width: int
+    height: int
+    plain_jpeg: bool  # JPEG, RGB or grayscale, no EXIF rotation
+
+
+def read_photo_header(path: Path | str) -> PhotoHeader:
+    """Read a photo's header only (no pixels are decoded)."""
+    with _decoder_errors(path), Image.open(path) as image:
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        except (OSError, SyntaxError, ValueError):
+            orientation = 1  # read_image ignores a broken EXIF block too
+        return PhotoHeader(image.width, image.height, image.format == "JPEG" and image.mode in ("RGB", "L") and orientation == 1)
+
+
+def read_bytes(path: Path | str) -> torch.Tensor:
+    """A file's bytes as a 1-D uint8 tensor."""
+    with _decoder_errors(path):
+        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
 
 
 def read_image(path: Path | str) -> Image.Image:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.device_crops import DeviceCrops, PlannedCrop, PlannedPhotos
 from pixelwise.errors import DatasetError
 
 
@@ -41,7 +44,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        torch.manual_seed(epoch_seed(self.seed, epoch) * 1_000_003 + index)
+        torch.default_generator.manual_seed(epoch_seed(self.seed, epoch) * 1_000_003 + index)
         try:
             return self.dataset[index]
         except DatasetError as error:
@@ -50,12 +53,18 @@ class SeededSamples(Dataset):
             return SkippedSample(str(error))
 
 
-def collate_skipping(samples: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack the good samples; return the skipped ones' messages beside them."""
+def collate_skipping(samples: list, skip_bad: bool = False) -> tuple[torch.Tensor | PlannedPhotos, torch.Tensor, list[str]]:
+    """Stack the good samples; return the skipped ones' messages beside them.
+
+    Samples from `DeviceCrops` give the batch's photos as PlannedPhotos, which decode on the
+    device and, with `skip_bad`, drop a photo that fails there instead of stopping the run.
+    """
     skipped = [sample.message for sample in samples if isinstance(sample, SkippedSample)]
     good = [sample for sample in samples if not isinstance(sample, SkippedSample)]
     if not good:
         return torch.empty(0), torch.empty(0), skipped
+    if isinstance(good[0], PlannedCrop):
+        return PlannedPhotos.collate(good, skip_bad=skip_bad), torch.stack([sample.mask for sample in good]), skipped
     images, masks = default_collate(good)
     return images, masks, skipped
 
@@ -89,6 +98,15 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, index) for index in order[step * self.batch_size : (step + 1) * self.batch_size]]
 
 
+def training_samples(dataset: SegmentationDataset, seed: int, *, decode_on: str = "workers", skip_bad: bool = False) -> SeededSamples:
+    """`pixelwise train`'s samples of `dataset` (whose transforms are a RandomScaleCrop), seeded.
+
+    decode_on "workers" decodes and crops each photo in the loader workers; "device" leaves
+    the photos for the training device to decode and resample (`DeviceCrops`).
+    """
+    return SeededSamples(DeviceCrops(dataset, dataset.transforms) if decode_on == "device" else dataset, seed, skip_bad=skip_bad)
+
+
 def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """The run's training loader; before each epoch call `loader.batch_sampler.set_epoch(epoch, start_step)`.
 
@@ -96,4 +114,5 @@ def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, p
     of the end-to-end rate on a GPU machine (BENCHMARKS.md section 5).
     """
     sampler = EpochBatches(len(dataset), batch_size, dataset.seed)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory, persistent_workers=workers > 0)
+    collate = functools.partial(collate_skipping, skip_bad=dataset.skip_bad)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)

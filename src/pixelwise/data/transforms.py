@@ -54,6 +54,20 @@ def axis_window(length: int, crop: int, factor: float) -> AxisWindow:
     return AxisWindow(source_start, source_stop, resized, kept_start, kept, pad_before)
 
 
+@dataclass(frozen=True)
+class CropPlan:
+    """One sample's random draw: where its rows and columns come from, and whether it is flipped."""
+
+    rows: AxisWindow
+    cols: AxisWindow
+    flip: bool
+
+    def column_indices(self) -> np.ndarray:
+        """Nearest source column of every kept output column, flip applied."""
+        indices = self.cols.source_indices
+        return indices[::-1] if self.flip else indices
+
+
 class RandomScaleCrop:
     """Random scale, random crop padded where the scaled photo is smaller, random flip: one pass.
 
@@ -61,7 +75,8 @@ class RandomScaleCrop:
     neighbour over the same windows, so the pair cannot drift apart. The photo is padded with
     the mean colour, which `normalize_batch` turns into 0 (to within 1/255 of a standard
     deviation), and the mask with IGNORE_INDEX: small photos are kept, and padding never
-    counts as a class. uint8 in, uint8 out.
+    counts as a class. uint8 in, uint8 out. `draw` and `crop_mask` alone serve
+    `pixelwise.data.device_crops`, which resizes the photos on the training device.
     """
 
     def __init__(
@@ -80,32 +95,42 @@ class RandomScaleCrop:
         self.hflip = hflip
         self.fill = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8).view(-1, 1, 1)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+    def draw(self, height: int, width: int) -> CropPlan:
+        """Draw the scale, the crop's place and the flip for a `height` x `width` photo."""
         low, high = self.scale_range
         factor = low + (high - low) * torch.rand(()).item()
-        rows, cols = (axis_window(length, crop, factor) for length, crop in zip(image.shape[-2:], self.crop_size))
+        rows, cols = (axis_window(length, crop, factor) for length, crop in zip((height, width), self.crop_size))
+        return CropPlan(rows, cols, self.hflip and torch.rand(()).item() < 0.5)
+
+    def crop_mask(self, mask: torch.Tensor, plan: CropPlan) -> torch.Tensor:
+        """The crop-sized mask of `plan`: nearest neighbour, IGNORE_INDEX where the photo does not reach."""
+        # Two numpy takes: several times faster than torch's advanced indexing on uint8 here.
+        kept = torch.from_numpy(mask.numpy().take(plan.rows.source_indices, 0).take(plan.column_indices(), 1))
+        return self._place(kept, plan, torch.tensor(IGNORE_INDEX, dtype=mask.dtype))
+
+    def crop_image(self, image: torch.Tensor, plan: CropPlan) -> torch.Tensor:
+        """The crop-sized photo of `plan`: antialiased bilinear, mean colour where the photo does not reach."""
+        rows, cols = plan.rows, plan.cols
         image = image[:, rows.source_start : rows.source_stop, cols.source_start : cols.source_stop]
         if image.shape[-2:] != (rows.resized, cols.resized):
             image = F.resize(image, [rows.resized, cols.resized], antialias=True)
         image = image[:, rows.kept_start : rows.kept_start + rows.kept, cols.kept_start : cols.kept_start + cols.kept]
-        column_indices = cols.source_indices
-        if self.hflip and torch.rand(()).item() < 0.5:
-            image, column_indices = image.flip(-1), column_indices[::-1]
-        # Two numpy takes: several times faster than torch's advanced indexing on uint8 here.
-        mask = torch.from_numpy(mask.numpy().take(rows.source_indices, 0).take(column_indices, 1))
-        return self._pad(image, mask, rows.pad_before, cols.pad_before)
+        return self._place(image.flip(-1) if plan.flip else image, plan, self.fill)
 
-    def _pad(self, image: torch.Tensor, mask: torch.Tensor, top: int, left: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Place the pair at (top, left) in a crop-sized canvas: mean colour and IGNORE_INDEX."""
-        height, width = mask.shape
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        plan = self.draw(*image.shape[-2:])
+        return self.crop_image(image, plan), self.crop_mask(mask, plan)
+
+    def _place(self, kept: torch.Tensor, plan: CropPlan, fill: torch.Tensor) -> torch.Tensor:
+        """`kept` at the plan's offset in a crop-sized canvas of `fill`."""
+        height, width = kept.shape[-2:]
         if (height, width) == self.crop_size:
-            return image.contiguous(), mask
-        canvas = self.fill.expand(image.shape[0], *self.crop_size).clone()
-        canvas[:, top : top + height, left : left + width] = image
-        padded_mask = torch.full(self.crop_size, IGNORE_INDEX, dtype=mask.dtype)
-        padded_mask[top : top + height, left : left + width] = mask
-        return canvas, padded_mask
+            return kept.contiguous()
+        canvas = fill.expand(*kept.shape[:-2], *self.crop_size).clone()
+        top, left = plan.rows.pad_before, plan.cols.pad_before
+        canvas[..., top : top + height, left : left + width] = kept
+        return canvas
 
 
 def train_transforms(

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixelwise.data.device_crops import OUTSIDE, DeviceCrops, PlannedPhotos
+from pixelwise.data.folder import FolderSegmentation
+from pixelwise.data.loading import SeededSamples, train_loader
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
+from pixelwise.data.voc import VOCSegmentation
+from pixelwise.engine import prepare_batch
+from pixelwise.errors import DatasetError
+
+CPU = torch.device("cpu")
+NORMALIZATION = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def first_batches(dataset, crop_size, scale_range, *, batch_size=6, skip_bad=False):
+    """The first training batch made in the workers and on the device, from the same seed, prepared."""
+    transforms = train_transforms(crop_size, scale_range=scale_range)
+    dataset.transforms = transforms
+    in_workers = SeededSamples(dataset, seed=5, skip_bad=skip_bad)
+    on_device = SeededSamples(DeviceCrops(dataset, transforms), seed=5, skip_bad=skip_bad)
+    return [prepare_batch(*next(iter(train_loader(samples, batch_size=batch_size)))[:2], CPU, NORMALIZATION) for samples in (in_workers, on_device)]
+
+
+def test_device_crops_are_the_worker_crops_when_photos_are_enlarged(synthetic_voc):
+    # Photos of 40 to 90 pixels into 64x96 crops: padded and unpadded samples, mixed sizes in a batch.
+    (images, masks, _), (device_images, device_masks, dropped) = first_batches(VOCSegmentation(synthetic_voc), (64, 96), (1.0, 1.5))
+    assert dropped == [] and device_images.shape == images.shape == (6, 3, 64, 96)
+    assert torch.equal(device_masks, masks)
+    levels = (device_images - images).abs() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    assert levels.max() <= 1.01  # the same pixels, rounded differently (uint8 in the workers)
+    padding = device_images.abs().amax(dim=1) == 0
+    assert padding.any() and (masks[padding] == 255).all()  # the mean colour where the photo does not reach
+    assert device_images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shrunk_device_crops_keep_the_masks_and_differ_only_by_antialiasing(synthetic_voc):
+    (images, masks, _), (device_images, device_masks, _) = first_batches(VOCSegmentation(synthetic_voc), (48, 48), (0.6, 0.9))
+    assert torch.equal(device_masks, masks)
+    levels = (device_images - images).abs() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    assert 0 < levels.mean() < 4
+
+
+def test_flipped_crops_sample_columns_right_to_left(synthetic_voc):
+    crops = DeviceCrops(VOCSegmentation(synthetic_voc), train_transforms((32, 32), scale_range=(1.0, 1.0)))
+    samples = [SeededSamples(crops, seed=seed)[(1, 0)] for seed in range(12)]
+    flipped = [sample for sample in samples if sample.cols[0] > sample.cols[-1] and sample.cols[-1] != OUTSIDE]
+    unflipped = [sample for sample in samples if sample.cols[0] < sample.cols[-1] and sample.cols[0] != OUTSIDE]
+    assert flipped and unflipped  # both occur, and the rows never flip
+    assert all((sample.rows[1:] >= sample.rows[:-1]).all() or (sample.rows == OUTSIDE).any() for sample in samples)
+
+
+def make_photo_tree(root):
+    """A folder dataset with a plain JPEG, a PNG photo and a JPEG that EXIF says to rotate."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "classes.csv").write_text("index,name,r,g,b,ignore\n0,left,10,10,10,0\n1,right,200,0,0,0\n")
+    photo = np.zeros((20, 30, 3), dtype=np.uint8)
+    photo[:, 15:] = (250, 120, 10)
+    Image.fromarray(photo).save(root / "images" / "train" / "a_plain.jpg", quality=95)
+    Image.fromarray(photo).save(root / "images" / "train" / "b_photo.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: upright is the stored photo turned 90 degrees clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(photo))).save(root / "images" / "train" / "c_rotated.jpg", quality=95, exif=exif)
+    label = np.zeros((20, 30), dtype=np.uint8)
+    label[:, 15:] = 1
+    for stem in ("a_plain", "b_photo", "c_rotated"):
+        Image.fromarray(label).save(root / "labels" / "train" / f"{stem}.png")
+    return root
+
+
+def test_only_plain_jpegs_are_left_for_the_device_to_decode(tmp_path):
+    dataset = FolderSegmentation(make_photo_tree(tmp_path))
+    photos = [dataset.load_for_device(index) for index in range(3)]
+    assert [photo.dim() for photo, _, _ in photos] == [1, 3, 3]  # bytes, then pixels decoded in the worker
+    for index, (photo, size, mask) in enumerate(photos):
+        image, expected_mask = dataset.load(index)
+        assert size == (20, 30) and torch.equal(mask, expected_mask)
+        if photo.dim() == 3:
+            assert torch.equal(photo, image.as_subclass(torch.Tensor))
+
+
+def test_device_crops_of_every_photo_kind_line_up_with_their_masks(tmp_path):
+    dataset = FolderSegmentation(make_photo_tree(tmp_path))
+    _, (images, masks, _) = first_batches(dataset, (20, 30), (1.0, 1.0), batch_size=3)
+    red = images[:, 0] > 0  # the orange right half, after normalisation
+    assert torch.equal(red, masks == 1)
+
+
+def corrupt_after_header(path):
+    """Cut a JPEG off early in its scan data: the header still reads, the pixels do not."""
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\xff\xda") + 30])
+
+
+def test_a_photo_the_device_cannot_decode_is_named_or_skipped(tmp_path):
+    dataset = FolderSegmentation(make_photo_tree(tmp_path))
+    corrupt_after_header(tmp_path / "images" / "train" / "a_plain.jpg")
+    crops = SeededSamples(DeviceCrops(dataset, train_transforms((20, 30))), seed=0)
+    batch = PlannedPhotos.collate([crops[(1, index)] for index in range(3)])
+    masks = torch.zeros(3, 20, 30, dtype=torch.uint8)
+    with pytest.raises(DatasetError, match=r"a_plain\.jpg: cannot decode image"):
+        batch.render(masks, CPU, NORMALIZATION)
+    batch.skip_bad = True
+    images, kept_masks, dropped = batch.render(masks, CPU, NORMALIZATION)
+    assert images.shape[0] == kept_masks.shape[0] == 2
+    assert len(dropped) == 1 and "a_plain.jpg: cannot decode image" in dropped[0]
