@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelwise.data.device_crops import OUTSIDE, DeviceCrops, PlannedPhotos
+from pixelwise.data.device_crops import OUTSIDE, DeviceCrops, PlannedPhotos, decode_jpegs
 from pixelwise.data.folder import FolderSegmentation
+from pixelwise.data.io import read_bytes
 from pixelwise.data.loading import SeededSamples, train_loader
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.data.voc import VOCSegmentation
@@ -107,3 +108,17 @@ def test_a_photo_the_device_cannot_decode_is_named_or_skipped(tmp_path):
     images, kept_masks, dropped = batch.render(masks, CPU, NORMALIZATION)
     assert images.shape[0] == kept_masks.shape[0] == 2
     assert len(dropped) == 1 and "a_plain.jpg: cannot decode image" in dropped[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: nvJPEG decodes on the GPU only")
+def test_decoding_on_cuda_leaves_memory_that_queued_kernels_read_alone(synthetic_voc):
+    device = torch.device("cuda")
+    photos = [read_bytes(path) for path, _ in VOCSegmentation(synthetic_voc).samples[:8]]
+    for _ in range(10):
+        blocks = [torch.full((4096,), float(number), device=device) for number in range(64)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(20_000_000)  # keep the training stream busy while the blocks are freed
+        sums = [block.sum() for block in blocks]
+        del blocks  # free on the training stream, still to be read by the queued sums
+        decode_jpegs(photos, device)
+        assert [total.item() for total in sums] == [4096.0 * number for number in range(64)]
