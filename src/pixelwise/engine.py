@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -67,17 +67,6 @@ def prepare_batch(
     return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long(), []
 
 
-def prepared_batches(loader: Iterable, device: torch.device, normalization: Normalization) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
-    """The loader's batches on `device`, ready for the network, each with the messages of its skipped samples (a batch may end up empty)."""
-    for images, target, *rest in loader:
-        skipped = list(rest[0]) if rest else []
-        if len(target) == 0:  # every sample of this batch was skipped
-            yield images, target, skipped
-            continue
-        images, target, dropped = prepare_batch(images, target, device, normalization)
-        yield images, target, skipped + dropped
-
-
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bfloat16 autocast on `device` for precision "bf16"; a disabled one for "fp32"."""
     if precision not in PRECISIONS:
@@ -107,17 +96,17 @@ def train_one_epoch(
     progress = progress or EpochProgress()
     model.train()
     last = time.perf_counter()
-    batches = prepared_batches(loader, device, normalization)
-    batch = next(batches, None)
-    while batch is not None:
-        images, target, skipped = batch
-        progress.skipped += skipped
+    for images, target, *rest in loader:
+        if rest:
+            progress.skipped += rest[0]
         if len(target) == 0:
-            batch = next(batches, None)
+            continue  # every sample of this batch was skipped
+        images, target, dropped = prepare_batch(images, target, device, normalization)
+        progress.skipped += dropped
+        if len(target) == 0:
             continue
         with autocast(device, precision):
             loss = segmentation_loss(model(images), target, class_weights)
-        batch = next(batches, None)  # the next batch is decoded and moved while the device runs this forward pass
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
