@@ -65,17 +65,20 @@ def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normaliz
 
 def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> dict[str, float]:
     """Mean milliseconds per sample of each stage of pixelwise's training dataset, one thread."""
+    from pixelwise.data.device_crops import DeviceCrops
     from pixelwise.data.io import read_image, read_label_array
     from pixelwise.data.transforms import train_transforms
     from pixelwise.data.voc import VOCSegmentation
 
     dataset = VOCSegmentation(voc_root, "train", train_transforms(crop))
+    for_device = DeviceCrops(dataset, dataset.transforms)
     pairs = [dataset.load(index) for index in range(samples)]
     stages = {
         "decode photo (PIL)": lambda index: read_image(dataset.samples[index][0]),
         "read and decode label": lambda index: dataset.classes.decode(read_label_array(dataset.samples[index][1]), dataset.samples[index][1]),
         "scale, crop, flip": lambda index: dataset.transforms(*pairs[index]),
         "whole __getitem__": lambda index: dataset[index],
+        "same, --decode-on device": lambda index: for_device[index],
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a lent H100/H200 machine (about 3 minutes). From the repo root:
-#   bash benchmarks/gpu.sh [--camvid PATH] [--json FILE] [other gpu_throughput.py options]
+#   bash benchmarks/gpu.sh [--camvid PATH] [--workers 14] [--device-workers 4 6 10] [--json FILE]
+#   (other gpu_throughput.py options pass through; --device-workers measures --decode-on device)
 # Needs a python3 (or $PYTHON) with CUDA PyTorch, torchvision, Pillow, numpy, tqdm and
 # matplotlib; pixelwise runs from src/ without installing, so an offline machine works.
 # 1. benchmarks/gpu_throughput.py: training images/s, model-only and end-to-end.
