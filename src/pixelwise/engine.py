@@ -89,7 +89,8 @@ def train_one_epoch(
 ) -> EpochProgress:
     """One pass over `loader`, stepping the scheduler per iteration; stops on a non-finite loss.
 
-    Batches are (images, masks) or (images, masks, skipped messages), images uint8. `precision`
+    Batches are (images, masks) or (images, masks, skipped messages), images uint8 or
+    PlannedPhotos (`--decode-on device`), which `prepare_batch` decodes on `device`. `precision`
     "bf16" runs the forward pass under bfloat16 autocast (weights, gradients and the optimiser
     stay float32). Pass the `progress` of an interrupted epoch to continue its totals.
     """

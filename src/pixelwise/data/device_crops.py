@@ -1,9 +1,10 @@
-"""Training crops made on the training device: workers send JPEG bytes and a crop plan, the device
-decodes (nvJPEG on CUDA) and resamples the whole batch at once.
+"""Training crops made on the training device (`pixelwise train --decode-on device`).
 
-The random draws are `RandomScaleCrop`'s, so the masks are the ones it cuts and the photos are
-resampled at the same coordinates; only the interpolation differs (plain bilinear: no
-antialiasing when a photo is shrunk, which the scale range 0.75-1.5 does by at most 1/4).
+Workers send JPEG bytes, the crop's sampling coordinates and the cut mask; the device decodes
+the batch (nvJPEG on CUDA) and resamples it at once. The random draws are `RandomScaleCrop`'s,
+so the masks are the ones it cuts and the photos are resampled at the same coordinates; only
+the interpolation differs (plain bilinear: no antialiasing when a photo is shrunk, which the
+scale range 0.75-1.5 does by at most 1/4).
 """
 
 from __future__ import annotations
