@@ -88,6 +88,25 @@ def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> di
         torch.set_num_threads(threads)
 
 
+def batch_handover_ms(voc_root: Path, crop: tuple[int, int], batch_size: int, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds to send one collated batch from a worker to the training process (pickling through shared memory)."""
+    import copy
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from pixelwise.data.loading import collate_skipping, training_samples
+    from pixelwise.data.transforms import train_transforms
+    from pixelwise.data.voc import VOCSegmentation
+
+    figures = {}
+    for decode_on in ("workers", "device"):
+        samples = training_samples(VOCSegmentation(voc_root, "train", train_transforms(crop)), 0, decode_on=decode_on)
+        batch = collate_skipping([samples[(1, index)] for index in range(batch_size)])
+        fresh = [copy.deepcopy(batch) for _ in range(repeats)]  # new tensors each time, as each batch is in a worker
+        figures[decode_on] = 1000 * statistics.median(timed(lambda: pickle.loads(ForkingPickler.dumps(one))) for one in fresh)
+    return figures
+
+
 def run_side(side: str, args: argparse.Namespace, voc_root: Path) -> dict:
     """One side in a fresh interpreter; its JSON result."""
     command = [sys.executable, __file__, "--side", side, "--voc-root", str(voc_root), "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
@@ -119,6 +138,8 @@ def main() -> None:
         print("pixelwise per sample, one thread (ms):")
         for stage, milliseconds in per_sample_stages(voc_root, crop, 50 if args.quick else 300).items():
             print(f"  {stage:28}{milliseconds:6.2f}")
+        handover = batch_handover_ms(voc_root, crop, args.batch_size, 5 if args.quick else 20)
+        print(f"pixelwise batch of {args.batch_size}, worker to training process (ms): " + ", ".join(f"--decode-on {place} {ms:.1f}" for place, ms in handover.items()))
         runs = {"d2l": [], "pixelwise": []}
         for _ in range(repeats):
             for side in runs:

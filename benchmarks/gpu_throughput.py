@@ -126,6 +126,19 @@ def decode_images_per_second(voc_root: Path, batch_size: int, device: torch.devi
     return repeats * batch_size / (time.perf_counter() - started)
 
 
+def decode_call_ms(voc_root: Path, batch_size: int, device: torch.device, queued_cycles: int) -> float:
+    """How long one decode call holds the training thread while `queued_cycles` GPU cycles of work wait on the training stream."""
+    photos = [read_bytes(path) for path, _ in VOCSegmentation(voc_root, "train").samples[:batch_size]]
+    decode_jpegs(photos, device)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(queued_cycles)
+    started = time.perf_counter()
+    decode_jpegs(photos, device)
+    elapsed = time.perf_counter() - started
+    torch.cuda.synchronize()
+    return 1000 * elapsed
+
+
 class Report:
     """Prints each figure as it is measured and keeps them all in a JSON file."""
 
@@ -139,7 +152,7 @@ class Report:
             copy += 1
             name = f"{key} ({copy})"
         self.values[name] = value
-        shown = f"{value:9.0f} {unit}" if isinstance(value, float) else value
+        shown = f"{value:9.{0 if unit == 'images/s' else 2}f} {unit}" if isinstance(value, float) else value
         print(f"{name:48}{shown}", flush=True)
         if self.path:
             self.path.write_text(json.dumps(self.values, indent=2))
@@ -199,6 +212,9 @@ def main() -> None:
         voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
         if args.device_workers:
             measure(report, f"decoder alone, batches of {args.batch_size}", lambda: decode_images_per_second(voc_root, args.batch_size, device))
+        if args.device_workers and device.type == "cuda":
+            for cycles in (0, 200_000_000, 1_000_000_000):  # 0, about 100 and 500 ms on an H200
+                report.add(f"decode call, {cycles:.0e} GPU cycles queued", decode_call_ms(voc_root, args.batch_size, device, cycles), "ms")
         for decode_on, worker_counts in (("device", args.device_workers), ("workers", args.workers)):
             for workers in worker_counts:
                 end_to_end_rate(best, workers, decode_on)
