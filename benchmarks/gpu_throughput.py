@@ -112,9 +112,14 @@ def loader_samples_per_second(batches: Iterator, count: int, device: torch.devic
     return delivered(count) / (time.perf_counter() - started)
 
 
+def first_jpegs(voc_root: Path, count: int) -> list[torch.Tensor]:
+    """The bytes of the first `count` training photos."""
+    return [read_bytes(path) for path, _ in VOCSegmentation(voc_root, "train").samples[:count]]
+
+
 def decode_images_per_second(voc_root: Path, batch_size: int, device: torch.device, repeats: int = 20) -> float:
     """The decoder alone: JPEG bytes already in memory -> RGB on `device`, `batch_size` photos per call."""
-    photos = [read_bytes(path) for path, _ in VOCSegmentation(voc_root, "train").samples[:batch_size]]
+    photos = first_jpegs(voc_root, batch_size)
     decode_jpegs(photos, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -128,7 +133,7 @@ def decode_images_per_second(voc_root: Path, batch_size: int, device: torch.devi
 
 def decode_call_ms(voc_root: Path, batch_size: int, device: torch.device, queued_cycles: int) -> float:
     """How long one decode call holds the training thread while `queued_cycles` GPU cycles of work wait on the training stream."""
-    photos = [read_bytes(path) for path, _ in VOCSegmentation(voc_root, "train").samples[:batch_size]]
+    photos = first_jpegs(voc_root, batch_size)
     decode_jpegs(photos, device)
     torch.cuda.synchronize()
     torch.cuda._sleep(queued_cycles)

@@ -5,8 +5,10 @@ from torchvision.transforms import v2
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.folder import FolderSegmentation
-from pixelwise.data.transforms import train_transforms
-from pixelwise.engine import evaluate, segmentation_loss, train_one_epoch
+from pixelwise.data.loading import train_loader, training_samples
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
+from pixelwise.data.voc import VOCSegmentation
+from pixelwise.engine import evaluate, prepare_batch, segmentation_loss, train_one_epoch
 from pixelwise.errors import TrainingError
 from pixelwise.models import build_model
 from pixelwise.training import build_optimizer, build_scheduler, lr_factor
@@ -117,3 +119,21 @@ def test_median_frequency_weights_lift_rare_classes(synthetic_voc):
     frequency = pixels / where_present
     assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency, dtype=torch.float32))
     assert weights[0] == weights.min()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks that nothing waits for queued GPU work")
+@pytest.mark.parametrize("decode_on", ["workers", "device"])
+def test_a_training_batch_is_prepared_and_weighted_without_waiting_for_the_gpu(synthetic_voc, decode_on):
+    cuda = torch.device("cuda")
+    dataset = VOCSegmentation(synthetic_voc, "train", train_transforms((64, 96)))
+    loader = train_loader(training_samples(dataset, 0, decode_on=decode_on), batch_size=4, pin_memory=True)
+    images, masks, _ = next(iter(loader))
+    logits = torch.randn(4, len(dataset.class_names), 64, 96, device=cuda)
+    weights = torch.rand(len(dataset.class_names), device=cuda)
+    torch.cuda.set_sync_debug_mode("error")  # any stream or device synchronisation raises
+    try:
+        prepared, target, _ = prepare_batch(images, masks, cuda, (IMAGENET_MEAN, IMAGENET_STD))
+        segmentation_loss(logits, target, weights)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert prepared.shape == (4, 3, 64, 96)

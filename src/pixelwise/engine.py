@@ -23,7 +23,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_weights:
     """Per-pixel cross-entropy over labelled pixels, optionally class-weighted; 0 (not NaN) when a batch has none."""
     total = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
     labelled = target != IGNORE_INDEX
-    normalizer = class_weights[target[labelled]].sum() if class_weights is not None else labelled.sum()
+    # Weights gathered at every pixel and zeroed where ignored: boolean indexing would wait for the GPU.
+    normalizer = (class_weights[target.where(labelled, 0)] * labelled).sum() if class_weights is not None else labelled.sum()
     return total / normalizer.clamp(min=1e-12)
 
 

@@ -10,7 +10,7 @@ scale range 0.75-1.5 does by at most 1/4).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -162,13 +162,19 @@ class PlannedPhotos:
         return len(self.jpeg_sizes)
 
     def pin_memory(self) -> PlannedPhotos:
-        """Left as is: the decoder reads JPEG bytes from ordinary memory (DataLoader calls this)."""
-        return self
+        """The coordinates pinned, so their copy to the GPU does not wait for it (DataLoader calls this).
+
+        The JPEG bytes stay in ordinary memory: the decoder reads them on the host.
+        """
+        return replace(self, rows=self.rows.pin_memory(), cols=self.cols.pin_memory())
 
     def render(
         self, masks: torch.Tensor, device: torch.device, normalization: tuple[tuple[float, ...], tuple[float, ...]]
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Normalised channels-last float crops and int64 masks on `device`, and the messages of photos that failed to decode."""
+        """Normalised channels-last float crops and int64 masks on `device`, and the messages of photos that failed to decode.
+
+        Every copy to the device is non-blocking: a blocking one would wait for the queued training step.
+        """
         sources, messages = self._decode(device)
         rows, cols = self.rows, self.cols
         if messages:  # drop the photos that failed
@@ -177,14 +183,14 @@ class PlannedPhotos:
         if not sources:
             return torch.empty(0), torch.empty(0), messages
         batch = normalize_batch(stack_padded(sources), *normalization)  # (N, 3, H, W) float
-        grid = sampling_grid(rows.to(device), cols.to(device), batch.shape[-2:])
+        grid = sampling_grid(rows.to(device, non_blocking=True), cols.to(device, non_blocking=True), batch.shape[-2:])
         images = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # zero = mean colour
         return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long(), messages
 
     def _decode(self, device: torch.device) -> tuple[list[torch.Tensor | None], list[str]]:
         """Every photo as uint8 (3, H, W) on `device` (None where it failed and bad samples are skipped)."""
         photos = self.photos
-        sources: list[torch.Tensor | None] = [photo.to(device) if photo.dim() == 3 else None for photo in photos]
+        sources: list[torch.Tensor | None] = [photo.to(device, non_blocking=True) if photo.dim() == 3 else None for photo in photos]
         encoded = [index for index, photo in enumerate(photos) if photo.dim() == 1]
         messages: list[str] = []
         if not encoded:

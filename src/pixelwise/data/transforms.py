@@ -151,7 +151,12 @@ def train_transforms(
 def normalize_batch(
     images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
 ) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives."""
-    mean_255 = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
-    std_255 = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives.
+
+    The per-channel constants are made on the CPU and copied without blocking:
+    `torch.tensor(..., device="cuda")` is a blocking copy, which waits for every kernel queued
+    on the GPU, so each training batch would drain the GPU's queue.
+    """
+    mean_255 = (torch.tensor(mean).view(1, -1, 1, 1) * 255).to(images.device, non_blocking=True)
+    std_255 = (torch.tensor(std).view(1, -1, 1, 1) * 255).to(images.device, non_blocking=True)
     return images.float().sub_(mean_255).div_(std_255)  # in place: one float copy, not four
