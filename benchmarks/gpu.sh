@@ -6,6 +6,7 @@
 # matplotlib; pixelwise runs from src/ without installing, so an offline machine works.
 # 1. benchmarks/gpu_throughput.py: training images/s, model-only and end-to-end.
 # 2. The command line on CUDA: synthetic data, train with bf16 and with --decode-on device, eval, predict.
+# 3. The CUDA-only tests (nvJPEG memory race, no stream syncs in a training step), when pytest is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -25,4 +26,10 @@ pixelwise train --data "$scratch/data" --out "$scratch/run-device" --epochs 3 --
 pixelwise eval --checkpoint "$scratch/run/best.pt" --data "$scratch/data" --device cuda | head -3
 pixelwise predict "$scratch/data/VOCdevkit/VOC2012/JPEGImages" --checkpoint "$scratch/run/best.pt" \
     --out "$scratch/predicted" --device cuda | tail -1
+echo "== CUDA-only tests"
+if "$PYTHON" -c "import pytest" 2>/dev/null; then
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/data/test_device_crops.py || echo "gpu.sh: CUDA-only tests FAILED"
+else
+    echo "pytest is not installed: CUDA-only tests not run"
+fi
 echo "gpu.sh: done"

@@ -7,7 +7,9 @@ alone (batches delivered on the GPU) and end-to-end with the fastest eager setti
 `pixelwise train`'s own loader (seeded samples, persistent workers) reading CamVid JPEGs and
 PNG labels from disk, scaling, cropping and flipping in its workers, or leaving the photos
 for the GPU to decode and resample. Every model is FCN-8s on ResNet-18, channels-last, SGD with
-momentum, as `pixelwise train` builds it. Run by benchmarks/gpu.sh on a lent GPU
+momentum, as `pixelwise train` builds it. Last, the fastest end-to-end setting and its
+model-only figure again with the loss read before its backward pass is queued, as the loop
+did until it read it after (a before/after on the same machine). Run by benchmarks/gpu.sh on a lent GPU
 machine; `--device cpu --steps 2 --batch-size 2 --crop-size 64 96` checks the script anywhere.
 """
 
@@ -20,6 +22,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import count, islice
@@ -34,6 +37,7 @@ from pixelwise.data.io import read_bytes
 from pixelwise.data.loading import train_loader, training_samples
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.data.voc import VOCSegmentation
+from pixelwise import engine
 from pixelwise.engine import prepare_batch, train_one_epoch
 from pixelwise.models import build_model
 from pixelwise.training import build_optimizer
@@ -79,6 +83,21 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return progress.images
+
+
+@contextmanager
+def loss_read_before_backward():
+    """The training loop as it was until the loss was read after queuing its backward pass: `.item()` at once."""
+
+    def at_once(loss: torch.Tensor):
+        value = loss.item()
+        return lambda: value
+
+    original, engine.read_later = engine.read_later, at_once
+    try:
+        yield
+    finally:
+        engine.read_later = original
 
 
 def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.device) -> Iterator:
@@ -198,20 +217,21 @@ def main() -> None:
     model_only: dict[str, float | None] = {}
     runs: list[tuple[float, Setting, int, str]] = []  # end-to-end images/s, setting, loader processes, where photos are decoded
 
-    def model_only_rate(setting: Setting) -> None:
-        model_only[setting.name] = measure(report, f"model-only {setting.name}", lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10))
+    def model_only_rate(setting: Setting, note: str = "") -> float | None:
+        return measure(report, f"model-only {setting.name}{note}", lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10))
 
-    def end_to_end_rate(setting: Setting, workers: int, decode_on: str) -> None:
+    def end_to_end_rate(setting: Setting, workers: int, decode_on: str, note: str = "") -> None:
+        """Loader alone and end-to-end; a run with a `note` is a comparison, not a candidate for the RESULT line."""
         batches = loader_batches(voc_root, args.batch_size, tuple(args.crop_size), workers, device.type == "cuda", decode_on)
-        where = f"decode on {decode_on}, {workers} workers"
+        where = f"decode on {decode_on}, {workers} workers{note}"
         measure(report, f"loader alone, {where}", lambda: loader_samples_per_second(batches, args.steps, device))
         rate = measure(report, f"end-to-end {setting.name}, {where}", lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20))
-        if rate:
+        if rate and not note:
             runs.append((rate, setting, workers, decode_on))
 
     for setting in settings:
         if not setting.compile:
-            model_only_rate(setting)
+            model_only[setting.name] = model_only_rate(setting)
     best = max((s for s in settings if model_only.get(s.name)), key=lambda s: model_only[s.name])
     with tempfile.TemporaryDirectory() as scratch:
         voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
@@ -225,10 +245,15 @@ def main() -> None:
                 end_to_end_rate(best, workers, decode_on)
         for setting in settings:
             if setting.compile:
-                model_only_rate(setting)
+                model_only[setting.name] = model_only_rate(setting)
                 if (model_only[setting.name] or 0) > 1.05 * model_only[best.name] and runs:
                     fastest = max(runs, key=lambda run: run[0])
                     end_to_end_rate(setting, fastest[2], fastest[3])
+        if runs:  # the same machine with the loop's previous order, for a before/after
+            fastest = max(runs, key=lambda run: run[0])
+            with loss_read_before_backward():
+                model_only_rate(fastest[1], ", loss read before backward")
+                end_to_end_rate(fastest[1], fastest[2], fastest[3], ", loss read before backward")
     rate, setting, workers, decode_on = max(runs, key=lambda run: run[0])
     print(result_line(
         model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name],

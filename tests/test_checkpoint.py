@@ -35,6 +35,7 @@ def test_round_trip_predicts_exactly_what_the_saved_model_did(tmp_path):
     assert expected.shape == (45, 70) and len(np.unique(expected)) > 1
     assert np.array_equal(loaded.predict(photo), expected)
     assert loaded.class_names == ("background", "a", "b") and loaded.palette[1] == (128, 0, 0)
+    assert loaded.network.stem[0].weight.is_contiguous(memory_format=torch.channels_last) and not loaded.training
 
 
 def test_interrupted_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
@@ -112,6 +113,22 @@ def test_bf16_prediction_runs_the_network_in_bfloat16_and_agrees_with_fp32():
     assert (half == full).mean() > 0.95, "bfloat16 changes only pixels near a tie"
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         model.predict(photo, precision="fp16")
+
+
+def test_the_inference_copy_predicts_the_same_masks_and_leaves_the_model_trainable():
+    model = segmenter_with_random_head()
+    for norm in (module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)):
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.bias.data.normal_(0, 0.5)
+    fast = model.for_inference()
+    photo = np.random.default_rng(3).integers(0, 255, size=(61, 83, 3), dtype=np.uint8)
+    expected = model.predict(photo)
+    assert len(np.unique(expected)) > 1
+    assert (fast.predict(photo) == expected).mean() > 0.999, "folding changes the logits by rounding only"
+    assert (fast.model_name, fast.class_names, fast.palette, fast.mean, fast.std) == (model.model_name, model.class_names, model.palette, model.mean, model.std)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in fast.modules())
+    assert fast.network.stem[0].weight.is_contiguous(memory_format=torch.channels_last) and not fast.training
+    assert sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules()) == 20
 
 
 def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():

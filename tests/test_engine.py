@@ -6,9 +6,9 @@ from torchvision.transforms import v2
 from pixelwise.config import TrainConfig
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.loading import train_loader, training_samples
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
+from pixelwise.data.transforms import train_transforms
 from pixelwise.data.voc import VOCSegmentation
-from pixelwise.engine import evaluate, prepare_batch, segmentation_loss, train_one_epoch
+from pixelwise.engine import evaluate, segmentation_loss, train_one_epoch
 from pixelwise.errors import TrainingError
 from pixelwise.models import build_model
 from pixelwise.training import build_optimizer, build_scheduler, lr_factor
@@ -69,10 +69,15 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, f
 
 def test_non_finite_loss_stops_with_the_step():
     model = build_model("fcn32s", num_classes=2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    batch = (torch.full((2, 3, 32, 32), float("nan")), torch.zeros(2, 32, 32, dtype=torch.long))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    good = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.zeros(2, 32, 32, dtype=torch.long))
+    bad = (torch.full((2, 3, 32, 32), float("nan")), torch.zeros(2, 32, 32, dtype=torch.long))
+    with pytest.raises(TrainingError, match="loss became nan at step 2"):
+        train_one_epoch(model, [good, bad], optimizer, None, torch.device("cpu"))
     with pytest.raises(TrainingError, match="loss became nan at step 1"):
-        train_one_epoch(model, [batch], optimizer, None, torch.device("cpu"))
+        train_one_epoch(model, [bad], optimizer, None, torch.device("cpu"))
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters()), "checked before the optimiser step"
+    assert len(optimizer.state) > 0 and all(torch.isfinite(state["momentum_buffer"]).all() for state in optimizer.state.values())
 
 
 def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
@@ -123,17 +128,19 @@ def test_median_frequency_weights_lift_rare_classes(synthetic_voc):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks that nothing waits for queued GPU work")
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
-def test_a_training_batch_is_prepared_and_weighted_without_waiting_for_the_gpu(synthetic_voc, decode_on):
+def test_training_steps_never_wait_for_all_queued_gpu_work(synthetic_voc, decode_on):
+    """Batch preparation, the weighted loss, its check and the optimiser step queue work without a stream sync."""
     cuda = torch.device("cuda")
     dataset = VOCSegmentation(synthetic_voc, "train", train_transforms((64, 96)))
     loader = train_loader(training_samples(dataset, 0, decode_on=decode_on), batch_size=4, pin_memory=True)
-    images, masks, _ = next(iter(loader))
-    logits = torch.randn(4, len(dataset.class_names), 64, 96, device=cuda)
+    batches = [batch for batch, _ in zip(loader, range(3))]
+    model = build_model("fcn32s", num_classes=len(dataset.class_names)).to(cuda).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     weights = torch.rand(len(dataset.class_names), device=cuda)
-    torch.cuda.set_sync_debug_mode("error")  # any stream or device synchronisation raises
+    train_one_epoch(model, batches[:1], optimizer, None, cuda, class_weights=weights)  # first-use set-up may synchronise
+    torch.cuda.set_sync_debug_mode("error")  # an implicit stream or device synchronisation raises
     try:
-        prepared, target, _ = prepare_batch(images, masks, cuda, (IMAGENET_MEAN, IMAGENET_STD))
-        segmentation_loss(logits, target, weights)
+        progress = train_one_epoch(model, batches[1:], optimizer, None, cuda, class_weights=weights)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert prepared.shape == (4, 3, 64, 96)
+    assert progress.steps == 2 and progress.images == 8 and progress.loss > 0

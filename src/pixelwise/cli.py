@@ -151,7 +151,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pixelwise.predict import load_model
     from pixelwise.training import evaluate_split, resolve_device
 
-    model = load_model(args.checkpoint, resolve_device(args.device))
+    model = load_model(args.checkpoint, resolve_device(args.device)).for_inference()
     metrics = evaluate_split(model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision)
     if args.json:
         result = metrics.as_dict(model.class_names)
@@ -244,7 +244,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from pixelwise.training import resolve_device
     from pixelwise.visualize import blur_background, overlay
 
-    model = load_model(args.checkpoint, resolve_device(args.device))
+    model = load_model(args.checkpoint, resolve_device(args.device)).for_inference()
     if args.blur_background or args.keep:
         _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate the classes before any work
     paths, failures = expand_inputs(args.inputs)

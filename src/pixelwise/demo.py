@@ -41,7 +41,7 @@ def run_demo(out_dir: Path | str, *, epochs: int | None = None, progress: bool =
     recipe = {**DEMO_RECIPE, **({"epochs": epochs} if epochs else {})}
     config = TrainConfig(data=str(data_dir), out=str(out_dir / "run"), **recipe)
     result = train(config, progress=progress, log=log)
-    model = load_model(result.run_dir / "best.pt")
+    model = load_model(result.run_dir / "best.pt").for_inference()
     metrics = evaluate_split(model, data_dir, "val")
     report = out_dir / "report"
     (report / "overlays").mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,25 @@ def prepare_batch(
     return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long(), []
 
 
+def read_later(scalar: torch.Tensor) -> Callable[[], float]:
+    """Start copying a 0-d tensor to the host; the returned call waits for that copy alone and gives its value.
+
+    On CUDA `.item()` waits for every kernel queued so far; this waits only for those queued
+    before the copy, so work queued after it (the backward pass) keeps the GPU busy meanwhile.
+    """
+    if scalar.device.type != "cuda":
+        return scalar.item
+    host = scalar.detach().to("cpu", non_blocking=True)  # pinned, asynchronous
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def value() -> float:
+        copied.synchronize()
+        return host.item()
+
+    return value
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bfloat16 autocast on `device` for precision "bf16"; a disabled one for "fp32"."""
     if precision not in PRECISIONS:
@@ -93,7 +112,9 @@ def train_one_epoch(
     Batches are (images, masks) or (images, masks, skipped messages), images uint8 or
     PlannedPhotos (`--decode-on device`), which `prepare_batch` decodes on `device`. `precision`
     "bf16" runs the forward pass under bfloat16 autocast (weights, gradients and the optimiser
-    stay float32). Pass the `progress` of an interrupted epoch to continue its totals.
+    stay float32). Pass the `progress` of an interrupted epoch to continue its totals. The
+    loss is checked after its backward pass is queued and before the optimiser step, so a
+    non-finite loss leaves the parameters and optimiser state as the last good step left them.
     """
     progress = progress or EpochProgress()
     model.train()
@@ -109,11 +130,12 @@ def train_one_epoch(
             continue
         with autocast(device, precision):
             loss = segmentation_loss(model(images), target, class_weights)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
+        loss_value = read_later(loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        value = loss_value()  # read once the backward pass is queued, so the GPU has work while this waits
+        if not math.isfinite(value):
+            raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -137,12 +159,15 @@ def evaluate(
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
     precision: str = "fp32",
 ) -> SegmentationMetrics:
-    """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size."""
+    """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size.
+
+    `model` is a Segmenter or an FCN: its `segment` gives the class indices.
+    """
     model.eval()
     confusion = ConfusionMatrix(num_classes)
     for batch, target in loader:
         batch, target, _ = prepare_batch(batch, target, device, normalization)
         with autocast(device, precision):
-            logits = model(batch)
-        confusion.update(logits.argmax(dim=1), target)
+            classes = model.segment(batch)
+        confusion.update(classes, target)
     return confusion.compute()

@@ -61,28 +61,43 @@ def conv_transpose2d_by_phases(x: torch.Tensor, weight: torch.Tensor, *, stride:
     receives input rows q - m + 1 .. q, through kernel rows r, stride + r, ... So every
     stride x stride output block is a linear map of an m x m input window: one GEMM of the
     unfolded, (m - 1)-zero-padded input with the kernel rearranged to
-    (C_in * m * m, stride * stride * C_out), then a copy that interleaves the blocks. oneDNN's
-    scatter of overlapping 64x64 patches (FCN-32s) ran at a small fraction of the GEMM rate on
-    the CPU, forward and backward (BENCHMARKS.md). Equal to
-    `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`; the result is a
+    (C_in * m * m, stride * stride * C_out) (`phase_blocks`), then a copy that interleaves the
+    blocks (`interleave_blocks`). oneDNN's scatter of overlapping 64x64 patches (FCN-32s) ran
+    at a small fraction of the GEMM rate on the CPU, forward and backward (BENCHMARKS.md).
+    Equal to `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`; the result is a
     channels-last view.
+    """
+    blocks = phase_blocks(x, weight, stride=stride)
+    out_h, out_w = (transposed_output_size(n, weight.shape[-1], stride, padding) for n in x.shape[-2:])
+    return interleave_blocks(blocks, top=padding, left=padding, height=out_h, width=out_w).permute(0, 3, 1, 2)
+
+
+def phase_blocks(x: torch.Tensor, weight: torch.Tensor, *, stride: int) -> torch.Tensor:
+    """The output of an unpadded transposed convolution as (N, blocks_h, blocks_w, stride, stride, C_out) blocks.
+
+    See `conv_transpose2d_by_phases`; block (q, q') holds output rows stride*q .. stride*q + stride - 1
+    and the matching columns, channels last.
     """
     in_channels, out_channels, kernel_h, kernel_w = weight.shape
     if kernel_h != kernel_w or kernel_h % stride:
         raise ValueError(f"kernel {kernel_h}x{kernel_w} is not square with a side that is a multiple of stride {stride}")
     taps = kernel_h // stride
     batch, _, height, width = x.shape
-    out_h = transposed_output_size(height, kernel_h, stride, padding)
-    out_w = transposed_output_size(width, kernel_w, stride, padding)
     blocks_h, blocks_w = height + taps - 1, width + taps - 1
     windows = F.unfold(F.pad(x, [taps - 1] * 4), taps)  # (N, C_in * m * m, blocks_h * blocks_w)
     # weight[c, o, stride * (m - 1 - i) + r, ...] -> kernel[(c, i, j), (r, r', o)]
     kernel = weight.reshape(in_channels, out_channels, taps, stride, taps, stride).flip(2, 4)
     kernel = kernel.permute(0, 2, 4, 3, 5, 1).reshape(in_channels * taps * taps, stride * stride * out_channels)
     blocks = windows.transpose(1, 2) @ kernel  # (N, blocks_h * blocks_w, stride * stride * C_out)
-    blocks = blocks.view(batch, blocks_h, blocks_w, stride, stride, out_channels).permute(0, 1, 3, 2, 4, 5)
-    full = blocks.reshape(batch, blocks_h * stride, blocks_w * stride, out_channels)
-    return full[:, padding : padding + out_h, padding : padding + out_w].permute(0, 3, 1, 2)
+    return blocks.view(batch, blocks_h, blocks_w, stride, stride, out_channels)
+
+
+def interleave_blocks(blocks: torch.Tensor, *, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """(N, blocks_h, blocks_w, s, s, ...) blocks -> the (N, height, width, ...) window at (top, left) of the image they tile."""
+    batch, blocks_h, blocks_w, stride = blocks.shape[:4]
+    rest = blocks.shape[5:]
+    image = blocks.transpose(2, 3).reshape(batch, blocks_h * stride, blocks_w * stride, *rest)
+    return image[:, top : top + height, left : left + width]
 
 
 def conv_matrix(kernel: torch.Tensor, input_shape: tuple[int, int]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pixelwise.data.io import read_image
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.engine import autocast
 from pixelwise.errors import CheckpointError
-from pixelwise.models import build_model
+from pixelwise.models import build_model, fold_batch_norms
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -55,6 +55,22 @@ class Segmenter(nn.Module):
         """Logits (N, C, H, W) for normalised images (N, 3, H, W)."""
         return self.network(x)
 
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices (N, H, W) for normalised images (N, 3, H, W): the argmax of the logits, found without full-size logits on CPU."""
+        return self.network.segment(x)
+
+    def for_inference(self) -> Segmenter:
+        """A copy for prediction and evaluation only: eval mode, channels-last, BatchNorm folded into the convolutions.
+
+        Same masks, faster on the CPU (BENCHMARKS.md, section 3); with no BatchNorm left it
+        is not a model to train further. `pixelwise predict` and `pixelwise eval` use it.
+        """
+        inference = Segmenter(
+            fold_batch_norms(self.network), model_name=self.model_name, class_names=self.class_names,
+            palette=self.palette, mean=self.mean, std=self.std,
+        )  # fmt: skip
+        return inference.to(memory_format=torch.channels_last).eval()
+
     def normalize(self, image: Image.Image) -> torch.Tensor:
         """PIL RGB photo -> normalised (1, 3, H, W) float tensor on the model's device."""
         batch = TF.pil_to_tensor(image).unsqueeze(0).to(next(self.parameters()).device)
@@ -78,9 +94,9 @@ class Segmenter(nn.Module):
         self.eval()
         batch = self.normalize(small)
         with autocast(batch.device, precision):
-            logits = self(batch)
+            classes = self.segment(batch)
         self.train(was_training)
-        mask = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        mask = classes[0].to(torch.uint8).cpu().numpy()
         return np.asarray(Image.fromarray(mask).resize(photo.size, Image.NEAREST)) if small is not photo else mask
 
 
@@ -90,7 +106,10 @@ def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048, 
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
-    """A Segmenter from a checkpoint file; nothing else is needed."""
+    """A Segmenter from a checkpoint file, in eval mode and channels-last as training leaves it; nothing else is needed.
+
+    Call `.for_inference()` on it for a faster copy that only predicts.
+    """
     payload = load_checkpoint(path)
     class_names = tuple(payload["class_names"])
     network = build_model(payload["model"]["name"], num_classes=len(class_names))
@@ -107,4 +126,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmente
         mean=tuple(normalization["mean"]),
         std=tuple(normalization["std"]),
     )
-    return segmenter.to(device).eval()
+    return segmenter.to(device).to(memory_format=torch.channels_last).eval()

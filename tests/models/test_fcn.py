@@ -4,7 +4,7 @@ from torchvision.models import resnet18
 
 from pixelwise.benchmarking import with_torch_upsampling
 from pixelwise.errors import ModelError
-from pixelwise.models import MODELS, build_model, fcn_resnet18
+from pixelwise.models import MODELS, build_model, fcn_resnet18, fold_batch_norms
 from pixelwise.models.fcn import BlockConvTranspose2d, bilinear_upsampler
 
 
@@ -21,6 +21,47 @@ def test_every_model_handles_odd_sizes_and_trains(name):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.score32.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_segment_is_the_argmax_of_the_logits_at_any_size(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5).eval()
+    for parameter in model.parameters():
+        parameter.data.normal_(0, 0.1)  # FCN-8s's skip scores start at zero; make every path count
+    reference = with_torch_upsampling(build_model(name, num_classes=5)).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for height, width in ((64, 64), (37, 53), (33, 97)):
+            images = torch.randn(2, 3, height, width)
+            classes = model.segment(images)
+            assert classes.shape == (2, height, width) and len(classes.unique()) > 1
+            assert torch.equal(classes, model(images).argmax(dim=1))
+            assert torch.equal(reference.segment(images), reference(images).argmax(dim=1))
+            assert (classes == reference(images).argmax(dim=1)).float().mean() > 0.99, "same classes as torch's transposed convolution"
+
+
+def randomize_batch_norms(model: torch.nn.Module) -> None:
+    """Running statistics and affine parameters far from their defaults, so folding them is visible."""
+    for norm in (module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)):
+        norm.running_mean.normal_(0, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.normal_(0, 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_folding_batch_norms_keeps_the_logits_and_leaves_the_original_alone(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3)
+    randomize_batch_norms(model)
+    folded = fold_batch_norms(model)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules()) and not folded.training
+    assert sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules()) == 20 and model.training
+    images = torch.randn(2, 3, 45, 70)
+    with torch.no_grad():
+        expected = model.eval()(images)
+        assert torch.allclose(folded(images), expected, atol=1e-4)
 
 
 def test_seed_fcn32s_layout():

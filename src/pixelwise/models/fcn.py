@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import ResNet18_Weights, resnet18
 
 from pixelwise.errors import ModelError
-from pixelwise.ops import bilinear_kernel, conv_transpose2d_by_phases
+from pixelwise.ops import bilinear_kernel, conv_transpose2d_by_phases, interleave_blocks, phase_blocks
 
 VARIANTS = ("32s", "8s")
 
@@ -27,6 +29,13 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
         if x.device.type != "cpu" or output_size is not None or self.bias is not None:
             return super().forward(x, output_size)
         return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
+
+    def argmax_channels(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`self(x)[..., :height, :width].argmax(dim=1)`; on CPU taken on the GEMM's blocks, before the copy that interleaves them."""
+        if x.device.type != "cpu" or self.bias is not None:
+            return _crop(self(x), height, width).argmax(dim=1)
+        blocks = phase_blocks(x, self.weight, stride=self.stride[0])  # (N, H', W', s, s, C)
+        return interleave_blocks(blocks.argmax(dim=-1), top=self.padding[0], left=self.padding[1], height=height, width=width)
 
 
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
@@ -79,15 +88,24 @@ class FCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes, H, W) for images (N, 3, H, W) of any size."""
-        height, width = x.shape[-2:]
+        scores, upsampler = self._coarse_scores(x)
+        return _crop(upsampler(scores), *x.shape[-2:])  # (N, C, H, W)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices (N, H, W), the argmax of `forward(x)`, without full-size logits on CPU."""
+        scores, upsampler = self._coarse_scores(x)
+        return upsampler.argmax_channels(scores, *x.shape[-2:])
+
+    def _coarse_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, BlockConvTranspose2d]:
+        """Class scores before the last upsampling, and the upsampler that takes them to the input's size."""
         features8 = self.layer2(self.layer1(self.stem(x)))  # (N, 128, H/8, W/8)
         features16 = self.layer3(features8)  # (N, 256, H/16, W/16)
         scores = self.score32(self.layer4(features16))  # (N, C, H/32, W/32)
         if self.variant == "32s":
-            return _crop(self.upsample32(scores), height, width)  # (N, C, H, W)
+            return scores, self.upsample32
         scores = _crop(self.upsample32to16(scores), *features16.shape[-2:]) + self.score16(features16)
         scores = _crop(self.upsample16to8(scores), *features8.shape[-2:]) + self.score8(features8)
-        return _crop(self.upsample8(scores), height, width)  # (N, C, H, W)
+        return scores, self.upsample8  # (N, C, H/8, W/8)
 
 
 def _imagenet_state_dict() -> dict:
@@ -148,3 +166,25 @@ def build_model(name: str, *, num_classes: int, backbone_weights: str | Path | N
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](num_classes=num_classes, backbone_weights=backbone_weights)
+
+
+def _conv_norm_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Names of (Conv2d, BatchNorm2d) children where the norm is applied right after the conv.
+
+    Neighbours in a Sequential (the stem, a residual block's shortcut), and torchvision's
+    `convN` / `bnN` of a residual block.
+    """
+    children = dict(module.named_children())
+    names = list(children)
+    pairs = zip(names, names[1:]) if isinstance(module, nn.Sequential) else ((name, "bn" + name[4:]) for name in names if name.startswith("conv"))
+    return [(conv, norm) for conv, norm in pairs if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(norm), nn.BatchNorm2d)]
+
+
+def fold_batch_norms(network: nn.Module) -> nn.Module:
+    """An eval-mode copy of `network` with each BatchNorm2d folded into the Conv2d before it: same outputs, fewer passes."""
+    folded = copy.deepcopy(network).eval()
+    for module in list(folded.modules()):
+        for conv, norm in _conv_norm_pairs(module):
+            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
+            setattr(module, norm, nn.Identity())
+    return folded
