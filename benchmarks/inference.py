@@ -5,16 +5,19 @@ pixelwise segments a 500x375 photo whole (any size works): at batch 1 through
 runs per photo (`pixelwise as built`: the Segmenter without that copy), at batch 8 through
 one batched forward of the same model. D2L's network needs inputs whose
 sides are multiples of 32, so its chapter predicts 320x480 crops. Both at batch 1 and 8; the
-ceiling is the forward pass's FLOPs over the measured float32 GEMM rate. D2L is timed first
-with the system allocator, as its users run it; pixelwise then runs with the allocator setting
-`pixelwise predict` makes (`pixelwise.runtime.keep_freed_memory`), next to D2L again under
-that same setting (`speedup_same_allocator`). `pixelwise bf16` is `pixelwise predict
---precision bf16` (bfloat16 autocast), measured against the bfloat16 GEMM rate.
+ceiling is the forward pass's FLOPs over the measured float32 GEMM rate. Every row takes
+turns with the others, so a slow spell of the machine hits all alike: D2L as its users run
+it (`d2l`) in a child process that keeps the system allocator, asked for each timed call
+over a pipe; pixelwise in this process with the allocator setting `pixelwise predict` makes
+(`pixelwise.runtime.keep_freed_memory`), next to D2L under that same setting
+(`speedup_same_allocator`). `pixelwise bf16` is `pixelwise predict --precision bf16`
+(bfloat16 autocast), measured against the bfloat16 GEMM rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from functools import partial
 
 import torch
@@ -73,6 +76,40 @@ def d2l_predictor(batch_size: int, *, crops: torch.Tensor):
     return run
 
 
+def serve_d2l(connection, crops: torch.Tensor) -> None:
+    """Child process: run D2L's predictor at each batch size asked for until asked for None, replying when done."""
+    predictors = {}
+    while (batch_size := connection.recv()) is not None:
+        if batch_size not in predictors:
+            predictors[batch_size] = d2l_predictor(batch_size, crops=crops)
+        predictors[batch_size]()
+        connection.send(None)
+
+
+class D2LProcess:
+    """D2L's predictor in a fresh process with the system allocator, run on request so it can take turns with this one's."""
+
+    def __init__(self, crops: torch.Tensor):
+        context = multiprocessing.get_context("spawn")  # a new interpreter: glibc's defaults, not this process's setting
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=serve_d2l, args=(child, crops), daemon=True)
+        self.process.start()
+
+    def predictor(self, batch_size: int):
+        """A call that runs D2L's predictor at `batch_size` in the child and returns when it is done."""
+
+        def run():
+            self.connection.send(batch_size)
+            self.connection.recv()
+
+        return run
+
+    def close(self) -> None:
+        """Stop the child."""
+        self.connection.send(None)
+        self.process.join()
+
+
 def time_cases(cases: dict, flops: dict[str, int], repeats: int) -> dict:
     """{(name, batch): (images/s, GFLOP/s)} for predictor factories `cases`, alternated, median of `repeats`."""
     rows = {}
@@ -99,20 +136,20 @@ def main() -> None:
         "pixelwise": forward_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)).eval(), normalize_batch(photos[:1])),
         "d2l": forward_flops(chapter_fcn(NUM_CLASSES).eval(), normalize_batch(crops[:1])),
     }
-    # D2L first, as its users run it (system allocator); then pixelwise as `pixelwise predict`
-    # runs it (freed memory kept), alternated with D2L again under the same allocator.
-    rows = time_cases({"d2l": partial(d2l_predictor, crops=crops)}, flops, repeats)
     allocator = "kept freed memory" if keep_freed_memory() else "system allocator"
+    d2l = D2LProcess(crops)
     cases = {
+        "d2l": d2l.predictor,
         "d2l, same allocator": partial(d2l_predictor, crops=crops),
         "pixelwise": partial(pixelwise_predictor, photos=photos),
         "pixelwise as built": partial(pixelwise_predictor, photos=photos, inference_copy=False),
         "pixelwise oneDNN tconv": partial(pixelwise_predictor, photos=photos, gemm_upsampling=False),
         "pixelwise bf16": partial(pixelwise_predictor, photos=photos, precision="bf16"),
     }
-    rows |= time_cases(cases, flops, repeats)
+    rows = time_cases(cases, flops, repeats)
+    d2l.close()
     print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; GEMM peak float32 {peak:.1f}, bfloat16 {peak_bf16:.1f} GFLOP/s")
-    print(f"d2l: system allocator; the other rows: {allocator}")
+    print(f"d2l: system allocator, in a child process; the other rows: {allocator}; all taking turns")
     print(f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, d2l 320x480 {flops['d2l'] / 1e9:.1f} G")
     print(f"{'':24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for (name, batch_size), (images_per_second, gflops) in rows.items():

@@ -7,7 +7,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -166,15 +165,9 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
 
 
-def _argmax_of_forward(upsampler: nn.Module, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The class indices `BlockConvTranspose2d.argmax_channels` returns, from the upsampler's full output."""
-    return upsampler(x)[..., :height, :width].argmax(dim=1)
-
-
 def with_torch_upsampling(model: nn.Module) -> nn.Module:
     """`model` with its GEMM upsamplers running nn.ConvTranspose2d's own kernels (the "before" figure)."""
     for module in model.modules():
         if isinstance(module, BlockConvTranspose2d):
-            module.forward = partial(nn.ConvTranspose2d.forward, module)
-            module.argmax_channels = partial(_argmax_of_forward, module)
+            module.by_phases = False
     return model

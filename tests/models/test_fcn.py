@@ -152,7 +152,7 @@ def test_gemm_upsamplers_equal_torch_transposed_convolution(name):
     torch.testing.assert_close(our_grads, [upsampler.weight.grad for upsampler in upsamplers], atol=1e-4, rtol=1e-3)
 
 
-def test_gemm_upsampler_runs_on_cpu_only(monkeypatch):
+def test_gemm_upsampler_runs_on_cpu_only_unless_switched_off(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("GEMM path taken")
 
@@ -161,3 +161,9 @@ def test_gemm_upsampler_runs_on_cpu_only(monkeypatch):
     assert upsampler(torch.zeros(1, 5, 3, 4, device="meta")).shape == (1, 5, 96, 128), "torch's kernel off CPU"
     with pytest.raises(AssertionError, match="GEMM path taken"):
         upsampler(torch.zeros(1, 5, 3, 4))
+    monkeypatch.setattr("pixelwise.models.fcn.phase_blocks", refuse)
+    with pytest.raises(AssertionError, match="GEMM path taken"):
+        upsampler.argmax_channels(torch.zeros(1, 5, 3, 4), 90, 120)
+    upsampler.by_phases = False
+    assert upsampler(torch.zeros(1, 5, 3, 4)).shape == (1, 5, 96, 128), "switched off: torch's kernel on CPU too"
+    assert upsampler.argmax_channels(torch.zeros(1, 5, 3, 4), 90, 120).shape == (1, 90, 120)

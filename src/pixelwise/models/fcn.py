@@ -22,20 +22,27 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
 
     Same parameters and state dict as `nn.ConvTranspose2d`; see `conv_transpose2d_by_phases`.
     On other devices torch's own kernel runs: cuDNN's was faster on an H200 (BENCHMARKS.md).
+    Set `by_phases = False` on a layer to run torch's kernel on CPU too.
     """
+
+    by_phases = True
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         """The transposed convolution of `x`; torch's own kernel off CPU, or given `output_size` or a bias."""
-        if x.device.type != "cpu" or output_size is not None or self.bias is not None:
+        if output_size is not None or not self._runs_by_phases(x):
             return super().forward(x, output_size)
         return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
 
     def argmax_channels(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """`self(x)[..., :height, :width].argmax(dim=1)`; on CPU taken on the GEMM's blocks, before the copy that interleaves them."""
-        if x.device.type != "cpu" or self.bias is not None:
+        """`self(x)[..., :height, :width].argmax(dim=1)`; by phases, taken on the GEMM's blocks before the copy that interleaves them."""
+        if not self._runs_by_phases(x):
             return _crop(self(x), height, width).argmax(dim=1)
         blocks = phase_blocks(x, self.weight, stride=self.stride[0])  # (N, H', W', s, s, C)
         return interleave_blocks(blocks.argmax(dim=-1), top=self.padding[0], left=self.padding[1], height=height, width=width)
+
+    def _runs_by_phases(self, x: torch.Tensor) -> bool:
+        """Whether the GEMM form computes this layer for `x`: on CPU, without a bias, unless switched off."""
+        return self.by_phases and x.device.type == "cpu" and self.bias is None
 
 
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
