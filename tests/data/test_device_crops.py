@@ -5,7 +5,7 @@ from PIL import Image
 
 from pixelwise.data.device_crops import OUTSIDE, DeviceCrops, PlannedPhotos, decode_jpegs
 from pixelwise.data.folder import FolderSegmentation
-from pixelwise.data.io import read_bytes
+from pixelwise.data.io import read_bytes, read_photo_header
 from pixelwise.data.loading import SeededSamples, train_loader
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.data.voc import VOCSegmentation
@@ -86,6 +86,21 @@ def test_only_plain_jpegs_are_left_for_the_device_to_decode(tmp_path):
         assert size == (20, 30) and torch.equal(mask, expected_mask)
         if photo.dim() == 3:
             assert torch.equal(photo, image.as_subclass(torch.Tensor))
+
+
+def test_photo_headers_come_from_the_bytes_already_read(tmp_path):
+    root = make_photo_tree(tmp_path)
+    headers = {}
+    for path in sorted((root / "images" / "train").iterdir()):
+        data = read_bytes(path)
+        assert torch.equal(data, torch.tensor(list(path.read_bytes()), dtype=torch.uint8))
+        path.unlink()  # the header is parsed from `data`, not read again
+        headers[path.stem] = read_photo_header(path, data)
+    assert [(h.width, h.height, h.plain_jpeg) for h in headers.values()] == [(30, 20, True), (30, 20, False), (20, 30, False)]
+    with pytest.raises(DatasetError, match=r"notes\.jpg: cannot decode image"):
+        read_photo_header(tmp_path / "notes.jpg", torch.tensor(list(b"not a photo"), dtype=torch.uint8))
+    with pytest.raises(DatasetError, match=r"gone\.jpg: file not found"):
+        read_bytes(tmp_path / "gone.jpg")
 
 
 def test_device_crops_of_every_photo_kind_line_up_with_their_masks(tmp_path):

@@ -55,8 +55,9 @@ class SegmentationDataset(Dataset):
         The photo is the file's bytes when it is a plain JPEG, else decoded uint8 (3, H, W).
         """
         image_path, _ = self.samples[index]
-        header = read_photo_header(image_path)
-        photo = read_bytes(image_path) if header.plain_jpeg else F.pil_to_tensor(read_image(image_path))
+        data = read_bytes(image_path)
+        header = read_photo_header(image_path, data)
+        photo = data if header.plain_jpeg else F.pil_to_tensor(read_image(image_path))
         height, width = (header.height, header.width) if header.plain_jpeg else photo.shape[-2:]  # upright size
         return photo, (height, width), self._read_mask(index, height, width)
 

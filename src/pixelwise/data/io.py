@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,9 @@ class PhotoHeader:
     plain_jpeg: bool  # JPEG, RGB or grayscale, no EXIF rotation
 
 
-def read_photo_header(path: Path | str) -> PhotoHeader:
-    """Read a photo's header only (no pixels are decoded)."""
-    with _decoder_errors(path), Image.open(path) as image:
+def read_photo_header(path: Path | str, data: torch.Tensor) -> PhotoHeader:
+    """The header of the photo whose file `path` holds the bytes `data` (no pixels are decoded, nothing is read again)."""
+    with _decoder_errors(path), Image.open(io.BytesIO(data.numpy())) as image:
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError):
@@ -57,7 +58,7 @@ def read_photo_header(path: Path | str) -> PhotoHeader:
 def read_bytes(path: Path | str) -> torch.Tensor:
     """A file's bytes as a 1-D uint8 tensor."""
     with _decoder_errors(path):
-        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
 
 
 def read_image(path: Path | str) -> Image.Image:

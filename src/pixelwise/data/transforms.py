@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -151,12 +152,17 @@ def train_transforms(
 def normalize_batch(
     images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
 ) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives.
-
-    The per-channel constants are made on the CPU and copied without blocking:
-    `torch.tensor(..., device="cuda")` is a blocking copy, which waits for every kernel queued
-    on the GPU, so each training batch would drain the GPU's queue.
-    """
-    mean_255 = (torch.tensor(mean).view(1, -1, 1, 1) * 255).to(images.device, non_blocking=True)
-    std_255 = (torch.tensor(std).view(1, -1, 1, 1) * 255).to(images.device, non_blocking=True)
+    """uint8 images (N, 3, H, W) -> float32 standardised per channel, where the batch lives."""
+    mean_255, std_255 = _channel_constants(tuple(mean), tuple(std), images.device)
     return images.float().sub_(mean_255).div_(std_255)  # in place: one float copy, not four
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std in 0-255 units on `device`, made once.
+
+    Copying them to a GPU for every batch would be a host-to-device transfer per batch, and a
+    blocking one (`torch.tensor(..., device="cuda")`) waits for every kernel already queued.
+    """
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(mean).view(shape) * 255).to(device), (torch.tensor(std).view(shape) * 255).to(device)
