@@ -9,7 +9,10 @@ PNG labels from disk, scaling, cropping and flipping in its workers, or leaving 
 for the GPU to decode and resample. Every model is FCN-8s on ResNet-18, channels-last, SGD with
 momentum, as `pixelwise train` builds it. Last, the fastest end-to-end setting and its
 model-only figure again with the loss read before its backward pass is queued, as the loop
-did until it read it after (a before/after on the same machine). Run by benchmarks/gpu.sh on a lent GPU
+did until it read it after (a before/after on the same machine); and where the training thread's
+time goes in that setting, model-only and end-to-end: milliseconds per step spent waiting for the
+loader, preparing the batch (decoding it with `--decode-on device`) and waiting for the loss (the
+GPU's work: a thread that waits there most of the step is not the limit). Run by benchmarks/gpu.sh on a lent GPU
 machine; `--device cpu --steps 2 --batch-size 2 --crop-size 64 96` checks the script anywhere.
 """
 
@@ -72,12 +75,12 @@ class Trainer:
 
     def images_per_second(self, batches: Iterator, steps: int, warmup: int) -> float:
         """Throughput over `steps` training steps after `warmup` steps."""
-        self._run(islice(batches, warmup))
+        self.train(islice(batches, warmup))
         started = time.perf_counter()
-        images = self._run(islice(batches, steps))
+        images = self.train(islice(batches, steps))
         return images / (time.perf_counter() - started)
 
-    def _run(self, batches) -> int:
+    def train(self, batches) -> int:
         """Train on `batches`; the number of images."""
         progress = train_one_epoch(self.forward, batches, self.optimizer, None, self.device, precision=self.setting.precision)
         if self.device.type == "cuda":
@@ -98,6 +101,64 @@ def loss_read_before_backward():
         yield
     finally:
         engine.read_later = original
+
+
+@dataclass
+class ThreadTimes:
+    """Seconds the training thread spent in each part of its steps."""
+
+    loader: float = 0.0
+    prepare: float = 0.0
+    loss_wait: float = 0.0
+
+    def timed(self, part: str, function):
+        """`function`, adding the seconds each call takes to `part`."""
+
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(self, part, getattr(self, part) + time.perf_counter() - started)
+
+        return call
+
+    def batches(self, batches: Iterator) -> Iterator:
+        """`batches`, adding the time spent waiting for each one to `loader`."""
+        batches = iter(batches)
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            self.loader += time.perf_counter() - started
+            if batch is None:
+                return
+            yield batch
+
+
+@contextmanager
+def thread_times():
+    """Time where train_one_epoch's thread goes: waiting for batches (wrap them with `.batches`), preparing them, waiting for the loss."""
+    times = ThreadTimes()
+    original_prepare, original_read = engine.prepare_batch, engine.read_later
+    engine.prepare_batch = times.timed("prepare", original_prepare)
+    engine.read_later = lambda loss: times.timed("loss_wait", original_read(loss))
+    try:
+        yield times
+    finally:
+        engine.prepare_batch, engine.read_later = original_prepare, original_read
+
+
+def thread_step_ms(report: Report, name: str, trainer: "Trainer", batches: Iterator, steps: int) -> float:
+    """Milliseconds per training step; reports those the thread spent waiting for the loader, preparing the batch and waiting for the loss."""
+    with thread_times() as times:
+        trainer.train(islice(batches, 20))
+        times.loader = times.prepare = times.loss_wait = 0.0
+        started = time.perf_counter()
+        trainer.train(islice(times.batches(batches), steps))
+        step = (time.perf_counter() - started) / steps
+    for part, seconds in (("waiting for the loader", times.loader), ("preparing the batch", times.prepare), ("waiting for the loss", times.loss_wait)):
+        report.add(f"{name}: {part}", 1000 * seconds / steps, "ms per step")
+    return 1000 * step
 
 
 def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.device) -> Iterator:
@@ -182,7 +243,7 @@ class Report:
             self.path.write_text(json.dumps(self.values, indent=2))
 
 
-def measure(report: Report, key: str, function) -> float | None:
+def measure(report: Report, key: str, function, unit: str = "images/s") -> float | None:
     """report.add(key, function()); an exception is recorded as the figure, not raised."""
     try:
         value = function()
@@ -190,7 +251,7 @@ def measure(report: Report, key: str, function) -> float | None:
         traceback.print_exc()
         report.add(key, f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
         return None
-    report.add(key, value)
+    report.add(key, value, unit)
     return value
 
 
@@ -229,6 +290,9 @@ def main() -> None:
         if rate and not note:
             runs.append((rate, setting, workers, decode_on))
 
+    def thread_breakdown(name: str, setting: Setting, batches: Iterator) -> None:
+        measure(report, f"{name}: whole step", lambda: thread_step_ms(report, name, Trainer(setting, device), batches, 4 * args.steps), "ms")
+
     for setting in settings:
         if not setting.compile:
             model_only[setting.name] = model_only_rate(setting)
@@ -254,6 +318,10 @@ def main() -> None:
             with loss_read_before_backward():
                 model_only_rate(fastest[1], ", loss read before backward")
                 end_to_end_rate(fastest[1], fastest[2], fastest[3], ", loss read before backward")
+            where = f"decode on {fastest[3]}, {fastest[2]} workers"
+            thread_breakdown(f"model-only {fastest[1].name}", fastest[1], synthetic())
+            thread_breakdown(f"end-to-end {fastest[1].name}, {where}", fastest[1], loader_batches(
+                voc_root, args.batch_size, tuple(args.crop_size), fastest[2], device.type == "cuda", fastest[3]))
     rate, setting, workers, decode_on = max(runs, key=lambda run: run[0])
     print(result_line(
         model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name],

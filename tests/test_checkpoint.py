@@ -58,8 +58,15 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"model\.pt: not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a loadable checkpoint \(not a PyTorch archive"):
         load_model(path)
+
+
+def test_a_photo_given_as_checkpoint_is_named_as_not_a_checkpoint(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not a model")
+    with pytest.raises(CheckpointError, match=r"photo\.jpg: not a loadable checkpoint \(not a PyTorch archive"):
+        load_checkpoint(path)
 
 
 def test_pickled_callable_is_refused_without_running_it(tmp_path):

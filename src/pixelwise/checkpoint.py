@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -40,9 +41,11 @@ def load_checkpoint(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's errors for other files say little
+        raise CheckpointError(f"{path}: not a loadable checkpoint (not a PyTorch archive: truncated, or another kind of file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, refused globals
+    except Exception as error:  # damaged archive, refused globals
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint ({first_line})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
