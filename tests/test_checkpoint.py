@@ -62,13 +62,6 @@ def test_truncated_checkpoint_is_refused(tmp_path):
         load_model(path)
 
 
-def test_a_photo_given_as_checkpoint_is_named_as_not_a_checkpoint(tmp_path):
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(b"\xff\xd8\xff\xe0 not a model")
-    with pytest.raises(CheckpointError, match=r"photo\.jpg: not a loadable checkpoint \(not a PyTorch archive"):
-        load_checkpoint(path)
-
-
 def test_pickled_callable_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
 
@@ -78,7 +71,7 @@ def test_pickled_callable_is_refused_without_running_it(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "pixelwise-checkpoint", "payload": Exploit()}, path)
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a loadable checkpoint \(it holds Python code \(\S*open\), refused without running it\)$"):
         load_checkpoint(path)
     assert not marker.exists()
 

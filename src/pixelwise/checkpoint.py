@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 
 from pixelwise.errors import CheckpointError
+from pixelwise.torchfile import load_weights_only
 
 FORMAT = "pixelwise-checkpoint"
 FORMAT_VERSION = 1
@@ -38,16 +38,7 @@ def save_checkpoint(payload: dict, path: Path | str) -> None:
 
 def load_checkpoint(path: Path | str) -> dict:
     """Read a checkpoint with `weights_only=True`; refuse files that are not complete pixelwise checkpoints."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's errors for other files say little
-        raise CheckpointError(f"{path}: not a loadable checkpoint (not a PyTorch archive: truncated, or another kind of file)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # damaged archive, refused globals
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first_line})") from None
+    payload = load_weights_only(Path(path), "checkpoint", CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pixelwise checkpoint")
     missing = [key for key in REQUIRED_KEYS if key not in payload]

@@ -13,6 +13,7 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from pixelwise.errors import ModelError
 from pixelwise.ops import bilinear_kernel, conv_transpose2d_by_phases, interleave_blocks, phase_blocks
+from pixelwise.torchfile import load_weights_only
 
 VARIANTS = ("32s", "8s")
 
@@ -128,12 +129,7 @@ def _imagenet_state_dict() -> dict:
 
 def _state_dict_from_file(path: Path) -> dict:
     """A ResNet-18 state dict saved with torch.save, loaded without running pickled code."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: backbone weights file not found") from None
-    except Exception as error:
-        raise ModelError(f"{path}: not a loadable weights file ({error})") from None
+    state = load_weights_only(path, "backbone weights file", ModelError)
     if not isinstance(state, dict):
         raise ModelError(f"{path}: expected a ResNet-18 state dict, found {type(state).__name__}")
     return state
