@@ -140,3 +140,24 @@ def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
     expected = np.asarray(Image.fromarray(model.predict(small, max_side=None)).resize((130, 90), Image.NEAREST))
     assert np.array_equal(capped, expected)
     assert model.predict(photo, max_side=None).shape == (90, 130)
+
+
+@pytest.mark.parametrize(
+    "array, error, message",
+    [
+        (np.zeros((6, 8, 3), np.float32), TypeError, r"got float32 \(6, 8, 3\) \(scale floats in \[0, 1\] by 255"),
+        (np.zeros((6, 8, 5), np.uint8), TypeError, r"shape \(H, W\), \(H, W, 3\) or \(H, W, 4\), got uint8 \(6, 8, 5\)$"),
+        (np.zeros((3, 6, 8), np.uint8), TypeError, r"got uint8 \(3, 6, 8\)$"),
+        (np.zeros((0, 8, 3), np.uint8), ValueError, r"an image with pixels, got an array of shape \(0, 8, 3\)"),
+    ],
+)
+def test_arrays_that_are_not_uint8_photos_are_one_clear_error(array, error, message):
+    with pytest.raises(error, match=message):
+        segmenter_with_random_head().predict(array)
+
+
+def test_grayscale_and_rgba_arrays_are_segmented_at_their_size():
+    model = segmenter_with_random_head()
+    gray = np.random.default_rng(4).integers(0, 255, size=(20, 30), dtype=np.uint8)
+    assert model.predict(gray).shape == (20, 30)
+    assert np.array_equal(model.predict(np.dstack([gray] * 3 + [np.full_like(gray, 255)])), model.predict(np.dstack([gray] * 3)))

@@ -25,10 +25,21 @@ def as_rgb_image(image: ImageLike) -> Image.Image:
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(np.ascontiguousarray(image))
+        image = array_to_image(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """A PIL image from an (H, W), (H, W, 3) or (H, W, 4) uint8 array; anything else is a one-line error."""
+    channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+    if array.dtype != np.uint8 or not channels_ok:
+        hint = " (scale floats in [0, 1] by 255 and convert with .astype(np.uint8))" if array.dtype.kind == "f" else ""
+        raise TypeError(f"expected a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.dtype} {array.shape}{hint}")
+    if array.size == 0:
+        raise ValueError(f"expected an image with pixels, got an array of shape {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 class Segmenter(nn.Module):
