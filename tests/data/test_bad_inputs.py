@@ -33,6 +33,16 @@ def test_grayscale_rgba_and_cmyk_photos_become_rgb(tmp_path):
     assert read_image(tmp_path / "cmyk.jpg").getpixel((4, 3))[0] > 200, "CMYK red stays red"
 
 
+def test_sixteen_bit_grayscale_photo_keeps_its_tones_and_32_bit_is_refused(tmp_path):
+    tones = np.array([[0, 256 * 100, 65535]], dtype=np.uint16)
+    Image.fromarray(tones).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    assert np.asarray(read_image(tmp_path / "deep.png"))[0, :, 0].tolist() == [0, 100, 255]
+    Image.fromarray(np.zeros((2, 3), dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DatasetError, match=r"float\.tif: photo mode 'F' \(32-bit pixels\) is not supported"):
+        read_image(tmp_path / "float.tif")
+
+
 def test_exif_rotated_photo_is_turned_upright(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display

@@ -62,12 +62,16 @@ def read_bytes(path: Path | str) -> torch.Tensor:
 
 
 def read_image(path: Path | str) -> Image.Image:
-    """An RGB photo, upright per its EXIF orientation; grayscale, RGBA, CMYK are converted."""
+    """An RGB photo, upright per its EXIF orientation; grayscale (8 or 16-bit), RGBA, CMYK are converted."""
     image = _open(path)
     try:
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError):
         pass  # a broken EXIF block does not make the pixels unusable
+    if image.mode.startswith("I;16"):  # convert("RGB") would clip every value above 255 to white
+        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+    elif image.mode in ("I", "F"):
+        raise DatasetError(f"{path}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel")
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
