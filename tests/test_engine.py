@@ -52,6 +52,22 @@ def test_config_rejects_impossible_values():
         TrainConfig(decode_on="gpu")
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lr": float("nan")}, "lr must be a positive number, got nan"),
+        ({"lr": 0.0}, "lr must be a positive number, got 0.0"),
+        ({"momentum": 2.0}, "momentum must be at least 0 and below 1, got 2.0"),
+        ({"weight_decay": -1e-4}, "weight_decay must be a non-negative number, got -0.0001"),
+        ({"warmup_epochs": float("inf")}, "warmup_epochs must be a non-negative number, got inf"),
+        ({"workers": -1}, "workers must be a non-negative number, got -1"),
+    ],
+)
+def test_config_names_the_numeric_setting_that_is_out_of_range(values, message):
+    with pytest.raises(TrainingError, match=f"^{message}$"):
+        TrainConfig(**values)
+
+
 @pytest.mark.parametrize("precision, forward_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, forward_dtype):
     torch.manual_seed(0)

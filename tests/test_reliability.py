@@ -116,13 +116,13 @@ def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tm
 
 
 def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
-    calls = {"count": 0}
+    calls = {"count": 0, "nan_at": 9}
     real_loss = pixelwise.engine.segmentation_loss
 
     def loss_that_diverges(*args):
         calls["count"] += 1
         loss = real_loss(*args)
-        return loss * float("nan") if calls["count"] == 9 else loss
+        return loss * float("nan") if calls["count"] == calls["nan_at"] else loss
 
     monkeypatch.setattr(pixelwise.engine, "segmentation_loss", loss_that_diverges)
     config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=3, batch_size=4, crop_size=(64, 64), workers=0, model="fcn32s", save_every_steps=0)
@@ -131,6 +131,10 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 1 and state["progress"] is None
     assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values() if tensor.is_floating_point())
+    calls.update(count=0, nan_at=3)  # in the first epoch, before anything is saved
+    config.out = str(tmp_path / "fresh")
+    with pytest.raises(TrainingError, match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
+        train(config, progress=False)
 
 
 def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from pixelwise.errors import TrainingError
@@ -72,8 +73,13 @@ class TrainConfig:
             problems.append("epochs and batch size must be at least 1")
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
             problems.append(f"crop size must be two positive numbers, got {self.crop_size}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.workers < 0:
-            problems.append("lr must be positive; weight decay, warm-up and workers non-negative")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be at least 0 and below 1, got {self.momentum}")
+        for name in ("weight_decay", "warmup_epochs", "workers"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                problems.append(f"{name} must be a non-negative number, got {getattr(self, name)}")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             problems.append(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
         if problems:

@@ -255,7 +255,9 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> Tr
         try:
             train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, class_weights=class_weights, precision=config.precision, progress=epoch_progress, on_step=on_step)
         except TrainingError as error:
-            raise TrainingError(f"epoch {epoch}: {error}; the last good checkpoint is {run_dir / 'last.pt'}") from None
+            saved = run_dir / "last.pt"
+            where = f"the last good checkpoint is {saved}" if saved.is_file() else "no checkpoint was written before it"
+            raise TrainingError(f"epoch {epoch}: {error}; {where}") from None
         finally:
             bar.close()
         for message in epoch_progress.skipped:
