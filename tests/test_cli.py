@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.cli import main
+from pixelwise.cli import expand_inputs, main
 
 TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device", "cpu", "--lr", "0.01", "--warmup-epochs", "0"]
 
@@ -106,6 +106,18 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
     assert (tmp_path / "out" / "fine_mask.png").is_file()
     errors = capsys.readouterr().err
     assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
+
+
+def test_inputs_are_folders_files_and_recursive_patterns(tmp_path):
+    photos, nested, empty = tmp_path / "photos", tmp_path / "photos" / "day", tmp_path / "empty"
+    nested.mkdir(parents=True)
+    (empty / "sub").mkdir(parents=True)
+    for path in (photos / "top.jpg", nested / "deep.png", empty / "sub" / "x.jpg"):
+        Image.new("RGB", (4, 4)).save(path)
+    (photos / "notes.txt").write_text("")
+    found, problems = expand_inputs([str(photos), str(photos / "**" / "*.png"), str(empty)])
+    assert found == [photos / "top.jpg", nested / "deep.png"]
+    assert problems == [(str(empty), f"folder holds no images (subfolders are not searched; '{empty}/**/*.jpg' is)")]
 
 
 def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):

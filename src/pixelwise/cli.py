@@ -199,11 +199,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             found += images
             if not images:
-                problems.append((text, "folder holds no images"))
+                nested = any(p.is_dir() for p in path.iterdir())
+                problems.append((text, "folder holds no images" + (f" (subfolders are not searched; '{path / '**' / '*.jpg'}' is)" if nested else "")))
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             found += matches
             if not matches:
                 problems.append((text, "pattern matches no file"))
@@ -284,7 +285,7 @@ def add_predict(subparsers) -> None:
         "  pixelwise predict --checkpoint best.pt 'holiday/*.jpg' more_photos/ --out out\n"
         "  pixelwise predict --checkpoint voc.pt portrait.jpg --out out --blur-background --keep person",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (not their subfolders) or glob patterns ('photos/**/*.jpg' searches subfolders)")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg")
     parser.add_argument("--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred")
