@@ -148,6 +148,20 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
     assert rows[:2] == original, "the history before the resume is kept as it was"
 
 
+def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    import shutil
+
+    finished = shutil.copytree(run, tmp_path / "finished")
+    before = (finished / "last.pt").read_bytes()
+    assert main(["train", "--resume", str(finished), "--epochs", "1"]) == 2
+    assert "has finished 2 epochs; --epochs 1 would shorten it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(finished), "--quiet"]) == 0
+    assert "has finished its 2 epochs: nothing to train (--epochs 12 would add 10)" in capsys.readouterr().out
+    assert (finished / "last.pt").read_bytes() == before
+    assert json.loads((finished / "config.json").read_text())["epochs"] == 2
+
+
 def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     data, _ = trained_run
     assert main(["data", "show", str(data), "--n", "3", "--out", str(tmp_path / "preview.png")]) == 0
