@@ -79,12 +79,24 @@ def test_read_classes_csv_with_ignore_column_and_gaps(tmp_path):
     assert np.array_equal(table.decode(rgb, "l.png"), [[0, 255]])
 
 
+def test_the_ignore_value_itself_may_name_the_ignored_colour(tmp_path):
+    path = tmp_path / "classes.csv"
+    path.write_text("index,name,r,g,b,ignore\n0,background,0,0,0,0\n1,cat,64,0,0,0\n255,boundary,224,224,192,1\n")
+    table = read_classes_csv(path)
+    assert table.class_names == ("background", "cat")
+    rgb = np.array([[[0, 0, 0], [64, 0, 0], [224, 224, 192]]], dtype=np.uint8)
+    assert np.array_equal(table.decode(rgb, "l.png"), [[0, 1, 255]])
+    assert np.array_equal(table.decode(np.array([[0, 1, 255]], dtype=np.uint8), "l.png"), [[0, 1, 255]])
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
         ("name,r,g,b\nsky,1,2,3\n", "needs a header"),
         ("index,name,r,g,b\n0,sky,1,2,x\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
-        ("index,name,r,g,b\n0,sky,1,2,300\n", "colours in 0..255"),
+        ("index,name,r,g,b\n0,sky,1,2,300\n", r"classes\.csv:2: colour \(1, 2, 300\) must be three values in 0\.\.255"),
+        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n255,edge,4,5,6,0\n", r"classes\.csv:3: index 255 must be in 0\.\.254 \(255 only on a row with ignore=1\)"),
+        ("index,name,r,g,b\n-1,sky,1,2,3\n", r"index -1 must be in 0\.\.254"),
         ("index,name,r,g,b\n0,sky,1,2,3\n0,road,1,2,3\n", "unique"),
         ("index,name,r,g,b\n0,,1,2,3\n", "empty class name"),
         ("index,name,r,g,b,ignore\n0,void,1,2,3,1\n", "at least one class"),

@@ -169,8 +169,10 @@ def _parse_class_row(row: dict, path: Path, line: int) -> tuple[int, str, Color,
         ignored = int(row.get("ignore") or 0) == 1
     except (TypeError, ValueError):
         raise DatasetError(f"{path}:{line}: index, r, g, b and ignore must be integers") from None
-    if not 0 <= value < IGNORE_INDEX or not all(0 <= c <= 255 for c in color):
-        raise DatasetError(f"{path}:{line}: index must be in 0..254 and colours in 0..255")
+    if not (0 <= value < IGNORE_INDEX or (value == IGNORE_INDEX and ignored)):
+        raise DatasetError(f"{path}:{line}: index {value} must be in 0..254 ({IGNORE_INDEX} only on a row with ignore=1)")
+    if not all(0 <= c <= 255 for c in color):
+        raise DatasetError(f"{path}:{line}: colour {color} must be three values in 0..255")
     name = (row["name"] or "").strip()
     if not name:
         raise DatasetError(f"{path}:{line}: empty class name")
