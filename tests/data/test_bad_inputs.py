@@ -101,7 +101,7 @@ def broken_voc(synthetic_voc, tmp_path):
     values = np.array(Image.open(root / "SegmentationClass" / "000002.png"))
     values[0, :3] = 17
     Image.fromarray(values, mode="L").save(root / "SegmentationClass" / "000002.png")
-    (root / "JPEGImages" / "000003.jpg").unlink()
+    (root / "JPEGImages" / "000003.jpg").rename(root / "JPEGImages" / "000003.jpeg")
     split = root / "ImageSets" / "Segmentation" / "train.txt"
     split.write_text(split.read_text() + "../../outside\n000004\n")
     (root / "ImageSets" / "Segmentation" / "empty.txt").write_text("\n")
@@ -122,7 +122,7 @@ def test_data_check_reports_every_problem(broken_voc):
     assert "000000.jpg: cannot decode image" in problems
     assert "000001.png: 5x5 label for a" in problems
     assert "000002.png: label values that are neither a class nor ignored: values 17 (3 px)" in problems
-    assert "000003.jpg: image listed by" in problems and "is missing" in problems
+    assert "000003.jpg: image listed by" in problems and "is missing; found 000003.jpeg, not 000003.jpg" in problems
     assert "escapes the dataset folder" in problems and "'000004' is listed twice" in problems
     assert len(train.problems) == 6
     assert train.samples == 12 - 4, "the other samples are still counted"
@@ -151,6 +151,8 @@ def test_data_check_on_a_folder_dataset_pairs_images_and_labels(tmp_path):
     (root / "classes.csv").write_text("index,name,r,g,b,ignore\n0,ground,0,0,0,0\n1,thing,255,0,0,0\n2,void,9,9,9,1\n")
     Image.new("RGB", (10, 8)).save(root / "images" / "train" / "a.jpg")
     Image.new("RGB", (10, 8)).save(root / "images" / "train" / "lonely.jpg")
+    Image.new("RGB", (10, 8)).save(root / "images" / "train" / "lossy.jpg")
+    Image.new("L", (10, 8)).save(root / "labels" / "train" / "lossy.jpg")
     Image.fromarray(np.full((8, 10), 1, dtype=np.uint8), mode="L").save(root / "labels" / "train" / "a.png")
     Image.fromarray(np.zeros((8, 10), dtype=np.uint8), mode="L").save(root / "labels" / "train" / "orphan.png")
     rgb = np.zeros((8, 10, 3), dtype=np.uint8)
@@ -159,7 +161,8 @@ def test_data_check_on_a_folder_dataset_pairs_images_and_labels(tmp_path):
     Image.fromarray(rgb).save(root / "labels" / "train" / "colour.png")
     report = check_dataset(root)
     problems = "\n".join(report.problems)
-    assert "lonely.jpg: image without a label" in problems
+    assert "lonely.jpg: image without a label\n" in problems + "\n"
+    assert "lossy.jpg: image without a label; found lossy.jpg, not lossy.png" in problems
     assert "orphan.png: label without an image" in problems
     assert "colour.png: colours not in the class map: colours (1, 2, 3) (1 px)" in problems
     assert report.splits[0].samples == 2

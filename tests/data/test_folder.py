@@ -35,7 +35,10 @@ def test_folder_dataset_errors_name_the_problem(tmp_path):
     with pytest.raises(DatasetError, match=r"split not found \(available: train\)"):
         FolderSegmentation(root, split="val")
     (root / "labels" / "train" / "1.png").unlink()
-    with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing"):
+    with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing$"):
+        FolderSegmentation(root)
+    Image.new("L", (24, 18)).save(root / "labels" / "train" / "1.jpg")
+    with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing; found 1\.jpg, not 1\.png$"):
         FolderSegmentation(root)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelwise.data.dataset import same_name_hint
 from pixelwise.data.folder import folder_photos, folder_splits, is_folder_tree
 from pixelwise.data.io import read_image, read_label_array
 from pixelwise.data.labels import IGNORE_INDEX, ClassTable, read_classes_csv
@@ -107,7 +108,8 @@ def _voc_split(root: Path, split: str, classes: ClassTable, crop_size) -> SplitR
         photo, label = voc_sample(root, name)
         if not photo.is_file() or not label.is_file():
             missing = "image" if not photo.is_file() else "label"
-            report.problems.append(f"{photo if missing == 'image' else label}: {missing} listed by {split_file} is missing")
+            absent = photo if missing == "image" else label
+            report.problems.append(f"{absent}: {missing} listed by {split_file} is missing{same_name_hint(absent)}")
             continue
         _inspect_pair(photo, label, classes, crop_size, report)
     return report
@@ -125,7 +127,7 @@ def _folder_split(root: Path, split: str, classes: ClassTable, crop_size) -> Spl
         report.problems.append(f"{labels[stem]}: label without an image")
     for photo in photos:
         if photo.stem not in labels:
-            report.problems.append(f"{photo}: image without a label")
+            report.problems.append(f"{photo}: image without a label{same_name_hint(label_dir / f'{photo.stem}.png')}")
             continue
         _inspect_pair(photo, labels[photo.stem], classes, crop_size, report)
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,4 +83,10 @@ def require_files(samples: list[Sample], listed_in: Path | str) -> None:
     missing = [path for pair in samples for path in pair if not path.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DatasetError(f"{missing[0]}: file listed by {listed_in} is missing{more}")
+        raise DatasetError(f"{missing[0]}: file listed by {listed_in} is missing{more}{same_name_hint(missing[0])}")
+
+
+def same_name_hint(missing: Path) -> str:
+    """'; found NAME.jpg, not NAME.png' when a file of the same name but another suffix sits where `missing` should be."""
+    others = sorted(p.name for p in missing.parent.glob(f"{glob.escape(missing.stem)}.*") if p.is_file()) if missing.parent.is_dir() else []
+    return f"; found {', '.join(others)}, not {missing.name}" if others else ""
