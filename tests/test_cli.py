@@ -109,7 +109,7 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
 
 
 def test_inputs_are_folders_files_and_recursive_patterns(tmp_path):
-    photos, nested, empty = tmp_path / "photos", tmp_path / "photos" / "day", tmp_path / "empty"
+    photos, nested, empty = tmp_path / "photos", tmp_path / "photos" / "day" / "evening", tmp_path / "empty"
     nested.mkdir(parents=True)
     (empty / "sub").mkdir(parents=True)
     for path in (photos / "top.jpg", nested / "deep.png", empty / "sub" / "x.jpg"):
