@@ -107,9 +107,8 @@ def _voc_split(root: Path, split: str, classes: ClassTable, crop_size) -> SplitR
     for name in names:
         photo, label = voc_sample(root, name)
         if not photo.is_file() or not label.is_file():
-            missing = "image" if not photo.is_file() else "label"
-            absent = photo if missing == "image" else label
-            report.problems.append(f"{absent}: {missing} listed by {split_file} is missing{same_name_hint(absent)}")
+            absent, kind = (photo, "image") if not photo.is_file() else (label, "label")
+            report.problems.append(f"{absent}: {kind} listed by {split_file} is missing{same_name_hint(absent)}")
             continue
         _inspect_pair(photo, label, classes, crop_size, report)
     return report
