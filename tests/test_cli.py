@@ -120,6 +120,15 @@ def test_inputs_are_folders_files_and_recursive_patterns(tmp_path):
     assert problems == [(str(empty), f"folder holds no images (subfolders are not searched; '{empty}/**/*.jpg' is)")]
 
 
+def test_predict_into_its_own_input_folder_does_not_segment_its_outputs_again(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    argv = ["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path), "--out", str(tmp_path), "--blur-background"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert "skipping 3 file(s) in" in capsys.readouterr().out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.jpg", "a_blur.jpg", "a_mask.png", "a_overlay.jpg"]
+
+
 def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):
     _, run = trained_run
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")

@@ -237,6 +237,9 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
+MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """pixelwise predict."""
     from pixelwise.data.io import read_image
@@ -250,6 +253,10 @@ def run_predict(args: argparse.Namespace) -> int:
         _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate the classes before any work
     paths, failures = expand_inputs(args.inputs)
     out = Path(args.out)
+    earlier = [path for path in paths if path.parent.resolve() == out.resolve() and path.name.endswith(PREDICTION_SUFFIXES)]
+    if earlier:
+        print(f"skipping {len(earlier)} file(s) in {out} named as this command's outputs ({', '.join('NAME' + suffix for suffix in PREDICTION_SUFFIXES)})")
+        paths = [path for path in paths if path not in earlier]
     used: set[str] = set()
     segmented = 0
     for path in paths:
@@ -262,14 +269,14 @@ def run_predict(args: argparse.Namespace) -> int:
         stem = _unique_stem(path, used)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            palette_png(mask, model.palette).save(out / f"{stem}_mask.png")
-            overlay(photo, mask, model.class_names, model.palette).save(out / f"{stem}_overlay.jpg", quality=92)
+            palette_png(mask, model.palette).save(out / f"{stem}{MASK_SUFFIX}")
+            overlay(photo, mask, model.class_names, model.palette).save(out / f"{stem}{OVERLAY_SUFFIX}", quality=92)
             if args.blur_background:
-                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(out / f"{stem}_blur.jpg", quality=92)
+                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(out / f"{stem}{BLUR_SUFFIX}", quality=92)
         except OSError as error:
             raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1
-        print(f"{path} -> {out / stem}_mask.png")
+        print(f"{path} -> {out / stem}{MASK_SUFFIX}")
     print(f"{segmented} image(s) segmented into {out}")
     for source, problem in failures:
         print(f"failed: {problem}" if problem.startswith(source) else f"failed: {source}: {problem}", file=sys.stderr)
