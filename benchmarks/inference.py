@@ -155,16 +155,21 @@ def main() -> None:
     for (name, batch_size), (images_per_second, gflops) in rows.items():
         ceiling = peak_bf16 if name.endswith("bf16") else peak
         print(f"{name:24}{batch_size:>6}{images_per_second:>10.2f}{gflops:>10.1f}{gflops / ceiling:>9.0%}")
-    speedup = min(rows[("pixelwise", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
-    same_allocator = min(rows[("pixelwise", b)][0] / rows[("d2l, same allocator", b)][0] for b in (1, 8))
-    peak_fraction = max(rows[("pixelwise", b)][1] for b in (1, 8)) / peak
-    gemm_gain = min(rows[("pixelwise", b)][0] / rows[("pixelwise oneDNN tconv", b)][0] for b in (1, 8))
-    inference_copy_gain = min(rows[("pixelwise", b)][0] / rows[("pixelwise as built", b)][0] for b in (1, 8))
-    speedup_bf16 = min(rows[("pixelwise bf16", b)][0] / rows[("d2l", b)][0] for b in (1, 8))
-    peak_fraction_bf16 = max(rows[("pixelwise bf16", b)][1] for b in (1, 8)) / peak_bf16
+
+    def lower_ratio(faster: str, slower: str) -> float:
+        """images/s of row `faster` over row `slower`, the lower of batch 1 and batch 8."""
+        return min(rows[(faster, b)][0] / rows[(slower, b)][0] for b in (1, 8))
+
+    def peak_share(name: str, ceiling: float) -> float:
+        """Row `name`'s best GFLOP/s over `ceiling`."""
+        return max(rows[(name, b)][1] for b in (1, 8)) / ceiling
+
     print(result_line(
-        speedup=speedup, peak_fraction=peak_fraction, speedup_same_allocator=same_allocator, gemm_upsampling_gain=gemm_gain, inference_copy_gain=inference_copy_gain,
-        speedup_bf16=speedup_bf16, peak_fraction_bf16=peak_fraction_bf16,
+        speedup=lower_ratio("pixelwise", "d2l"), peak_fraction=peak_share("pixelwise", peak),
+        speedup_same_allocator=lower_ratio("pixelwise", "d2l, same allocator"),
+        gemm_upsampling_gain=lower_ratio("pixelwise", "pixelwise oneDNN tconv"),
+        inference_copy_gain=lower_ratio("pixelwise", "pixelwise as built"),
+        speedup_bf16=lower_ratio("pixelwise bf16", "d2l"), peak_fraction_bf16=peak_share("pixelwise bf16", peak_bf16),
     ))
 
 

@@ -156,6 +156,16 @@ def test_arrays_that_are_not_uint8_photos_are_one_clear_error(array, error, mess
         segmenter_with_random_head().predict(array)
 
 
+def test_a_sixteen_bit_pil_image_is_segmented_as_its_8_bit_tones():
+    model = segmenter_with_random_head()
+    gray = np.random.default_rng(5).integers(0, 255, size=(60, 80), dtype=np.uint8)
+    deep = Image.fromarray(gray.astype(np.uint16) * 256 + 255)  # mode I;16, same tones
+    assert deep.mode == "I;16"
+    expected = model.predict(gray)
+    assert not np.array_equal(model.predict(np.full_like(gray, 255)), expected), "clipped to white would show"
+    assert np.array_equal(model.predict(deep), expected)
+
+
 def test_grayscale_and_rgba_arrays_are_segmented_at_their_size():
     model = segmenter_with_random_head()
     gray = np.random.default_rng(4).integers(0, 255, size=(20, 30), dtype=np.uint8)

@@ -77,9 +77,9 @@ class TrainConfig:
             problems.append(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
             problems.append(f"momentum must be at least 0 and below 1, got {self.momentum}")
-        for name in ("weight_decay", "warmup_epochs", "workers"):
-            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
-                problems.append(f"{name} must be a non-negative number, got {getattr(self, name)}")
+        for name, value in (("weight_decay", self.weight_decay), ("warmup_epochs", self.warmup_epochs), ("workers", self.workers)):
+            if not (value >= 0 and math.isfinite(value)):
+                problems.append(f"{name} must be a non-negative number, got {value}")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             problems.append(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
         if problems:

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from pixelwise.checkpoint import load_checkpoint
-from pixelwise.data.io import read_image
+from pixelwise.data.io import read_image, to_rgb
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.engine import autocast
 from pixelwise.errors import CheckpointError
@@ -21,14 +21,14 @@ ImageLike = str | Path | Image.Image | np.ndarray
 
 
 def as_rgb_image(image: ImageLike) -> Image.Image:
-    """A PIL RGB image from a path (EXIF-upright), a PIL image or an (H, W[, 3|4]) uint8 array."""
+    """A PIL RGB image from a path (EXIF-upright), a PIL image (16-bit grayscale scaled) or an (H, W[, 3|4]) uint8 array."""
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, np.ndarray):
         image = array_to_image(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image, "the image given")
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:

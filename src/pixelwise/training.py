@@ -133,9 +133,6 @@ def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainCon
     """The config a run was started with (from its last.pt), optionally with more epochs."""
     payload = load_checkpoint(Path(run_dir) / "last.pt")
     config = TrainConfig.from_dict(payload["config"])
-    finished = payload["epoch"] - (1 if payload.get("progress") else 0)
-    if epochs is not None and epochs < finished:
-        raise TrainingError(f"{run_dir}: has finished {finished} epochs; --epochs {epochs} would shorten it (give more to train longer)")
     return replace(config, out=str(run_dir), epochs=epochs or config.epochs)
 
 
@@ -192,14 +189,19 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     best = (state["best"]["miou"], state["best"]["epoch"])
+    finished = state["epoch"] - (1 if state.get("progress") else 0)
+    if finished > config.epochs:  # refused before config.json is rewritten with the shorter count
+        raise TrainingError(f"{config.out}: has finished {finished} epochs; --epochs {config.epochs} would shorten it (give more to train longer)")
     if state.get("progress"):
         progress = EpochProgress(**state["progress"])
         log(f"resuming {config.out} in epoch {state['epoch']} after step {progress.steps}")
-        return RunState(state["epoch"], progress, state["history"], best)
-    log(f"resuming {config.out} after epoch {state['epoch']}")
-    if state["epoch"] >= config.epochs:
+        resumed = RunState(state["epoch"], progress, state["history"], best)
+    else:
+        log(f"resuming {config.out} after epoch {state['epoch']}")
+        resumed = RunState(state["epoch"] + 1, None, state["history"], best)
+    if finished == config.epochs:
         log(f"{config.out} has finished its {config.epochs} epochs: nothing to train (--epochs {config.epochs + 10} would add 10)")
-    return RunState(state["epoch"] + 1, None, state["history"], best)
+    return resumed
 
 
 def _save(payload: dict, path: Path) -> None:

@@ -68,10 +68,15 @@ def read_image(path: Path | str) -> Image.Image:
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError):
         pass  # a broken EXIF block does not make the pixels unusable
+    return to_rgb(image, path)
+
+
+def to_rgb(image: Image.Image, name: Path | str) -> Image.Image:
+    """`image` as 8-bit RGB: 16-bit grayscale scaled, not clipped; 32-bit and float pixels refused naming `name`."""
     if image.mode.startswith("I;16"):  # convert("RGB") would clip every value above 255 to white
         image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     elif image.mode in ("I", "F"):
-        raise DatasetError(f"{path}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel")
+        raise DatasetError(f"{name}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel")
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
