@@ -4,6 +4,7 @@ from PIL import Image
 
 from pixelwise.data.synthetic import MAX_CLASSES, make_synthetic_voc, object_style, render_sample
 from pixelwise.data.voc import VOCSegmentation
+from pixelwise.errors import DatasetError
 
 
 def test_same_seed_writes_identical_files(tmp_path):
@@ -61,3 +62,15 @@ def test_classes_are_not_separable_by_colour_alone():
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         make_synthetic_voc(tmp_path, **kwargs)
+
+
+def test_an_earlier_synthetic_tree_is_replaced_but_another_voc_tree_is_refused(tmp_path):
+    root = make_synthetic_voc(tmp_path, num_train=3, num_val=1, num_classes=3, size_range=(16, 24))
+    again = make_synthetic_voc(tmp_path, num_train=2, num_val=1, num_classes=4, size_range=(16, 24))
+    assert again == root and len(VOCSegmentation(root, "train")) == 2 and len(VOCSegmentation(root, "train").class_names) == 4
+    (root / "classes.csv").unlink()  # now it reads as VOC 2012 itself: its own split files must survive
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    before = split_file.read_text()
+    with pytest.raises(DatasetError, match="holds a VOC tree that was not written by pixelwise data synth"):
+        make_synthetic_voc(tmp_path, num_train=5, num_val=1)
+    assert split_file.read_text() == before

@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pixelwise.data.labels import IGNORE_INDEX, VOC_COLORMAP, ClassTable, identity_value_table, palette_png, write_classes_csv
+from pixelwise.data.labels import (
+    IGNORE_INDEX,
+    VOC_COLORMAP,
+    ClassTable,
+    identity_value_table,
+    palette_png,
+    read_classes_csv,
+    write_classes_csv,
+)
 from pixelwise.data.voc import SPLIT_DIR
+from pixelwise.errors import DatasetError
 
 SHAPES = ("disk", "square", "triangle", "diamond", "ring", "cross")
 TEXTURES = ("gridded", "striped", "checkered", "dotted")
@@ -121,6 +130,15 @@ def render_sample(
     return np.clip(photo, 0, 255).astype(np.uint8), labels
 
 
+def is_synthetic_tree(root: Path) -> bool:
+    """True when `root` (a VOC2012 folder) has the classes.csv that `make_synthetic_voc` writes."""
+    try:
+        names = read_classes_csv(root / "classes.csv").class_names
+        return names == synthetic_class_table(len(names)).class_names
+    except (DatasetError, ValueError):
+        return False
+
+
 def make_synthetic_voc(
     out_dir: Path | str,
     *,
@@ -133,7 +151,8 @@ def make_synthetic_voc(
     """Write `out_dir/VOCdevkit/VOC2012` (JPEGs, palette PNGs, split files, classes.csv); return it.
 
     Sizes are drawn per image and per side from `size_range`, so some images are smaller than
-    a typical crop. The same arguments always write the same files.
+    a typical crop. The same arguments always write the same files. An earlier synthetic tree
+    there is replaced; any other VOC tree (VOC 2012 itself) is refused, not overwritten.
     """
     low, high = size_range
     if not 8 <= low <= high:
@@ -142,6 +161,8 @@ def make_synthetic_voc(
         raise ValueError("num_train must be at least 1 and num_val at least 0")
     table = synthetic_class_table(num_classes)
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
+    if (root / SPLIT_DIR).is_dir() and not is_synthetic_tree(root):
+        raise DatasetError(f"{root}: holds a VOC tree that was not written by pixelwise data synth; give another --out")
     for folder in ("JPEGImages", "SegmentationClass", SPLIT_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
     names = [f"{index:06d}" for index in range(num_train + num_val)]
