@@ -143,7 +143,7 @@ def main() -> None:
     if args.only != "d2l":
         started = time.perf_counter()
         config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs, class_weighting=args.class_weighting)
-        result = train(config, progress=False, log=print)
+        result = train(config, overwrite=True, progress=False, log=print)
         minutes = (time.perf_counter() - started) / 60
         metrics = evaluate_full(load_model(result.run_dir / "last.pt"), camvid)
         new["pixelwise"] = {**metrics.as_dict(class_names), "minutes": minutes, "epochs": epochs, "class_weighting": args.class_weighting}

@@ -157,6 +157,14 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
     assert rows[:2] == original, "the history before the resume is kept as it was"
 
 
+def test_a_new_run_refuses_a_directory_with_an_earlier_run(trained_run, capsys):
+    data, run = trained_run
+    before = (run / "best.pt").read_bytes()
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY_TRAIN]) == 2
+    assert f"{run}: holds an earlier run (last.pt and best.pt); continue it with --resume {run}" in capsys.readouterr().err
+    assert (run / "best.pt").read_bytes() == before
+
+
 def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_run, tmp_path, capsys):
     _, run = trained_run
     import shutil
@@ -188,6 +196,9 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["train", "--model", "unet"], "invalid choice"),
         (["train", "--precision", "fp16"], "invalid choice"),
         (["train", "--decode-on", "gpu"], "invalid choice"),
+        (["train", "--workers", "-1"], "--workers: must be at least 0, got -1"),
+        (["eval", "--checkpoint", "c.pt", "--data", "x", "--workers", "-1"], "--workers: must be at least 0, got -1"),
+        (["data", "synth", "--out", "x", "--num-val", "two"], "expected a whole number, got 'two'"),
         (["eval", "--data", "x"], "required: --checkpoint"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -37,15 +37,25 @@ def size_pair(text: str) -> tuple[int, int]:
     return height, width
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1."""
+def whole_number(text: str, minimum: int) -> int:
+    """An int >= minimum, or an argparse error naming the text."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1."""
+    return whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0."""
+    return whole_number(text, 0)
 
 
 def _command(subparsers, name: str, handler, help_text: str, examples: str) -> ArgumentParser:
@@ -120,11 +130,11 @@ def add_train(subparsers) -> None:
     parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class; median-frequency lifts rare classes (default: {defaults.class_weighting})")
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
     parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
-    parser.add_argument("--workers", type=int, help=f"data-loading processes (default: {defaults.workers})")
+    parser.add_argument("--workers", type=non_negative_int, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
     parser.add_argument("--on-bad-sample", choices=["error", "skip"], help="a sample that fails to load stops the run, or is skipped and counted (default: error)")
-    parser.add_argument("--save-every-steps", type=int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
+    parser.add_argument("--save-every-steps", type=non_negative_int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})")
     parser.add_argument(
@@ -182,7 +192,7 @@ def add_eval(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default: 2)")
 
 
 # ---------------------------------------------------------------- predict
@@ -382,7 +392,7 @@ def add_data(subparsers) -> None:
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="folder that receives VOCdevkit/VOC2012")
     synth.add_argument("--num-train", type=positive_int, default=200, help="training images (default: 200)")
-    synth.add_argument("--num-val", type=int, default=50, help="validation images (default: 50)")
+    synth.add_argument("--num-val", type=non_negative_int, default=50, help="validation images (default: 50)")
     synth.add_argument("--classes", type=int, default=5, help="classes, background included, 2..21 (default: 5)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--min-size", type=int, default=96, help="smallest image side (default: 96)")

@@ -40,7 +40,7 @@ def run_demo(out_dir: Path | str, *, epochs: int | None = None, progress: bool =
         make_synthetic_voc(data_dir, **DEMO_DATA)
     recipe = {**DEMO_RECIPE, **({"epochs": epochs} if epochs else {})}
     config = TrainConfig(data=str(data_dir), out=str(out_dir / "run"), **recipe)
-    result = train(config, progress=progress, log=log)
+    result = train(config, overwrite=True, progress=progress, log=log)  # the demo owns its run folder
     model = load_model(result.run_dir / "best.pt").for_inference()
     metrics = evaluate_split(model, data_dir, "val")
     report = out_dir / "report"

@@ -136,6 +136,18 @@ def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainCon
     return replace(config, out=str(run_dir), epochs=epochs or config.epochs)
 
 
+def _check_earlier_run(run_dir: Path, overwrite: bool, log: Log) -> None:
+    """A new run replaces the checkpoints an earlier run left in its directory only when told to."""
+    earlier = [name for name in ("last.pt", "best.pt") if (run_dir / name).exists()]
+    if earlier and not overwrite:
+        raise TrainingError(
+            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or give another --out "
+            "(in Python: train(config, resume=True), or overwrite=True to replace it)"
+        )
+    if earlier:
+        log(f"replacing the earlier run in {run_dir}")
+
+
 def _prepare_run_dir(config: TrainConfig) -> Path:
     """Create the run directory and prove it is writable before any training starts."""
     run_dir = Path(config.out)
@@ -212,20 +224,25 @@ def _save(payload: dict, path: Path) -> None:
         raise TrainingError(f"{path}: cannot write checkpoint ({error.strerror or error}); the previous file is intact") from None
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: Log | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True, log: Log | None = None
+) -> TrainResult:
     """Train per `config`, writing config.json, metrics.csv, curves.png, last.pt and best.pt to `config.out`.
 
     last.pt is also written every `config.save_every_steps` steps, so a killed run resumed with
-    `resume=True` loses at most that many steps and ends as an uninterrupted run would.
+    `resume=True` loses at most that many steps and ends as an uninterrupted run would. A new run
+    refuses a directory where an earlier one left checkpoints, unless `overwrite=True`.
     Sets the process's allocator to keep freed memory (`runtime.keep_freed_memory`).
     """
     keep_freed_memory()
     with deterministic_algorithms(config.deterministic):
-        return _train(config, resume=resume, progress=progress, log=log or (lambda message: None))
+        return _train(config, resume=resume, overwrite=overwrite, progress=progress, log=log or (lambda message: None))
 
 
-def _train(config: TrainConfig, *, resume: bool, progress: bool, log: Log) -> TrainResult:
+def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool, log: Log) -> TrainResult:
     """The body of `train`."""
+    if not resume:
+        _check_earlier_run(Path(config.out), overwrite, log)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the model's initial weights
     folder = prepare_data(config.data, root=config.root, download=config.download)

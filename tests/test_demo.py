@@ -1,0 +1,28 @@
+import json
+
+from PIL import Image
+
+from pixelwise import demo
+from pixelwise.cli import main
+
+SMALL_DATA = {**demo.DEMO_DATA, "num_train": 12, "num_val": 3, "size_range": (48, 64)}
+SMALL_RECIPE = {**demo.DEMO_RECIPE, "batch_size": 4, "crop_size": (32, 32), "workers": 0}
+
+
+def test_demo_writes_its_report_and_runs_again_into_the_same_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEMO_DATA", SMALL_DATA)
+    monkeypatch.setattr(demo, "DEMO_RECIPE", SMALL_RECIPE)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    report = out / "report"
+    summary = json.loads((report / "metrics.json").read_text())
+    assert summary["epochs"] == 1 and 0.0 <= summary["val"]["miou"] <= 1.0
+    overlays = sorted((report / "overlays").glob("*.png"))
+    assert len(overlays) == SMALL_DATA["num_val"]
+    assert Image.open(report / "predictions.png").height > Image.open(overlays[0]).height
+    first = (out / "run" / "last.pt").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"replacing the earlier run in {out / 'run'}" in printed
+    assert "writing the synthetic dataset" not in printed.split("replacing")[1], "the data is reused, not written again"
+    assert (out / "run" / "last.pt").stat().st_mtime_ns != first
