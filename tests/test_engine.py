@@ -61,6 +61,13 @@ def test_config_rejects_impossible_values():
         ({"weight_decay": -1e-4}, "weight_decay must be a non-negative number, got -0.0001"),
         ({"warmup_epochs": float("inf")}, "warmup_epochs must be a non-negative number, got inf"),
         ({"workers": -1}, "workers must be a non-negative number, got -1"),
+        ({"epochs": 2.5}, "epochs must be a whole number, got 2.5"),
+        ({"batch_size": "8"}, "batch_size must be a whole number, got '8'"),
+        ({"crop_size": (128.0, 96)}, r"crop size must be two positive whole numbers, got \(128.0, 96\)"),
+        ({"scale_range": (0.5,)}, r"scale range must satisfy 0 < low <= high, got \(0.5,\)"),
+        ({"model": "unet"}, "model must be one of fcn32s, fcn8s, got 'unet'"),
+        ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
+        ({"crop_size": 128}, r"crop size must be two positive whole numbers, got \(128,\)"),
     ],
 )
 def test_config_names_the_numeric_setting_that_is_out_of_range(values, message):

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from pixelwise.errors import TrainingError
+from pixelwise.models import MODELS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -13,6 +14,17 @@ BAD_SAMPLE_POLICIES = ("error", "skip")
 CLASS_WEIGHTINGS = ("none", "median-frequency")
 PRECISIONS = ("fp32", "bf16")
 DECODE_PLACES = ("workers", "device")
+CHOICES = {
+    "model": tuple(MODELS), "optimizer": OPTIMIZERS, "class_weighting": CLASS_WEIGHTINGS, "schedule": SCHEDULES,
+    "precision": PRECISIONS, "decode_on": DECODE_PLACES, "on_bad_sample": BAD_SAMPLE_POLICIES,
+}  # fmt: skip
+WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
+REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
+
+
+def _as_tuple(value) -> tuple:
+    """A list or tuple as a tuple; a single value as a 1-tuple, which validate then refuses."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 @dataclass
@@ -48,31 +60,30 @@ class TrainConfig:
     save_every_steps: int = 100
 
     def __post_init__(self) -> None:
-        self.crop_size = tuple(self.crop_size)
-        self.scale_range = tuple(self.scale_range)
+        self.crop_size, self.scale_range = _as_tuple(self.crop_size), _as_tuple(self.scale_range)
         self.validate()
 
     def validate(self) -> None:
-        """Raise TrainingError on values no run could use."""
-        problems = []
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            problems.append(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}")
-        if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
-            problems.append(f"on_bad_sample must be one of {', '.join(BAD_SAMPLE_POLICIES)}")
-        if self.save_every_steps < 0:
-            problems.append("save_every_steps must be 0 (epoch ends only) or positive")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.decode_on not in DECODE_PLACES:
-            problems.append(f"decode_on must be one of {', '.join(DECODE_PLACES)}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
+        """Raise TrainingError on values no run could use, naming each setting and its value."""
+        problems = [
+            f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+            for name, allowed in CHOICES.items()
+            if getattr(self, name) not in allowed
+        ]
+        problems += [
+            f"{name} must be {kind}, got {getattr(self, name)!r}"
+            for names, types, kind in ((WHOLE_NUMBERS, int, "a whole number"), (REAL_NUMBERS, (int, float), "a number"))
+            for name in names
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), types)
+        ]
+        if problems:  # the range checks below assume the right types
+            raise TrainingError("; ".join(problems))
         if self.epochs < 1 or self.batch_size < 1:
             problems.append("epochs and batch size must be at least 1")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            problems.append(f"crop size must be two positive numbers, got {self.crop_size}")
+        if self.save_every_steps < 0:
+            problems.append("save_every_steps must be 0 (epoch ends only) or positive")
+        if len(self.crop_size) != 2 or not all(isinstance(side, int) and side >= 1 for side in self.crop_size):
+            problems.append(f"crop size must be two positive whole numbers, got {self.crop_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -80,7 +91,7 @@ class TrainConfig:
         for name, value in (("weight_decay", self.weight_decay), ("warmup_epochs", self.warmup_epochs), ("workers", self.workers)):
             if not (value >= 0 and math.isfinite(value)):
                 problems.append(f"{name} must be a non-negative number, got {value}")
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             problems.append(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
         if problems:
             raise TrainingError("; ".join(problems))
