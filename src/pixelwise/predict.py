@@ -96,6 +96,8 @@ class Segmenter(nn.Module):
         `precision` "bf16" runs the network under bfloat16 autocast (faster on CPUs and GPUs
         with bfloat16 units).
         """
+        if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
+            raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
         photo = as_rgb_image(image)
         scale = max_side / max(photo.size) if max_side else 1.0
         # A large photo is shrunk before normalising and its mask enlarged after: neither the
