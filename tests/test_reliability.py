@@ -135,6 +135,11 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     config.out = str(tmp_path / "fresh")
     with pytest.raises(TrainingError, match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
         train(config, progress=False)
+    calls.update(count=0, nan_at=3)
+    config.out = str(tmp_path / "run")  # the first run's checkpoints are deleted before training, never named as this run's
+    with pytest.raises(TrainingError, match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
+        train(config, overwrite=True, progress=False)
+    assert not any((tmp_path / "run" / name).exists() for name in ("last.pt", "best.pt", "metrics.csv"))
 
 
 def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from pixelwise.runtime import keep_freed_memory
 from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,21 +137,28 @@ def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainCon
     return replace(config, out=str(run_dir), epochs=epochs or config.epochs)
 
 
-def _check_earlier_run(run_dir: Path, overwrite: bool, log: Log) -> None:
-    """A new run replaces the checkpoints an earlier run left in its directory only when told to."""
-    earlier = [name for name in ("last.pt", "best.pt") if (run_dir / name).exists()]
-    if earlier and not overwrite:
+def _earlier_run(run_dir: Path) -> list[str]:
+    """The checkpoints an earlier run left in `run_dir`."""
+    return [name for name in ("last.pt", "best.pt") if (run_dir / name).exists()]
+
+
+def _refuse_earlier_run(run_dir: Path) -> None:
+    """A new run may not replace an earlier run's checkpoints unless told to."""
+    earlier = _earlier_run(run_dir)
+    if earlier:
         raise TrainingError(
             f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or give another --out "
             "(in Python: train(config, resume=True), or overwrite=True to replace it)"
         )
-    if earlier:
-        log(f"replacing the earlier run in {run_dir}")
 
 
-def _prepare_run_dir(config: TrainConfig) -> Path:
-    """Create the run directory and prove it is writable before any training starts."""
+def _prepare_run_dir(config: TrainConfig, replace_earlier: bool, log: Log) -> Path:
+    """Create the run directory (emptied of an earlier run's files if `replace_earlier`) and prove it is writable."""
     run_dir = Path(config.out)
+    if replace_earlier and _earlier_run(run_dir):  # so a crash before the first save leaves no mix of two runs
+        log(f"replacing the earlier run in {run_dir}")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
@@ -241,8 +249,8 @@ def train(
 
 def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool, log: Log) -> TrainResult:
     """The body of `train`."""
-    if not resume:
-        _check_earlier_run(Path(config.out), overwrite, log)
+    if not (resume or overwrite):
+        _refuse_earlier_run(Path(config.out))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the model's initial weights
     folder = prepare_data(config.data, root=config.root, download=config.download)
@@ -254,7 +262,7 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     steps = steps_per_epoch(len(train_set), config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps)
     state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
-    run_dir = _prepare_run_dir(config)
+    run_dir = _prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
     samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
     class_weights = None
     if config.class_weighting == "median-frequency":
