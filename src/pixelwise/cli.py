@@ -116,7 +116,7 @@ def add_train(subparsers) -> None:
         "  pixelwise train --resume runs/camvid --epochs 60",
     )
     _data_arguments(parser)
-    parser.add_argument("--out", metavar="RUN_DIR", help=f"run directory (default: {defaults.out})")
+    parser.add_argument("--out", metavar="RUN_DIR", help=f"run directory, new or without an earlier run's checkpoints (default: {defaults.out})")
     parser.add_argument("--model", choices=sorted(MODELS), help=f"network (default: {defaults.model})")
     parser.add_argument("--backbone-weights", metavar="W", help="imagenet, none, or a ResNet-18 state-dict file (default: none)")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
