@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pixelwise.benchmarking import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, result_line
-from pixelwise.config import TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import evaluate
@@ -132,7 +132,7 @@ def main() -> None:
         choices=["d2l", "pixelwise"],
         help="run one side only; the table, figure and RESULT line then also use the other side's saved result with the same epochs",
     )
-    parser.add_argument("--class-weighting", default="none", choices=["none", "median-frequency"], help="pixelwise's loss weighting (default: none, the default recipe)")
+    parser.add_argument("--class-weighting", default="none", choices=CLASS_WEIGHTINGS, help="pixelwise's loss weighting (default: none, the default recipe)")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
     camvid = find_camvid(args.camvid)

@@ -127,7 +127,7 @@ def add_train(subparsers) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {defaults.optimizer})")
     parser.add_argument("--momentum", type=float, help=f"SGD momentum (default: {defaults.momentum})")
     parser.add_argument("--weight-decay", type=float, help=f"(default: {defaults.weight_decay})")
-    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class; median-frequency lifts rare classes (default: {defaults.class_weighting})")
+    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class: median-frequency lifts rare classes, sqrt-median-frequency (their square roots) more gently and best on CamVid (docs/training.md) (default: {defaults.class_weighting})")
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
     parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
     parser.add_argument("--workers", type=non_negative_int, help=f"data-loading processes (default: {defaults.workers})")

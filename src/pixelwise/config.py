@@ -11,7 +11,8 @@ from pixelwise.models import MODELS
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
-CLASS_WEIGHTINGS = ("none", "median-frequency")
+CLASS_WEIGHTING_POWERS = {"median-frequency": 1.0, "sqrt-median-frequency": 0.5}  # exponent of the median-frequency weights
+CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTING_POWERS)
 PRECISIONS = ("fp32", "bf16")
 DECODE_PLACES = ("workers", "device")
 CHOICES = {

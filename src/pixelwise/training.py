@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import pixelwise
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
-from pixelwise.config import TrainConfig
+from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import steps_per_epoch, train_loader, training_samples
 from pixelwise.data.spec import open_dataset, prepare_data
@@ -265,8 +265,8 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     run_dir = _prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
     samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
     class_weights = None
-    if config.class_weighting == "median-frequency":
-        class_weights = median_frequency_weights(train_set).to(device)
+    if config.class_weighting != "none":
+        class_weights = median_frequency_weights(train_set, CLASS_WEIGHTING_POWERS[config.class_weighting]).to(device)
         log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(train_set.class_names, class_weights.tolist())))
     normalization = (segmenter.mean, segmenter.std)
     seen_skipped: set[str] = set()

@@ -25,10 +25,13 @@ def class_frequencies(dataset: SegmentationDataset) -> tuple[np.ndarray, np.ndar
     return pixels, pixels_where_present
 
 
-def median_frequency_weights(dataset: SegmentationDataset) -> torch.Tensor:
-    """SegNet's median frequency balancing: weight_c = median(freq) / freq_c (absent classes get 0)."""
+def median_frequency_weights(dataset: SegmentationDataset, power: float = 1.0) -> torch.Tensor:
+    """SegNet's median frequency balancing: weight_c = (median(freq) / freq_c) ** power (absent classes get 0).
+
+    power 0.5 (the square root) is a milder balance: rare classes gain less, frequent ones lose less.
+    """
     pixels, pixels_where_present = class_frequencies(dataset)
     present = pixels > 0
     frequency = np.where(present, pixels / np.maximum(pixels_where_present, 1), 0.0)
     weights = np.where(present, np.median(frequency[present]) / np.where(present, frequency, 1.0), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    return torch.tensor(weights**power, dtype=torch.float32)
