@@ -122,9 +122,9 @@ def print_table(results: dict, class_names: tuple[str, ...], epochs: int) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_epochs = TrainConfig().epochs
+    defaults = TrainConfig()
     parser.add_argument("--quick", action="store_true", help="1 epoch each (a smoke run, under a few minutes; numbers mean little)")
-    parser.add_argument("--epochs", type=int, default=default_epochs, help=f"epochs for both sides (default: {default_epochs}, the default recipe's)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs for both sides (default: {defaults.epochs}, the default recipe's)")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, weights, figure and results.json")
     parser.add_argument(
@@ -132,7 +132,7 @@ def main() -> None:
         choices=["d2l", "pixelwise"],
         help="run one side only; the table, figure and RESULT line then also use the other side's saved result with the same epochs",
     )
-    parser.add_argument("--class-weighting", default="none", choices=CLASS_WEIGHTINGS, help="pixelwise's loss weighting (default: none, the default recipe)")
+    parser.add_argument("--class-weighting", default=defaults.class_weighting, choices=CLASS_WEIGHTINGS, help="pixelwise's loss weighting (default: the default recipe's, %(default)s)")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
     camvid = find_camvid(args.camvid)

@@ -70,7 +70,7 @@ def test_config_rejects_impossible_values():
         ({"crop_size": 128}, r"crop size must be two positive whole numbers, got \(128,\)"),
     ],
 )
-def test_config_names_the_numeric_setting_that_is_out_of_range(values, message):
+def test_config_names_the_setting_and_the_value_it_refuses(values, message):
     with pytest.raises(TrainingError, match=f"^{message}$"):
         TrainConfig(**values)
 

@@ -48,7 +48,7 @@ class TrainConfig:
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    class_weighting: str = "none"
+    class_weighting: str = "sqrt-median-frequency"
     schedule: str = "poly"
     warmup_epochs: float = 1.0
     workers: int = 2
