@@ -96,6 +96,26 @@ def data_with_a_broken_photo(tiny_data, tmp_path):
     return root
 
 
+@pytest.fixture
+def data_with_a_broken_label(tiny_data, tmp_path):
+    """A copy of the tiny tree whose training label 000002.png is cut off after its header."""
+    root = shutil.copytree(tiny_data, tmp_path / "VOC2012")
+    label = root / "SegmentationClass" / "000002.png"
+    label.write_bytes(label.read_bytes()[:100])
+    return root
+
+
+def test_a_broken_label_stops_the_run_or_is_skipped_also_by_the_class_weights(data_with_a_broken_label, tmp_path, capsys):
+    """The class weights read every label before training; the bad-sample policy applies there too."""
+    run = ["train", "--data", str(data_with_a_broken_label), "--workers", "0", "--class-weighting", "sqrt-median-frequency", *TINY]
+    assert main([*run, "--out", str(tmp_path / "stopped")]) == 2
+    err = capsys.readouterr().err
+    assert "000002.png" in err and len(err.strip().splitlines()) == 1
+    assert main([*run, "--out", str(tmp_path / "skipped"), "--on-bad-sample", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped: ") == 1 and "000002.png" in out and "trained on 23" in out
+
+
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
 def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path, capsys, decode_on):
     code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2", "--decode-on", decode_on, *TINY])

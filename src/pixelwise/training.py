@@ -266,7 +266,8 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
     class_weights = None
     if config.class_weighting != "none":
-        class_weights = median_frequency_weights(train_set, CLASS_WEIGHTING_POWERS[config.class_weighting]).to(device)
+        power = CLASS_WEIGHTING_POWERS[config.class_weighting]
+        class_weights = median_frequency_weights(train_set, power, skip_bad=config.on_bad_sample == "skip").to(device)
         log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(train_set.class_names, class_weights.tolist())))
     normalization = (segmenter.mean, segmenter.std)
     seen_skipped: set[str] = set()
