@@ -41,6 +41,13 @@ def test_scheduler_steps_per_iteration():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**0.9)
 
 
+def test_a_config_saved_before_class_weighting_existed_resumes_unweighted():
+    saved = TrainConfig(class_weighting="none").to_dict()
+    del saved["class_weighting"]
+    assert TrainConfig.from_dict(saved).class_weighting == "none"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig(), "a current config round-trips"
+
+
 def test_config_rejects_impossible_values():
     with pytest.raises(TrainingError, match="optimizer must be one of sgd, adamw"):
         TrainConfig(optimizer="rmsprop")

@@ -19,6 +19,8 @@ CHOICES = {
     "model": tuple(MODELS), "optimizer": OPTIMIZERS, "class_weighting": CLASS_WEIGHTINGS, "schedule": SCHEDULES,
     "precision": PRECISIONS, "decode_on": DECODE_PLACES, "on_bad_sample": BAD_SAMPLE_POLICIES,
 }  # fmt: skip
+# A config saved before a setting existed trained as this value does, not as today's default.
+BEFORE_THE_SETTING = {"class_weighting": "none"}
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
@@ -103,6 +105,6 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys (from other versions) are dropped."""
+        """Inverse of `to_dict`; unknown keys (from other versions) are dropped, missing ones mean what they did then."""
         known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return cls(**{**BEFORE_THE_SETTING, **{key: value for key, value in values.items() if key in known}})
