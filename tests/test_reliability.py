@@ -111,6 +111,7 @@ def test_a_broken_label_stops_the_run_or_is_skipped_also_by_the_class_weights(da
     assert main([*run, "--out", str(tmp_path / "stopped")]) == 2
     err = capsys.readouterr().err
     assert "000002.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "stopped").exists(), "stopped before the run directory was written"
     assert main([*run, "--out", str(tmp_path / "skipped"), "--on-bad-sample", "skip"]) == 0
     out = capsys.readouterr().out
     assert out.count("skipped: ") == 1 and "000002.png" in out and "trained on 23" in out

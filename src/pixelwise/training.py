@@ -33,7 +33,8 @@ from pixelwise.runtime import keep_freed_memory
 from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png")
+CHECKPOINT_FILES = ("last.pt", "best.pt")
+RUN_FILES = (*CHECKPOINT_FILES, "metrics.csv", "curves.png")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,7 +140,7 @@ def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainCon
 
 def _earlier_run(run_dir: Path) -> list[str]:
     """The checkpoints an earlier run left in `run_dir`."""
-    return [name for name in ("last.pt", "best.pt") if (run_dir / name).exists()]
+    return [name for name in CHECKPOINT_FILES if (run_dir / name).exists()]
 
 
 def _refuse_earlier_run(run_dir: Path) -> None:
@@ -262,13 +263,14 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     steps = steps_per_epoch(len(train_set), config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps)
     state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
-    run_dir = _prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
-    samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
+    skip_bad = config.on_bad_sample == "skip"
     class_weights = None
-    if config.class_weighting != "none":
+    if config.class_weighting != "none":  # before the run directory is touched: a bad label stops the run here
         power = CLASS_WEIGHTING_POWERS[config.class_weighting]
-        class_weights = median_frequency_weights(train_set, power, skip_bad=config.on_bad_sample == "skip").to(device)
+        class_weights = median_frequency_weights(train_set, power, skip_bad=skip_bad).to(device)
         log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(train_set.class_names, class_weights.tolist())))
+    run_dir = _prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
+    samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=skip_bad)
     normalization = (segmenter.mean, segmenter.std)
     seen_skipped: set[str] = set()
     log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
