@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -71,7 +72,7 @@ def test_config_rejects_impossible_values():
         ({"epochs": 2.5}, "epochs must be a whole number, got 2.5"),
         ({"batch_size": "8"}, "batch_size must be a whole number, got '8'"),
         ({"crop_size": (128.0, 96)}, r"crop size must be two positive whole numbers, got \(128.0, 96\)"),
-        ({"scale_range": (0.5,)}, r"scale range must satisfy 0 < low <= high, got \(0.5,\)"),
+        ({"scale_range": (0.5,)}, r"scale range must be two finite numbers with 0 < low <= high, got \(0.5,\)"),
         ({"model": "unet"}, "model must be one of fcn32s, fcn8s, got 'unet'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two positive whole numbers, got \(128,\)"),
@@ -143,14 +144,20 @@ def test_class_weighted_loss_is_a_weighted_mean_over_labelled_pixels():
     assert torch.allclose(segmentation_loss(logits, target, weights), torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255))
 
 
-def test_median_frequency_weights_lift_rare_classes(synthetic_voc):
-    from pixelwise.data.statistics import class_frequencies, median_frequency_weights
+def test_median_frequency_weights_lift_rare_classes_and_data_check_counts_their_pixels(synthetic_voc):
+    from pixelwise.data.check import check_dataset
+    from pixelwise.data.statistics import median_frequency_weights
     from pixelwise.data.voc import VOCSegmentation
 
     dataset = VOCSegmentation(synthetic_voc, "train")
-    pixels, where_present = class_frequencies(dataset)
+    masks = [dataset.load(index)[1].numpy() for index in range(len(dataset))]
+    per_image = np.stack([np.bincount(mask[mask != 255], minlength=4) for mask in masks])  # (images, classes)
+    pixels = per_image.sum(axis=0)
+    where_present = (per_image.sum(axis=1, keepdims=True) * (per_image > 0)).sum(axis=0)
+    report = check_dataset(synthetic_voc, splits=["train"]).split("train")
+    assert report.class_pixels == pixels.tolist() and report.pixels_where_present == where_present.tolist()
     assert (pixels <= where_present).all() and pixels[0] == pixels.max(), "background is the most frequent class"
-    weights = median_frequency_weights(dataset)
+    weights = median_frequency_weights(pixels, where_present)
     frequency = pixels / where_present
     assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency, dtype=torch.float32))
     assert weights[0] == weights.min()

@@ -4,7 +4,7 @@ import torch
 import pixelwise.training
 from pixelwise.config import TrainConfig
 from pixelwise.data.statistics import median_frequency_weights
-from pixelwise.data.voc import VOCSegmentation
+from pixelwise.data.check import check_dataset
 from pixelwise.training import train
 
 
@@ -23,6 +23,7 @@ def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, 
     if power is None:
         assert used == [None], "plain cross-entropy"
         return
-    full = median_frequency_weights(VOCSegmentation(synthetic_voc, "train"))
+    counts = check_dataset(synthetic_voc, splits=["train"]).split("train")
+    full = median_frequency_weights(counts.class_pixels, counts.pixels_where_present)
     assert torch.allclose(used[0], full**power)
     assert (used[0][0] < 1) and (used[0].max() > 1), "background loses weight, some object class gains"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import itertools
 import json
 import math
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, MAX_SEED, MAX_WORKERS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
+from pixelwise.jsontext import strict_json
+from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names
 from pixelwise.models import MODELS
 from pixelwise.runtime import keep_freed_memory
 
@@ -26,26 +29,75 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def size_pair(text: str) -> tuple[int, int]:
-    """'256x320' -> (256, 320), height first."""
+MAX_PICTURE_SIDE = 8192  # data show and data synth: pictures for people, not allocations of gigabytes
+MAX_PICTURES = 64
+
+
+def size_pair(text: str, largest: int | None = None) -> tuple[int, int]:
+    """'256x320' -> (256, 320), height first; each side at least 1 and at most `largest` if given."""
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from None
     if height < 1 or width < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    if largest and max(height, width) > largest:
+        raise argparse.ArgumentTypeError(f"sides must be at most {largest}, got {text!r}")
     return height, width
 
 
-def whole_number(text: str, minimum: int) -> int:
-    """An int >= minimum, or an argparse error naming the text."""
+def picture_size(text: str) -> tuple[int, int]:
+    """A size pair for a picture to look at."""
+    return size_pair(text, MAX_PICTURE_SIDE)
+
+
+def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
+    """An int in minimum..maximum, or an argparse error naming the text."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise argparse.ArgumentTypeError(f"must be in {minimum}..{maximum}, got {value}" if maximum is not None else f"must be at least {minimum}, got {value}")
     return value
+
+
+def seed_number(text: str) -> int:
+    """A random seed: 0..2**63-1."""
+    return whole_number(text, 0, MAX_SEED)
+
+
+def worker_count(text: str) -> int:
+    """Loader processes: 0..MAX_WORKERS."""
+    return whole_number(text, 0, MAX_WORKERS)
+
+
+def picture_count(text: str) -> int:
+    """How many pictures to draw: 1..MAX_PICTURES."""
+    return whole_number(text, 1, MAX_PICTURES)
+
+
+def picture_side(text: str) -> int:
+    """One side of a synthetic picture: 1..MAX_PICTURE_SIDE."""
+    return whole_number(text, 1, MAX_PICTURE_SIDE)
+
+
+def picture_file(text: str) -> str:
+    """A file name whose extension names a picture format Pillow writes (.png, .jpg, ...)."""
+    from PIL import Image
+
+    extension = Path(text).suffix.lower()
+    if Image.registered_extensions().get(extension) not in Image.SAVE:
+        raise argparse.ArgumentTypeError(f"{text!r} does not end in a picture extension Pillow can write, such as .png or .jpg")
+    return text
+
+
+def class_list(text: str) -> list[str]:
+    """'person,dog' -> ['person', 'dog']."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected class names separated by commas, got {text!r}")
+    return names
 
 
 def positive_int(text: str) -> int:
@@ -81,18 +133,27 @@ def _data_arguments(parser: ArgumentParser, *, positional: bool = False) -> None
 # ---------------------------------------------------------------- train
 
 
-def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
-    """The run's config: from --resume's last.pt, or the defaults with the given options."""
-    from pixelwise.training import resume_config
+def _flag(name: str) -> str:
+    """The command-line flag of a TrainConfig field."""
+    return "--" + name.replace("_", "-")
 
-    options = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("download", "deterministic")]
-    overrides = {name: getattr(args, name) for name in options if getattr(args, name, None) is not None}
-    if args.resume:
-        others = sorted(set(overrides) - {"epochs"})
-        if others or args.download or args.deterministic:
-            raise PixelwiseError(f"--resume continues the run with its own config; only --epochs may be given (got --{(others or ['download'])[0].replace('_', '-')})")
-        return resume_config(args.resume, epochs=args.epochs), True
-    return TrainConfig(download=args.download, deterministic=args.deterministic, **overrides), False
+
+def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The run's config: from --resume's last.pt with the settings a resume may change, or the defaults with the given options."""
+    from pixelwise.training import RESUME_MAY_CHANGE, resume_config
+
+    names = [field.name for field in dataclasses.fields(TrainConfig)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) not in (None, False)}
+    if not args.resume:
+        return TrainConfig(**given), False
+    may_change = [name for name in RESUME_MAY_CHANGE if name != "out"]
+    refused = [name for name in given if name not in may_change]
+    if refused:
+        raise PixelwiseError(
+            f"--resume continues the run with its own settings: {_flag(refused[0])} cannot change "
+            f"(a resume may give {', '.join(map(_flag, may_change))}; start a new run for other settings)"
+        )
+    return resume_config(args.resume, **given), True
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -130,8 +191,8 @@ def add_train(subparsers) -> None:
     parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class: median-frequency lifts rare classes, sqrt-median-frequency (their square roots) more gently and best on CamVid (docs/training.md) (default: {defaults.class_weighting})")
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
     parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
-    parser.add_argument("--workers", type=non_negative_int, help=f"data-loading processes (default: {defaults.workers})")
-    parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
+    parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
     parser.add_argument("--on-bad-sample", choices=["error", "skip"], help="a sample that fails to load stops the run, or is skipped and counted (default: error)")
     parser.add_argument("--save-every-steps", type=non_negative_int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
@@ -151,22 +212,15 @@ def add_train(subparsers) -> None:
 # ---------------------------------------------------------------- eval
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: absent classes become null."""
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def run_eval(args: argparse.Namespace) -> int:
     """pixelwise eval."""
     from pixelwise.predict import load_model
-    from pixelwise.training import evaluate_split, resolve_device
+    from pixelwise.training import evaluate_split
 
-    model = load_model(args.checkpoint, resolve_device(args.device)).for_inference()
+    model = load_model(args.checkpoint, args.device).for_inference()
     metrics = evaluate_split(model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision)
     if args.json:
-        result = metrics.as_dict(model.class_names)
-        result["iou"] = {name: _finite_or_none(value) for name, value in result["iou"].items()}
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, **result}, indent=2))
+        print(strict_json({"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, **metrics.as_dict(model.class_names)}))
         return 0
     print(f"{'pixel accuracy':<24}{metrics.pixel_accuracy:.4f}")
     print(f"{'mean class accuracy':<24}{metrics.mean_class_accuracy:.4f}")
@@ -192,35 +246,10 @@ def add_eval(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)")
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default: 2)")
+    parser.add_argument("--workers", type=worker_count, default=2, help="data-loading processes (default: 2)")
 
 
 # ---------------------------------------------------------------- predict
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their images) and globs -> image paths, plus (input, problem) for unusable ones."""
-    from pixelwise.data.io import IMAGE_SUFFIXES
-
-    found, problems = [], []
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found += images
-            if not images:
-                nested = any(p.is_dir() for p in path.iterdir())
-                problems.append((text, "folder holds no images" + (f" (subfolders are not searched; '{path / '**' / '*.jpg'}' is)" if nested else "")))
-        elif path.is_file():
-            found.append(path)
-        elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            found += matches
-            if not matches:
-                problems.append((text, "pattern matches no file"))
-        else:
-            problems.append((text, "no such file or folder"))
-    return found, problems
 
 
 def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: list[str] | None) -> np.ndarray:
@@ -237,37 +266,25 @@ def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: list[str] |
     return np.isin(mask, ids)
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    """The file's stem, numbered when two inputs share it."""
-    stem, number = path.stem, 1
-    while stem in used:
-        number += 1
-        stem = f"{path.stem}-{number}"
-    used.add(stem)
-    return stem
-
-
-MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
-
-
 def run_predict(args: argparse.Namespace) -> int:
     """pixelwise predict."""
     from pixelwise.data.io import read_image
     from pixelwise.data.labels import palette_png
     from pixelwise.predict import load_model
-    from pixelwise.training import resolve_device
     from pixelwise.visualize import blur_background, overlay
 
-    model = load_model(args.checkpoint, resolve_device(args.device)).for_inference()
-    if args.blur_background or args.keep:
+    if args.keep and not args.blur_background:
+        raise PixelwiseError("--keep chooses the classes that --blur-background keeps sharp; add --blur-background")
+    model = load_model(args.checkpoint, args.device).for_inference()
+    if args.blur_background:
         _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate the classes before any work
     paths, failures = expand_inputs(args.inputs)
     out = Path(args.out)
-    earlier = [path for path in paths if path.parent.resolve() == out.resolve() and path.name.endswith(PREDICTION_SUFFIXES)]
+    earlier = earlier_outputs(paths, out)
     if earlier:
         print(f"skipping {len(earlier)} file(s) in {out} named as this command's outputs ({', '.join('NAME' + suffix for suffix in PREDICTION_SUFFIXES)})")
         paths = [path for path in paths if path not in earlier]
-    used: set[str] = set()
+    names = output_names(paths)
     segmented = 0
     for path in paths:
         try:
@@ -276,17 +293,17 @@ def run_predict(args: argparse.Namespace) -> int:
             failures.append((str(path), str(error)))
             continue
         mask = model.predict(photo, max_side=args.max_side, precision=args.precision)
-        stem = _unique_stem(path, used)
+        target = out / names[path]
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            palette_png(mask, model.palette).save(out / f"{stem}{MASK_SUFFIX}")
-            overlay(photo, mask, model.class_names, model.palette).save(out / f"{stem}{OVERLAY_SUFFIX}", quality=92)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            palette_png(mask, model.palette).save(f"{target}{MASK_SUFFIX}")
+            overlay(photo, mask, model.class_names, model.palette).save(f"{target}{OVERLAY_SUFFIX}", quality=92)
             if args.blur_background:
-                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(out / f"{stem}{BLUR_SUFFIX}", quality=92)
+                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(f"{target}{BLUR_SUFFIX}", quality=92)
         except OSError as error:
             raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1
-        print(f"{path} -> {out / stem}{MASK_SUFFIX}")
+        print(f"{path} -> {target}{MASK_SUFFIX}")
     print(f"{segmented} image(s) segmented into {out}")
     for source, problem in failures:
         print(f"failed: {problem}" if problem.startswith(source) else f"failed: {source}: {problem}", file=sys.stderr)
@@ -306,7 +323,7 @@ def add_predict(subparsers) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg")
     parser.add_argument("--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred")
-    parser.add_argument("--keep", nargs="+", metavar="CLASS", help="classes kept sharp (default: every class but 'background')")
+    parser.add_argument("--keep", type=class_list, metavar="CLASS[,CLASS...]", help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')")
     parser.add_argument("--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)")
@@ -358,19 +375,21 @@ def run_check(args: argparse.Namespace) -> int:
 
     report = check_dataset(prepare_data(args.data, root=args.root), splits=args.split, crop_size=args.crop_size)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(strict_json(report.as_dict()))
         return 1 if report.problems else 0
     print(f"{report.root}: {report.layout} layout, {len(report.class_names)} classes")
     for split in report.splits:
         summary = split.as_dict(report.class_names)
-        print(f"\n{split.name}: {split.samples} usable samples, {len(split.problems)} problem(s), {summary['ignored_share']:.1%} of pixels ignored")
+        print(f"\n{split.name}: {split.samples} usable samples, {len(summary['problems'])} problem(s), {summary['ignored_share']:.1%} of pixels ignored")
         total = sum(split.class_pixels) or 1
         print("  " + ", ".join(f"{name} {count / total:.1%}" for name, count in zip(report.class_names, split.class_pixels)))
         if split.smaller_than_crop:
             shown = ", ".join(split.smaller_than_crop[:5]) + (" ..." if len(split.smaller_than_crop) > 5 else "")
             print(f"  {len(split.smaller_than_crop)} image(s) smaller than the {args.crop_size[0]}x{args.crop_size[1]} crop (training pads them): {shown}")
-        for problem in split.problems:
+        for problem in summary["problems"]:
             print(f"  problem: {problem}")
+        for warning in split.warnings:
+            print(f"  warning: {warning}")
     print(f"\n{'clean' if not report.problems else f'{len(report.problems)} problem(s) found'}")
     return 1 if report.problems else 0
 
@@ -394,9 +413,9 @@ def add_data(subparsers) -> None:
     synth.add_argument("--num-train", type=positive_int, default=200, help="training images (default: 200)")
     synth.add_argument("--num-val", type=non_negative_int, default=50, help="validation images (default: 50)")
     synth.add_argument("--classes", type=int, default=5, help="classes, background included, 2..21 (default: 5)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    synth.add_argument("--min-size", type=int, default=96, help="smallest image side (default: 96)")
-    synth.add_argument("--max-size", type=int, default=224, help="largest image side (default: 224)")
+    synth.add_argument("--seed", type=seed_number, default=0, help="random seed (default: 0)")
+    synth.add_argument("--min-size", type=picture_side, default=96, help="smallest image side (default: 96)")
+    synth.add_argument("--max-size", type=picture_side, default=224, help=f"largest image side, at most {MAX_PICTURE_SIDE} (default: 224)")
     check = _command(
         commands, "check", run_check,
         "walk a whole dataset and report problems: exit 0 when clean, 1 when problems were found, 2 on bad arguments",
@@ -413,12 +432,12 @@ def add_data(subparsers) -> None:
     )
     _data_arguments(show, positional=True)
     show.add_argument("--split", default="train", help="(default: train)")
-    show.add_argument("--n", type=positive_int, default=5, help="photos to show (default: 5)")
-    show.add_argument("--crops", type=positive_int, help="show this many random crops of photo --index instead")
+    show.add_argument("--n", type=picture_count, default=5, help=f"photos to show, at most {MAX_PICTURES} (default: 5)")
+    show.add_argument("--crops", type=picture_count, help="show this many random crops of photo --index instead")
     show.add_argument("--index", type=int, default=0, help="photo to crop (default: 0)")
-    show.add_argument("--crop-size", type=size_pair, default=(200, 300), metavar="HxW", help="crop size (default: 200x300)")
-    show.add_argument("--seed", type=int, default=0, help="random seed for the crops (default: 0)")
-    show.add_argument("--out", required=True, metavar="FILE.png", help="picture to write")
+    show.add_argument("--crop-size", type=picture_size, default=(200, 300), metavar="HxW", help=f"crop size, sides at most {MAX_PICTURE_SIDE} (default: 200x300)")
+    show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
+    show.add_argument("--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...)")
 
 
 # ---------------------------------------------------------------- demo
@@ -468,7 +487,12 @@ def one_line(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 when some inputs failed, 2 on bad arguments or files."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    leading = itertools.takewhile(lambda token: token.startswith("-"), sys.argv[1:] if argv is None else argv)
+    unknown = [token for token in leading if token not in ("-h", "--help", "--version")]
+    if unknown:  # argparse would only say that the command is missing
+        parser.error(f"unrecognized option {unknown[0]} before the command")
+    args = parser.parse_args(argv)
     keep_freed_memory()
     try:
         return args.handler(args)

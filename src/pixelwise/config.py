@@ -21,6 +21,8 @@ CHOICES = {
 }  # fmt: skip
 # A config saved before a setting existed trained as this value does, not as today's default.
 BEFORE_THE_SETTING = {"class_weighting": "none"}
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 256
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
@@ -94,8 +96,13 @@ class TrainConfig:
         for name, value in (("weight_decay", self.weight_decay), ("warmup_epochs", self.warmup_epochs), ("workers", self.workers)):
             if not (value >= 0 and math.isfinite(value)):
                 problems.append(f"{name} must be a non-negative number, got {value}")
-        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
-            problems.append(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
+        finite_pair = len(self.scale_range) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.scale_range)
+        if not (finite_pair and 0 < self.scale_range[0] <= self.scale_range[1]):
+            problems.append(f"scale range must be two finite numbers with 0 < low <= high, got {self.scale_range}")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if self.workers > MAX_WORKERS:
+            problems.append(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
         if problems:
             raise TrainingError("; ".join(problems))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.io import read_image
 from pixelwise.data.synthetic import make_synthetic_voc
 from pixelwise.data.voc import VOCSegmentation, is_voc_tree
+from pixelwise.jsontext import strict_json
 from pixelwise.predict import load_model
 from pixelwise.training import Log, evaluate_split, train
 from pixelwise.visualize import comparison_figure, overlay
@@ -58,5 +58,5 @@ def run_demo(out_dir: Path | str, *, epochs: int | None = None, progress: bool =
         "train_seconds": sum(row["seconds"] for row in result.history),
         "checkpoint": str(result.run_dir / "best.pt"),
     }
-    (report / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (report / "metrics.json").write_text(strict_json(summary) + "\n", encoding="utf-8")
     return {**summary, "report": str(report)}

@@ -23,3 +23,7 @@ class CheckpointError(PixelwiseError):
 
 class TrainingError(PixelwiseError):
     """Training cannot start or cannot go on (unwritable output, diverged loss, ...)."""
+
+
+class DeviceError(PixelwiseError):
+    """The requested device does not exist here or cannot run a model."""

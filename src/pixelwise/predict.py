@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 from pixelwise.checkpoint import load_checkpoint
 from pixelwise.data.io import read_image, to_rgb
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from pixelwise.device import resolve_device
 from pixelwise.engine import autocast
 from pixelwise.errors import CheckpointError
 from pixelwise.models import build_model, fold_batch_norms
@@ -121,8 +122,10 @@ def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048, 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
     """A Segmenter from a checkpoint file, in eval mode and channels-last as training leaves it; nothing else is needed.
 
-    Call `.for_inference()` on it for a faster copy that only predicts.
+    Call `.for_inference()` on it for a faster copy that only predicts. `device` is
+    "cpu", "cuda", "cuda:N" or "auto"; one that is not there raises DeviceError.
     """
+    device = resolve_device(device)
     payload = load_checkpoint(path)
     class_names = tuple(payload["class_names"])
     network = build_model(payload["model"]["name"], num_classes=len(class_names))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -19,35 +16,27 @@ from tqdm import tqdm
 import pixelwise
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
+from pixelwise.data.check import SplitReport, check_dataset
+from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import steps_per_epoch, train_loader, training_samples
-from pixelwise.data.spec import open_dataset, prepare_data
+from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
+from pixelwise.device import resolve_device
 from pixelwise.engine import EpochProgress, evaluate, train_one_epoch
-from pixelwise.errors import DatasetError, TrainingError
+from pixelwise.errors import CheckpointError, DatasetError, PixelwiseError, TrainingError
+from pixelwise.memory import refuse_impossible_batch
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.models import build_model
 from pixelwise.predict import Segmenter
+from pixelwise.run_directory import prepare_run_dir, refuse_earlier_run, refuse_foreign_folder, write_metrics_csv
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
-CHECKPOINT_FILES = ("last.pt", "best.pt")
-RUN_FILES = (*CHECKPOINT_FILES, "metrics.csv", "curves.png")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when present, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device cuda requested but CUDA is not available; use --device cpu")
-    return device
+RESUME_MAY_CHANGE = ("epochs", "out", "data", "root", "download", "device", "workers", "lr", "deterministic", "save_every_steps", "on_bad_sample")
+"""Settings a resumed run may give anew: where things are, how fast it runs, how long, and the learning rate (logged)."""
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -86,31 +75,14 @@ class TrainResult:
     history: list[dict]
 
 
-def metrics_row(epoch: int, done: EpochProgress, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...]) -> dict:
-    """One metrics.csv row."""
+def metrics_row(epoch: int, done: EpochProgress, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...], val_skipped: int) -> dict:
+    """One metrics.csv row; `val_skipped` validation photos were left out of the metrics."""
     row = {"epoch": epoch, "loss": done.loss, "lr": lr}
     row.update({key: value for key, value in metrics.as_dict().items() if key != "iou"})
     row.update({f"iou_{name}": value for name, value in zip(class_names, metrics.iou)})
-    row.update({"images": done.images, "skipped": len(done.skipped), "seconds": done.seconds, "images_per_second": done.images_per_second})
+    row.update({"images": done.images, "skipped": len(done.skipped), "val_skipped": val_skipped})
+    row.update({"seconds": done.seconds, "images_per_second": done.images_per_second})
     return row
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to a temporary file, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def write_metrics_csv(history: list[dict], path: Path) -> None:
-    """metrics.csv with one row per finished epoch."""
-    if not history:
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(history[0])
-    writer.writerows([f"{value:.6g}" if isinstance(value, float) else value for value in row.values()] for row in history)
-    write_atomically(path, buffer.getvalue())
 
 
 def checkpoint_payload(segmenter: Segmenter, config: TrainConfig, epoch: int, history: list[dict], best: tuple[float, int]) -> dict:
@@ -131,41 +103,22 @@ def checkpoint_payload(segmenter: Segmenter, config: TrainConfig, epoch: int, hi
     }
 
 
-def resume_config(run_dir: Path | str, *, epochs: int | None = None) -> TrainConfig:
-    """The config a run was started with (from its last.pt), optionally with more epochs."""
-    payload = load_checkpoint(Path(run_dir) / "last.pt")
-    config = TrainConfig.from_dict(payload["config"])
-    return replace(config, out=str(run_dir), epochs=epochs or config.epochs)
+def resume_config(run_dir: Path | str, **changes) -> TrainConfig:
+    """The config a run was saved with (in its last.pt), with `changes` to the settings in RESUME_MAY_CHANGE."""
+    refused = sorted(set(changes) - set(RESUME_MAY_CHANGE))
+    if refused:
+        raise TrainingError(f"a resumed run keeps its {refused[0].replace('_', ' ')}; it may change only {', '.join(RESUME_MAY_CHANGE)}")
+    path = Path(run_dir) / "last.pt"
+    config = _saved_config(path, load_checkpoint(path, for_resume=True))
+    return replace(config, out=str(run_dir), **{name: value for name, value in changes.items() if value is not None})
 
 
-def _earlier_run(run_dir: Path) -> list[str]:
-    """The checkpoints an earlier run left in `run_dir`."""
-    return [name for name in CHECKPOINT_FILES if (run_dir / name).exists()]
-
-
-def _refuse_earlier_run(run_dir: Path) -> None:
-    """A new run may not replace an earlier run's checkpoints unless told to."""
-    earlier = _earlier_run(run_dir)
-    if earlier:
-        raise TrainingError(
-            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or give another --out "
-            "(in Python: train(config, resume=True), or overwrite=True to replace it)"
-        )
-
-
-def _prepare_run_dir(config: TrainConfig, replace_earlier: bool, log: Log) -> Path:
-    """Create the run directory (emptied of an earlier run's files if `replace_earlier`) and prove it is writable."""
-    run_dir = Path(config.out)
-    if replace_earlier and _earlier_run(run_dir):  # so a crash before the first save leaves no mix of two runs
-        log(f"replacing the earlier run in {run_dir}")
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+def _saved_config(path: Path, payload: dict) -> TrainConfig:
+    """The TrainConfig stored in a checkpoint's payload."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    except OSError as error:
-        raise TrainingError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
-    return run_dir
+        return TrainConfig.from_dict(payload["config"])
+    except PixelwiseError as error:
+        raise CheckpointError(f"{path}: damaged checkpoint: field 'config': {error}") from None
 
 
 @dataclass
@@ -178,14 +131,51 @@ class RunState:
     best: tuple[float, int] = (-1.0, 0)
 
 
-def _datasets(config: TrainConfig, folder: Path, device: torch.device):
-    """The training dataset and the validation loader (batch 1: whole images differ in size)."""
-    train_set = open_dataset(folder, config.train_split, train_transforms(config.crop_size, scale_range=config.scale_range))
-    val_set = open_dataset(folder, config.val_split)  # whole photos, normalised in the loop
-    if val_set.class_names != train_set.class_names:
-        raise DatasetError(f"{folder}: splits {config.train_split} and {config.val_split} have different classes")
-    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
-    return train_set, val_loader
+@dataclass
+class CheckedData:
+    """The run's data after the whole-split check: the usable samples, and what was left out."""
+
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    train_report: SplitReport
+    val_report: SplitReport
+
+
+def _apply_bad_sample_policy(report: SplitReport, skip_bad: bool) -> None:
+    """Stop on the split's first problem (unless skipping), or on what makes the whole split unusable."""
+    if report.problems and not skip_bad:
+        more = f" (and {len(report.problems) - 1} more problem(s) in split {report.name!r}; `pixelwise data check` lists them)"
+        raise DatasetError(report.problems[0] + (more if len(report.problems) > 1 else ""))
+    if report.fatal:
+        raise DatasetError(report.fatal[0])
+
+
+def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
+    """Both splits checked as `data check` does, before any training: bad samples stop the run or are left out and logged."""
+    report = check_dataset(folder, splits=[config.train_split, config.val_split])
+    train_report, val_report = report.split(config.train_split), report.split(config.val_split)
+    for split in (train_report, val_report):
+        _apply_bad_sample_policy(split, config.on_bad_sample == "skip")
+        for problem in split.problems:
+            log(f"skipped: {problem}")
+        for warning in split.warnings:
+            log(f"warning: {warning}")
+    transforms = train_transforms(config.crop_size, scale_range=config.scale_range)
+    return CheckedData(
+        SegmentationDataset(train_report.usable, report.classes, transforms),
+        SegmentationDataset(val_report.usable, report.classes),  # whole photos, normalised in the loop
+        train_report,
+        val_report,
+    )
+
+
+def _class_weights(config: TrainConfig, report: SplitReport, class_names: tuple[str, ...], log: Log) -> torch.Tensor | None:
+    """The loss's class weights from the training split's pixel counts, or None for plain cross-entropy."""
+    if config.class_weighting == "none":
+        return None
+    weights = median_frequency_weights(report.class_pixels, report.pixels_where_present, CLASS_WEIGHTING_POWERS[config.class_weighting])
+    log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(class_names, weights.tolist())))
+    return weights
 
 
 @contextlib.contextmanager
@@ -203,12 +193,36 @@ def deterministic_algorithms(enabled: bool):
         torch.backends.cudnn.benchmark = previous[2]
 
 
+def _settings_changed(saved: TrainConfig, config: TrainConfig, log: Log) -> None:
+    """Log each setting a resume gives anew; refuse one it may not change (model, classes' meaning, recipe)."""
+    for setting in fields(TrainConfig):
+        before, now = getattr(saved, setting.name), getattr(config, setting.name)
+        if before == now or setting.name == "out":
+            continue
+        if setting.name not in RESUME_MAY_CHANGE:
+            raise TrainingError(f"{config.out}: a resumed run keeps its {setting.name.replace('_', ' ')} ({before!r}, asked {now!r}); start a new run to change it")
+        log(f"resume changes {setting.name.replace('_', ' ')}: {before} -> {now}")
+
+
 def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, log: Log) -> RunState:
     """Load last.pt of the run into the model, optimiser and scheduler; where to go on from."""
-    state = load_checkpoint(Path(config.out) / "last.pt")
-    segmenter.network.load_state_dict(state["state_dict"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    path = Path(config.out) / "last.pt"
+    state = load_checkpoint(path, for_resume=True)
+    if tuple(state["class_names"]) != segmenter.class_names:
+        raise TrainingError(
+            f"{path}: was trained on classes {', '.join(state['class_names'])}; the data now has {', '.join(segmenter.class_names)} "
+            "(a resumed run keeps its classes; start a new run for the new table)"
+        )
+    saved = _saved_config(path, state)
+    _settings_changed(saved, config, log)
+    try:
+        segmenter.network.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint: its weights or optimiser state do not fit {config.model} ({str(error).splitlines()[0]})") from None
+    if config.lr != saved.lr:
+        _set_peak_lr(scheduler, config.lr)
     best = (state["best"]["miou"], state["best"]["epoch"])
     finished = state["epoch"] - (1 if state.get("progress") else 0)
     if finished > config.epochs:  # refused before config.json is rewritten with the shorter count
@@ -225,6 +239,13 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
     return resumed
 
 
+def _set_peak_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
+    """Make `lr` the schedule's peak from the current step on (a resume that changes the learning rate)."""
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group, factor in zip(scheduler.optimizer.param_groups, (fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas)):
+        group["initial_lr"], group["lr"] = lr, lr * factor
+
+
 def _save(payload: dict, path: Path) -> None:
     """save_checkpoint, with a disk-full or permission failure as one clear TrainingError."""
     try:
@@ -238,9 +259,12 @@ def train(
 ) -> TrainResult:
     """Train per `config`, writing config.json, metrics.csv, curves.png, last.pt and best.pt to `config.out`.
 
-    last.pt is also written every `config.save_every_steps` steps, so a killed run resumed with
-    `resume=True` loses at most that many steps and ends as an uninterrupted run would. A new run
-    refuses a directory where an earlier one left checkpoints, unless `overwrite=True`.
+    Both splits are checked first, as `pixelwise data check` does: a bad sample stops the run
+    before its first step, or with `on_bad_sample="skip"` is left out and counted. last.pt is
+    also written every `config.save_every_steps` steps, so a killed run resumed with
+    `resume=True` loses at most that many steps and ends as an uninterrupted run would; a
+    resume may change the settings in RESUME_MAY_CHANGE. A new run refuses a folder holding an
+    earlier run's checkpoints (unless `overwrite=True`) or files of its own.
     Sets the process's allocator to keep freed memory (`runtime.keep_freed_memory`).
     """
     keep_freed_memory()
@@ -248,74 +272,117 @@ def train(
         return _train(config, resume=resume, overwrite=overwrite, progress=progress, log=log or (lambda message: None))
 
 
+def _with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """The config with its data folder and root as absolute paths, so the run resumes from any working directory."""
+    if config.data in DEFAULT_ROOTS:
+        return replace(config, root=str(Path(config.root or DEFAULT_ROOTS[config.data]).resolve()))
+    return replace(config, data=str(Path(config.data).resolve()))
+
+
 def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool, log: Log) -> TrainResult:
-    """The body of `train`."""
+    """The body of `train`: everything is checked before the run directory is touched."""
+    if not resume:
+        refuse_foreign_folder(Path(config.out))
     if not (resume or overwrite):
-        _refuse_earlier_run(Path(config.out))
+        refuse_earlier_run(Path(config.out))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the model's initial weights
-    folder = prepare_data(config.data, root=config.root, download=config.download)
-    train_set, val_loader = _datasets(config, folder, device)
-    network = build_model(config.model, num_classes=len(train_set.class_names), backbone_weights=config.backbone_weights)
-    segmenter = Segmenter(network, model_name=config.model, class_names=train_set.class_names, palette=train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    try:
+        folder = prepare_data(config.data, root=config.root, download=config.download)
+    except DatasetError as error:
+        raise DatasetError(f"{error}{'; if the data moved, resume with --data NEW_PLACE' if resume else ''}") from None
+    config = _with_absolute_paths(config)
+    data = _checked_data(config, folder, log)
+    class_names = data.train_set.class_names
+    network = build_model(config.model, num_classes=len(class_names), backbone_weights=config.backbone_weights)
+    refuse_impossible_batch(network, config.batch_size, config.crop_size, device)
+    segmenter = Segmenter(network, model_name=config.model, class_names=class_names, palette=data.train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     segmenter.to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config, segmenter)
-    steps = steps_per_epoch(len(train_set), config.batch_size)
-    scheduler = build_scheduler(optimizer, config, steps)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch(len(data.train_set), config.batch_size))
     state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
-    skip_bad = config.on_bad_sample == "skip"
-    class_weights = None
-    if config.class_weighting != "none":  # before the run directory is touched: a bad label stops the run here
-        power = CLASS_WEIGHTING_POWERS[config.class_weighting]
-        class_weights = median_frequency_weights(train_set, power, skip_bad=skip_bad).to(device)
-        log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(train_set.class_names, class_weights.tolist())))
-    run_dir = _prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
-    samples = training_samples(train_set, config.seed, decode_on=config.decode_on, skip_bad=skip_bad)
-    normalization = (segmenter.mean, segmenter.std)
-    seen_skipped: set[str] = set()
-    log(f"training {config.model} on {folder} ({len(train_set)} images, {len(train_set.class_names)} classes) on {device}")
-    loader = train_loader(samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda")
+    class_weights = _class_weights(config, data.train_report, class_names, log)
+    run_dir = prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
+    log(f"training {config.model} on {folder} ({len(data.train_set)} images, {len(class_names)} classes) on {device}")
+    loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, class_weights, run_dir, log)
     for epoch in range(state.epoch, config.epochs + 1):
-        epoch_progress = state.progress or EpochProgress()
+        loop.run_epoch(epoch, state, progress)
+    return TrainResult(run_dir, state.best[0], state.best[1], state.history)
+
+
+class EpochLoop:
+    """One run's epochs: train, log what was skipped, validate, save the checkpoints and curves."""
+
+    def __init__(self, config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, device: torch.device, data: CheckedData, class_weights, run_dir: Path, log: Log):
+        self.config, self.segmenter, self.optimizer, self.scheduler = config, segmenter, optimizer, scheduler
+        self.device, self.data, self.run_dir, self.log = device, data, run_dir, log
+        self.class_weights = None if class_weights is None else class_weights.to(device)
+        self.steps = steps_per_epoch(len(data.train_set), config.batch_size)
+        samples = training_samples(data.train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
+        self.loader = train_loader(samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda")
+        self.val_loader = DataLoader(data.val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
+        self.logged_skips = set(data.train_report.problems)
+
+    def _save_state(self, epoch: int, state: RunState, progress: EpochProgress | None) -> None:
+        """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end."""
+        payload = checkpoint_payload(self.segmenter, self.config, epoch, state.history, state.best)
+        resume = {"progress": asdict(progress) if progress else None, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        _save({**payload, **resume}, self.run_dir / "last.pt")
+        if progress is None and state.best[1] == epoch:
+            _save(payload, self.run_dir / "best.pt")
+
+    def run_epoch(self, epoch: int, state: RunState, progress: bool) -> None:
+        """Train epoch `epoch` (from where `state` says it stopped), validate it and save."""
+        config = self.config
+        done = state.progress or EpochProgress(skipped=list(self.data.train_report.problems))
         state.progress = None
-        loader.batch_sampler.set_epoch(epoch, epoch_progress.steps)
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", total=steps, initial=epoch_progress.steps, disable=not progress, leave=False, unit="batch")
+        self.loader.batch_sampler.set_epoch(epoch, done.steps)
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{config.epochs}", total=self.steps, initial=done.steps, disable=not progress, leave=False, unit="batch")
 
         def on_step(done: EpochProgress, lr: float) -> None:
             bar.set_postfix(loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}")
-            if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < steps:
-                mid_epoch = checkpoint_payload(segmenter, config, epoch, state.history, state.best)
-                _save({**mid_epoch, "progress": asdict(done), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
+            if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < self.steps:
+                self._save_state(epoch, state, done)
 
         try:
-            train_one_epoch(segmenter, bar, optimizer, scheduler, device, normalization=normalization, class_weights=class_weights, precision=config.precision, progress=epoch_progress, on_step=on_step)
+            train_one_epoch(
+                self.segmenter, bar, self.optimizer, self.scheduler, self.device, normalization=self.normalization,
+                class_weights=self.class_weights, precision=config.precision, progress=done, on_step=on_step,
+            )  # fmt: skip
         except TrainingError as error:
-            saved = run_dir / "last.pt"
+            saved = self.run_dir / "last.pt"
             where = f"the last good checkpoint is {saved}" if saved.is_file() else "no checkpoint was written before it"
             raise TrainingError(f"epoch {epoch}: {error}; {where}") from None
         finally:
             bar.close()
-        for message in epoch_progress.skipped:
-            if message not in seen_skipped:
-                seen_skipped.add(message)
-                log(f"skipped: {message}")
-        metrics = evaluate(segmenter, val_loader, len(train_set.class_names), device, normalization=normalization)
-        row = metrics_row(epoch, epoch_progress, optimizer.param_groups[0]["lr"], metrics, train_set.class_names)
-        state.history.append(row)
+        for message in done.skipped:
+            if message not in self.logged_skips:
+                self.logged_skips.add(message)
+                self.log(f"skipped: {message}")
+        self._finish_epoch(epoch, state, done)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The model's input mean and std."""
+        return self.segmenter.mean, self.segmenter.std
+
+    def _finish_epoch(self, epoch: int, state: RunState, done: EpochProgress) -> None:
+        """Validate, record the epoch, save the checkpoints and curves, log one line."""
+        class_names = self.segmenter.class_names
+        metrics = evaluate(self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization)
+        val_skipped = len(self.data.val_report.problems)
+        state.history.append(metrics_row(epoch, done, self.optimizer.param_groups[0]["lr"], metrics, class_names, val_skipped))
         if metrics.miou > state.best[0]:
             state.best = (metrics.miou, epoch)
-        payload = checkpoint_payload(segmenter, config, epoch, state.history, state.best)
-        _save({**payload, "progress": None, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, run_dir / "last.pt")
-        if state.best[1] == epoch:
-            _save(payload, run_dir / "best.pt")
-        write_metrics_csv(state.history, run_dir / "metrics.csv")
-        plot_curves(state.history, run_dir / "curves.png")
-        skipped = f"  skipped {len(epoch_progress.skipped)} bad sample(s), trained on {epoch_progress.images}" if epoch_progress.skipped else ""
-        log(
-            f"epoch {epoch}/{config.epochs}  loss {epoch_progress.loss:.4f}  val mIoU {metrics.miou:.4f}  "
-            f"pixel acc {metrics.pixel_accuracy:.4f}  {epoch_progress.images_per_second:.1f} img/s  {epoch_progress.seconds:.0f} s{skipped}"
+        self._save_state(epoch, state, None)
+        write_metrics_csv(state.history, self.run_dir / "metrics.csv")
+        plot_curves(state.history, self.run_dir / "curves.png")
+        skipped = f"  skipped {len(done.skipped)} bad sample(s), trained on {done.images}" if done.skipped else ""
+        skipped += f"  val left out {val_skipped} bad photo(s)" if val_skipped else ""
+        self.log(
+            f"epoch {epoch}/{self.config.epochs}  loss {done.loss:.4f}  val mIoU {metrics.miou:.4f}  "
+            f"pixel acc {metrics.pixel_accuracy:.4f}  {done.images_per_second:.1f} img/s  {done.seconds:.0f} s{skipped}"
         )
-    return TrainResult(run_dir, state.best[0], state.best[1], state.history)
 
 
 def evaluate_split(

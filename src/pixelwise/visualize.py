@@ -23,13 +23,13 @@ def colorize(mask: np.ndarray, palette: Palette) -> Image.Image:
 
 
 def legend(class_ids: Sequence[int], class_names: Sequence[str], palette: Palette, width: int) -> Image.Image:
-    """A white strip `width` wide listing a colour swatch and name per class id, wrapped."""
+    """A white strip listing a colour swatch and name per class id, wrapped at `width` (wider if one entry needs it)."""
     font = ImageFont.load_default()
-    entries = [(palette[i], class_names[i]) for i in class_ids if i < len(class_names)]
+    entries = [(palette[i], class_names[i], SWATCH + 6 + int(font.getlength(class_names[i])) + 14) for i in class_ids if i < len(class_names)]
     row_height, padding = SWATCH + 6, 6
+    width = max([width, *(padding + entry_width for *_, entry_width in entries)])  # a name is never cut
     x, y, positions = padding, padding, []
-    for color, name in entries:
-        entry_width = SWATCH + 6 + int(font.getlength(name)) + 14
+    for color, name, entry_width in entries:
         if x + entry_width > width and x > padding:
             x, y = padding, y + row_height
         positions.append((x, y, color, name))

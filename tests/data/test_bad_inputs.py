@@ -121,7 +121,7 @@ def test_data_check_reports_every_problem(broken_voc):
     problems = "\n".join(train.problems)
     assert "000000.jpg: cannot decode image" in problems
     assert "000001.png: 5x5 label for a" in problems
-    assert "000002.png: label values that are neither a class nor ignored: values 17 (3 px)" in problems
+    assert "000002.png: label values 17 (3 px) are neither a class (0..3) nor ignored (255)" in problems
     assert "000003.jpg: image listed by" in problems and "is missing; found 000003.jpeg, not 000003.jpg" in problems
     assert "escapes the dataset folder" in problems and "'000004' is listed twice" in problems
     assert len(train.problems) == 6
@@ -129,7 +129,7 @@ def test_data_check_reports_every_problem(broken_voc):
     assert train.smaller_than_crop, "synthetic images of 40..90 px include some below 60x60"
     assert sum(train.class_pixels) > 0 and train.ignored_pixels > 0
     empty = next(split for split in report.splits if split.name == "empty")
-    assert empty.problems == [f"{broken_voc / 'ImageSets' / 'Segmentation' / 'empty.txt'}: split is empty"]
+    assert empty.fatal == [f"{broken_voc / 'ImageSets' / 'Segmentation' / 'empty.txt'}: split is empty"] and not empty.problems
 
 
 def test_data_check_cli_exit_codes(broken_voc, synthetic_voc, capsys):
@@ -164,5 +164,6 @@ def test_data_check_on_a_folder_dataset_pairs_images_and_labels(tmp_path):
     assert "lonely.jpg: image without a label\n" in problems + "\n"
     assert "lossy.jpg: image without a label; found lossy.jpg, not lossy.png" in problems
     assert "orphan.png: label without an image" in problems
-    assert "colour.png: colours not in the class map: colours (1, 2, 3) (1 px)" in problems
-    assert report.splits[0].samples == 2
+    assert "colour.png: colours (1, 2, 3) (1 px) are not in the class map" in problems
+    assert report.split("train").samples == 1, "only a.png decodes"
+    assert "images/val: split not found (available: train)" in problems, "training would need a val split"

@@ -45,7 +45,7 @@ def test_folder_dataset_errors_name_the_problem(tmp_path):
 def test_folder_dataset_refuses_values_outside_the_table(tmp_path):
     root = make_folder_tree(tmp_path)
     Image.fromarray(np.full((16, 20), 4, dtype=np.uint8), mode="L").save(root / "labels" / "train" / "0.png")
-    with pytest.raises(DatasetError, match=r"0\.png: label values 4 are neither a class"):
+    with pytest.raises(DatasetError, match=r"0\.png: label values 4 \(320 px\) are neither a class \(0, 1\) nor ignored \(9, 255\)"):
         FolderSegmentation(root)[0]
 
 

@@ -1,4 +1,4 @@
-"""`pixelwise data check`: walk a whole dataset and report every problem, without training."""
+"""Walk whole dataset splits and report every problem: `pixelwise data check`, and training before its first step."""
 
 from __future__ import annotations
 
@@ -7,31 +7,55 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelwise.data.dataset import same_name_hint
+from pixelwise.data.dataset import Sample, require_same_size, same_name_hint
 from pixelwise.data.folder import folder_photos, folder_splits, is_folder_tree
-from pixelwise.data.io import read_image, read_label_array
+from pixelwise.data.io import read_image, read_label_file
 from pixelwise.data.labels import IGNORE_INDEX, ClassTable, read_classes_csv
 from pixelwise.data.voc import SPLIT_DIR, find_voc_root, is_voc_tree, scan_split_file, voc_class_table_of, voc_sample, voc_splits
 from pixelwise.errors import DatasetError
 
+TRAINING_SPLITS = ("train", "val")
+"""The splits `pixelwise train` reads unless told otherwise: a dataset without them is a problem."""
+
+
+@dataclass
+class PaletteMismatch:
+    """Palette PNG labels whose own colours disagree with the class table: how many, and the first."""
+
+    labels: int = 0
+    example: str = ""
+
 
 @dataclass
 class SplitReport:
-    """What one split holds and what is wrong with it."""
+    """What one split holds and what is wrong with it.
+
+    `problems` are files or lines left out (training stops on them, or skips them);
+    `fatal` make the split unusable as a whole; `warnings` do not stop anything.
+    """
 
     name: str
-    samples: int = 0
+    usable: list[Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     smaller_than_crop: list[str] = field(default_factory=list)
     class_pixels: list[int] = field(default_factory=list)
+    pixels_where_present: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
+
+    @property
+    def samples(self) -> int:
+        """Usable samples."""
+        return len(self.usable)
 
     def as_dict(self, class_names: tuple[str, ...]) -> dict:
         """Plain dict for --json."""
         total = sum(self.class_pixels) + self.ignored_pixels
         return {
             "samples": self.samples,
-            "problems": self.problems,
+            "problems": self.fatal + self.problems,
+            "warnings": self.warnings,
             "smaller_than_crop": self.smaller_than_crop,
             "class_pixels": dict(zip(class_names, self.class_pixels)),
             "ignored_share": self.ignored_pixels / total if total else 0.0,
@@ -44,13 +68,22 @@ class CheckReport:
 
     root: Path
     layout: str
-    class_names: tuple[str, ...]
+    classes: ClassTable
     splits: list[SplitReport]
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the classes, index order."""
+        return self.classes.class_names
+
+    @property
     def problems(self) -> list[str]:
-        """Every problem of every split."""
-        return [problem for split in self.splits for problem in split.problems]
+        """Every problem of every split, whole-split ones first."""
+        return [problem for split in self.splits for problem in split.fatal + split.problems]
+
+    def split(self, name: str) -> SplitReport:
+        """The report of split `name`."""
+        return next(split for split in self.splits if split.name == name)
 
     def as_dict(self) -> dict:
         """Plain dict for --json."""
@@ -63,88 +96,130 @@ class CheckReport:
         }
 
 
-def _describe_unknown(unknown: dict, rgb: bool) -> str:
-    """'values 14 (30 px), 200 (2 px)' or 'colours (1, 2, 3) (5 px)'."""
-    items = sorted(unknown.items(), key=lambda item: -item[1])[:5]
-    shown = ", ".join(f"{value} ({count} px)" for value, count in items)
-    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return f"{'colours' if rgb else 'values'} {shown}{more}"
+def _palette_disagreement(label: Path, raw: np.ndarray, palette: np.ndarray, classes: ClassTable) -> str:
+    """'value 1 is (0, 128, 0) in FILE, (128, 0, 0) in the class table' for the first class value whose colours differ, else ''."""
+    for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)).tolist():
+        index = int(classes.value_to_class[value])
+        if 0 <= index < classes.num_classes and tuple(palette[value].tolist()) != classes.palette[index]:
+            return f"value {value} ({classes.class_names[index]}) is {tuple(palette[value].tolist())} in {label}, {classes.palette[index]} in the class table"
+    return ""
 
 
-def _inspect_pair(photo: Path, label: Path, classes: ClassTable, crop_size: tuple[int, int] | None, report: SplitReport) -> None:
-    """Decode one pair, adding its problems and pixel counts to `report`."""
+def _inspect_pair(sample: Sample, classes: ClassTable, crop_size: tuple[int, int] | None, report: SplitReport, palettes: PaletteMismatch) -> None:
+    """Decode one pair as training does; count it as usable with its pixels, or add its problem to `report`."""
+    photo, label = sample
     try:
         image = read_image(photo)
-        raw = read_label_array(label)
+        raw, palette = read_label_file(label)
+        require_same_size(raw, image.height, image.width, label, photo)
+        mask = classes.decode(raw, label)
     except DatasetError as error:
         report.problems.append(str(error))
         return
-    if raw.shape[:2] != (image.height, image.width):
-        report.problems.append(f"{label}: {raw.shape[1]}x{raw.shape[0]} label for a {image.width}x{image.height} image")
-        return
-    unknown = classes.unknown_values(raw)
-    if unknown:
-        kind = "colours not in the class map" if raw.ndim == 3 else "label values that are neither a class nor ignored"
-        report.problems.append(f"{label}: {kind}: {_describe_unknown(unknown, raw.ndim == 3)}")
-        if raw.ndim == 2:
-            return  # training refuses this label, so it is not a usable sample
-    mask = classes.decode(raw, label)
+    if palette is not None:
+        disagreement = _palette_disagreement(label, raw, palette, classes)
+        palettes.labels += bool(disagreement)
+        palettes.example = palettes.example or disagreement
     counts = np.bincount(mask.ravel(), minlength=256)
-    report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, counts[: classes.num_classes])]
+    class_counts = counts[: classes.num_classes]
+    report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, class_counts)]
+    report.pixels_where_present = [a + (int(class_counts.sum()) if b else 0) for a, b in zip(report.pixels_where_present, class_counts)]
     report.ignored_pixels += int(counts[IGNORE_INDEX])
     if crop_size and (image.height < crop_size[0] or image.width < crop_size[1]):
         report.smaller_than_crop.append(f"{photo.name} ({image.width}x{image.height})")
-    report.samples += 1
+    report.usable.append(sample)
 
 
-def _voc_split(root: Path, split: str, classes: ClassTable, crop_size) -> SplitReport:
-    """Check one split file of a VOC tree."""
-    report = SplitReport(split, class_pixels=[0] * classes.num_classes)
+def _voc_samples(root: Path, split: str, report: SplitReport) -> tuple[list[Sample], str]:
+    """The samples a VOC split file lists whose files exist; the others, and bad lines, go to `report`."""
     split_file = root / SPLIT_DIR / f"{split}.txt"
     names, report.problems = scan_split_file(split_file)
-    if not names:
-        report.problems.append(f"{split_file}: split is empty")
+    samples = []
     for name in names:
         photo, label = voc_sample(root, name)
         if not photo.is_file() or not label.is_file():
             absent, kind = (photo, "image") if not photo.is_file() else (label, "label")
             report.problems.append(f"{absent}: {kind} listed by {split_file} is missing{same_name_hint(absent)}")
-            continue
-        _inspect_pair(photo, label, classes, crop_size, report)
-    return report
+        else:
+            samples.append((photo, label))
+    return samples, str(split_file)
 
 
-def _folder_split(root: Path, split: str, classes: ClassTable, crop_size) -> SplitReport:
-    """Check one split of a folder-layout dataset."""
-    report = SplitReport(split, class_pixels=[0] * classes.num_classes)
-    photos = folder_photos(root / "images" / split)
-    label_dir = root / "labels" / split
+def _folder_samples(root: Path, split: str, report: SplitReport) -> tuple[list[Sample], str]:
+    """The photo/label pairs of a folder split; lone photos and labels go to `report`."""
+    image_dir, label_dir = root / "images" / split, root / "labels" / split
+    if not image_dir.is_dir():
+        raise DatasetError(f"{image_dir}: split not found (available: {', '.join(folder_splits(root)) or 'none'})")
+    photos = folder_photos(image_dir)
     labels = {p.stem: p for p in label_dir.glob("*.png")} if label_dir.is_dir() else {}
-    if not photos:
-        report.problems.append(f"{root / 'images' / split}: split is empty")
     for stem in sorted(set(labels) - {photo.stem for photo in photos}):
         report.problems.append(f"{labels[stem]}: label without an image")
+    samples = []
     for photo in photos:
-        if photo.stem not in labels:
+        if photo.stem in labels:
+            samples.append((photo, labels[photo.stem]))
+        else:
             report.problems.append(f"{photo}: image without a label{same_name_hint(label_dir / f'{photo.stem}.png')}")
-            continue
-        _inspect_pair(photo, labels[photo.stem], classes, crop_size, report)
+    return samples, str(image_dir)
+
+
+def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_size) -> SplitReport:
+    """Check one split: every listed pair decoded, counted, or reported."""
+    report = SplitReport(split, class_pixels=[0] * classes.num_classes, pixels_where_present=[0] * classes.num_classes)
+    try:
+        samples, where = (_voc_samples if layout == "voc" else _folder_samples)(root, split, report)
+    except DatasetError as error:  # the split itself is missing
+        report.fatal.append(f"{error}; `pixelwise train` reads splits {' and '.join(TRAINING_SPLITS)} unless told others")
+        return report
+    if not samples and not report.problems:
+        report.fatal.append(f"{where}: split is empty")
+        return report
+    palettes = PaletteMismatch()
+    for sample in samples:
+        _inspect_pair(sample, classes, crop_size, report, palettes)
+    _judge_split(report, classes, where, palettes)
     return report
+
+
+def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes: PaletteMismatch) -> None:
+    """Whole-split verdicts: nothing usable or nothing labelled is fatal; a class never seen or palettes that disagree, a warning."""
+    if not report.usable:
+        report.fatal.append(f"{where}: no usable sample in split {report.name!r} ({len(report.problems)} problem(s))")
+    elif sum(report.class_pixels) == 0:
+        report.fatal.append(
+            f"{where}: no labelled pixel in split {report.name!r}: every pixel of its {report.samples} label(s) is ignored "
+            f"({IGNORE_INDEX} or an ignore colour), so there is nothing to learn or measure"
+        )
+    else:
+        absent = [name for name, count in zip(classes.class_names, report.class_pixels) if count == 0]
+        if absent:
+            report.warnings.append(f"split {report.name!r} has no pixel of class(es) {', '.join(absent)}")
+    if palettes.labels:
+        report.warnings.append(
+            f"{palettes.labels} palette label(s) of split {report.name!r} colour their values unlike the class table "
+            f"(pixel values decide the class; check the table): {palettes.example}"
+        )
 
 
 def check_dataset(folder: Path | str, *, splits: list[str] | None = None, crop_size: tuple[int, int] | None = None) -> CheckReport:
-    """Report every problem in a VOC tree or folder dataset; raise only if it is neither."""
+    """Report every problem in the named splits (default: all, and the training splits) of a VOC tree or folder dataset.
+
+    Raises DatasetError only when `folder` is neither kind of dataset or its class table is unreadable.
+    """
     folder = Path(folder)
     if is_voc_tree(folder):
         root = find_voc_root(folder)
-        layout, classes, available, check_split = "voc", voc_class_table_of(root), voc_splits(root), _voc_split
+        layout, classes, available = "voc", voc_class_table_of(root), voc_splits(root)
     elif is_folder_tree(folder):
         root = folder
-        layout, classes, available, check_split = "folder", read_classes_csv(root / "classes.csv"), folder_splits(root), _folder_split
+        layout, classes, available = "folder", read_classes_csv(root / "classes.csv"), folder_splits(root)
     else:
         raise DatasetError(f"{folder}: neither a VOC tree (ImageSets/Segmentation) nor a folder dataset (classes.csv, images/, labels/)")
-    unknown = sorted(set(splits or []) - set(available))
-    if unknown:
-        raise DatasetError(f"{root}: no split {unknown[0]!r} (available: {', '.join(available) or 'none'})")
-    reports = [check_split(root, split, classes, crop_size) for split in (splits or available)]
-    return CheckReport(root, layout, classes.class_names, reports)
+    if splits is None:
+        names = [*available, *(split for split in TRAINING_SPLITS if split not in available)]
+    else:
+        unknown = sorted(set(splits) - set(available))
+        if unknown:
+            raise DatasetError(f"{root}: no split {unknown[0]!r} (available: {', '.join(available) or 'none'})")
+        names = list(dict.fromkeys(splits))
+    return CheckReport(root, layout, classes, [_check_split(root, layout, split, classes, crop_size) for split in names])

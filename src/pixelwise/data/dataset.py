@@ -6,6 +6,7 @@ import glob
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -66,16 +67,18 @@ class SegmentationDataset(Dataset):
         """Sample `index`'s class-index mask, uint8 (compact across workers), checked against the photo's size."""
         image_path, label_path = self.samples[index]
         label = read_label_array(label_path)
-        if label.shape[:2] != (height, width):
-            raise DatasetError(
-                f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a "
-                f"{width}x{height} image ({image_path.name})"
-            )
+        require_same_size(label, height, width, label_path, image_path)
         return torch.from_numpy(self.classes.decode(label, label_path))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(index)
         return self.transforms(image, mask) if self.transforms else (image, mask)
+
+
+def require_same_size(label: np.ndarray, height: int, width: int, label_path: Path, image_path: Path) -> None:
+    """DatasetError unless the label array is `height` x `width`, the photo's upright size."""
+    if label.shape[:2] != (height, width):
+        raise DatasetError(f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a {width}x{height} image ({image_path.name})")
 
 
 def require_files(samples: list[Sample], listed_in: Path | str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 @contextlib.contextmanager
 def _decoder_errors(path: Path | str):
-    """Turn every failure of opening or decoding `path` into one DatasetError naming it."""
+    """Turn every failure of opening or decoding `path` into one DatasetError naming it.
+
+    Pillow's two-line warning for photos between its pixel limit and twice that is silenced:
+    such photos (a 108-megapixel phone photo) decode; larger ones are refused in one line.
+    """
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except Image.DecompressionBombError as error:
@@ -81,13 +88,23 @@ def to_rgb(image: Image.Image, name: Path | str) -> Image.Image:
 
 
 def read_label_array(path: Path | str) -> np.ndarray:
-    """Raw label pixels: (H, W) uint8 for palette/grayscale PNGs, (H, W, 3) for RGB colour maps."""
+    """Raw label pixels: (H, W) uint8 for palette/grayscale PNGs, (H, W, 3) for RGB and (H, W, 4) for RGBA colour maps."""
+    return read_label_file(path)[0]
+
+
+def read_label_file(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_label_array`'s pixels, and a palette PNG's own colours as (256, 3) uint8 (None for other modes)."""
     image = _open(path)
     if image.mode in ("P", "L"):
-        return np.asarray(image, dtype=np.uint8)
+        palette = np.zeros((256, 3), dtype=np.uint8)
+        if image.mode == "P" and image.palette is not None and image.palette.mode == "RGB":
+            colors = np.frombuffer(bytes(image.palette.palette), dtype=np.uint8)
+            colors = colors[: len(colors) // 3 * 3].reshape(-1, 3)[:256]
+            palette[: len(colors)] = colors
+        return np.asarray(image, dtype=np.uint8), palette if image.mode == "P" else None
     if image.mode in ("RGB", "RGBA"):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.asarray(image, dtype=np.uint8), None
     raise DatasetError(
         f"{path}: label mode {image.mode!r} is not supported; save labels as 8-bit palette, "
-        f"grayscale or RGB PNG"
+        f"grayscale, RGB or RGBA PNG"
     )

@@ -39,8 +39,8 @@ def _color_codes(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def rgb_to_index(rgb: np.ndarray, colormap: tuple[Color, ...]) -> np.ndarray:
-    """Map an (H, W, 3) colour-map label to class indices; unknown colours become IGNORE_INDEX.
+def _color_positions(rgb: np.ndarray, colormap: tuple[Color, ...]) -> np.ndarray:
+    """Index in `colormap` of each pixel's colour of an (..., 3) array, -1 where it is not there.
 
     A sorted search over the K palette colours replaces the seed's 256**3 lookup table.
     """
@@ -49,14 +49,19 @@ def rgb_to_index(rgb: np.ndarray, colormap: tuple[Color, ...]) -> np.ndarray:
     order = np.argsort(palette_codes)
     sorted_codes = palette_codes[order]
     position = np.clip(np.searchsorted(sorted_codes, codes), 0, len(sorted_codes) - 1)
-    known = sorted_codes[position] == codes
-    return np.where(known, order[position], IGNORE_INDEX).astype(np.uint8)
+    return np.where(sorted_codes[position] == codes, order[position], -1)
+
+
+def rgb_to_index(rgb: np.ndarray, colormap: tuple[Color, ...]) -> np.ndarray:
+    """Map an (H, W, 3) colour-map label to class indices; unknown colours become IGNORE_INDEX."""
+    positions = _color_positions(rgb, colormap)
+    return np.where(positions >= 0, positions, IGNORE_INDEX).astype(np.uint8)
 
 
 def unknown_colors(rgb: np.ndarray, colormap: tuple[Color, ...]) -> dict[Color, int]:
     """Colours of an (H, W, 3) label that are not in the colormap, with their pixel counts."""
     codes, counts = np.unique(_color_codes(rgb), return_counts=True)
-    known = set(_color_codes(np.asarray(colormap, dtype=np.uint8)).tolist())
+    known = set(_color_codes(np.asarray(colormap, dtype=np.uint8).reshape(-1, 3)).tolist())
     return {
         ((code >> 16) & 255, (code >> 8) & 255, code & 255): int(count)
         for code, count in zip(codes.tolist(), counts.tolist())
@@ -92,28 +97,56 @@ class ClassTable:
         return len(self.class_names)
 
     def decode(self, label: np.ndarray, path: Path | str) -> np.ndarray:
-        """Class-index mask (H, W) uint8 from a label array read by `read_label_array`."""
-        if label.ndim == 3:
-            return rgb_to_index(label, self.palette)
-        mapped = self.value_to_class[label]
-        if (mapped < 0).any():
-            bad = sorted(np.unique(label[mapped < 0]).tolist())
-            raise DatasetError(
-                f"{path}: label values {_short_list(bad)} are neither a class "
-                f"(0..{self.num_classes - 1}) nor ignored ({IGNORE_INDEX})"
-            )
-        return mapped.astype(np.uint8)
+        """Class-index mask (H, W) uint8 from a label array read by `read_label_array`.
 
-    def unknown_values(self, label: np.ndarray) -> dict[int, int]:
-        """Label values (or packed colours) that no class or ignore entry uses, with counts."""
-        if label.ndim == 3:
-            return unknown_colors(label, self.palette + self.ignore_colors)
-        values, counts = np.unique(label[self.value_to_class[label] < 0], return_counts=True)
-        return dict(zip(values.tolist(), counts.tolist()))
+        Values (or colours) that are neither a class nor ignored raise DatasetError naming
+        them with their pixel counts; fully transparent pixels of an RGBA label are ignored.
+        """
+        if label.ndim == 2:
+            mapped = self.value_to_class[label]
+            unknown = mapped < 0
+            if unknown.any():
+                values, counts = np.unique(label[unknown], return_counts=True)
+                raise DatasetError(f"{path}: {self._describe_unknown(dict(zip(values.tolist(), counts.tolist())), rgb=False)}")
+            return mapped.astype(np.uint8)
+        rgb, labelled = label[..., :3], self._opaque(label, path)
+        positions = _color_positions(rgb, self.palette + self.ignore_colors)
+        unknown = (positions < 0) & labelled
+        if unknown.any():
+            raise DatasetError(f"{path}: {self._describe_unknown(unknown_colors(rgb[unknown], ()), rgb=True)}")
+        is_class = labelled & (positions >= 0) & (positions < self.num_classes)
+        return np.where(is_class, positions, IGNORE_INDEX).astype(np.uint8)
+
+    @staticmethod
+    def _opaque(label: np.ndarray, path: Path | str) -> np.ndarray:
+        """Pixels of an RGB(A) label that carry a colour; a semi-transparent one is an error."""
+        if label.shape[2] == 3:
+            return np.ones(label.shape[:2], dtype=bool)
+        alpha = label[..., 3]
+        partial = int(((alpha > 0) & (alpha < 255)).sum())
+        if partial:
+            raise DatasetError(
+                f"{path}: {partial} semi-transparent label pixels; a label pixel is opaque "
+                "(a class colour) or fully transparent (unlabelled)"
+            )
+        return alpha == 255
+
+    def _describe_unknown(self, unknown: dict, rgb: bool) -> str:
+        """'label values 14 (30 px), 200 (2 px) are neither a class (0, 1, 2) nor ignored (255)', or the same for colours."""
+        items = sorted(unknown.items(), key=lambda item: -item[1])[:5]
+        shown = ", ".join(f"{value} ({count} px)" for value, count in items)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        if rgb:
+            return f"colours {shown}{more} are not in the class map (neither a class colour nor an ignore colour)"
+        classes = np.flatnonzero((self.value_to_class >= 0) & (self.value_to_class != IGNORE_INDEX)).tolist()
+        ignored = np.flatnonzero(self.value_to_class == IGNORE_INDEX).tolist()
+        return f"label values {shown}{more} are neither a class ({_short_list(classes)}) nor ignored ({_short_list(ignored)})"
 
 
 def _short_list(values: list[int], limit: int = 8) -> str:
-    """'1, 2, 3' or '1, 2, ... (40 values)' for error messages."""
+    """'0..20' for a run of values, else '1, 5, 9' or '1, 2, ... (40 values)' for error messages."""
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
     shown = ", ".join(str(v) for v in values[:limit])
     return shown if len(values) <= limit else f"{shown}, ... ({len(values)} values)"
 
@@ -132,23 +165,27 @@ def voc_class_table() -> ClassTable:
 
 
 def read_classes_csv(path: Path) -> ClassTable:
-    """Read `index,name,r,g,b[,ignore]` rows; label values are renumbered to contiguous classes."""
+    """Read `index,name,r,g,b[,ignore]` rows; label values are renumbered to contiguous classes.
+
+    A spreadsheet's CSV reads too: a UTF-8 byte-order mark, CRLF line ends, spaces around fields.
+    Repeated values, names or colours are refused, naming both rows.
+    """
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{(key or "").strip(): value.strip() for key, value in row.items() if isinstance(value, str)} for row in reader]
+            header = {name.strip() for name in reader.fieldnames or []}
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DatasetError(f"{path}: cannot read class table ({error})") from None
-    required = {"index", "name", "r", "g", "b"}
-    if not rows or not required <= set(rows[0]):
-        raise DatasetError(f"{path}: needs a header with columns index,name,r,g,b (and optional ignore)")
-    entries = sorted((_parse_class_row(row, path, line) for line, row in enumerate(rows, start=2)))
-    values = [value for value, *_ in entries]
-    if len(set(values)) != len(values):
-        raise DatasetError(f"{path}: label values must be unique, got {values}")
+    if not rows or not {"index", "name", "r", "g", "b"} <= header:
+        raise DatasetError(f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row")
+    parsed = [(line, _parse_class_row(row, path, line)) for line, row in enumerate(rows, start=2)]
+    for what, key in (("label value", lambda entry: entry[0]), ("name", lambda entry: entry[1]), ("colour", lambda entry: entry[2])):
+        _refuse_repeats(path, what, [(line, key(entry)) for line, entry in parsed])
     table = np.full(256, -1, dtype=np.int16)
     table[IGNORE_INDEX] = IGNORE_INDEX
     names, palette, ignore_colors = [], [], []
-    for value, name, color, ignored in entries:
+    for value, name, color, ignored in sorted(entry for _, entry in parsed):
         if ignored:
             table[value] = IGNORE_INDEX
             ignore_colors.append(color)
@@ -161,19 +198,31 @@ def read_classes_csv(path: Path) -> ClassTable:
     return ClassTable(tuple(names), tuple(palette), table, tuple(ignore_colors))
 
 
+def _refuse_repeats(path: Path, what: str, keyed_lines: list[tuple[int, object]]) -> None:
+    """DatasetError naming the two lines of the first repeated key."""
+    first_line: dict = {}
+    for line, key in keyed_lines:
+        if key in first_line:
+            raise DatasetError(f"{path}:{line}: {what} {key!r} repeats line {first_line[key]}; each class needs its own")
+        first_line[key] = line
+
+
 def _parse_class_row(row: dict, path: Path, line: int) -> tuple[int, str, Color, bool]:
     """(label value, name, colour, ignored) of one classes.csv row."""
     try:
-        value = int(row["index"])
-        color = (int(row["r"]), int(row["g"]), int(row["b"]))
-        ignored = int(row.get("ignore") or 0) == 1
+        value = int(row.get("index"))
+        color = (int(row.get("r")), int(row.get("g")), int(row.get("b")))
+        ignore = int(row.get("ignore") or 0)
     except (TypeError, ValueError):
         raise DatasetError(f"{path}:{line}: index, r, g, b and ignore must be integers") from None
+    if ignore not in (0, 1):
+        raise DatasetError(f"{path}:{line}: ignore must be 0 or 1, got {ignore}")
+    ignored = ignore == 1
     if not (0 <= value < IGNORE_INDEX or (value == IGNORE_INDEX and ignored)):
         raise DatasetError(f"{path}:{line}: index {value} must be in 0..254 ({IGNORE_INDEX} only on a row with ignore=1)")
     if not all(0 <= c <= 255 for c in color):
         raise DatasetError(f"{path}:{line}: colour {color} must be three values in 0..255")
-    name = (row["name"] or "").strip()
+    name = row.get("name", "")
     if not name:
         raise DatasetError(f"{path}:{line}: empty class name")
     return value, name, color, ignored

@@ -13,9 +13,12 @@ from pixelwise.data.device_crops import DeviceCrops, PlannedCrop, PlannedPhotos
 from pixelwise.errors import DatasetError
 
 
+SEED_MODULUS = 2**64  # torch generators take seeds below it
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of one epoch's shuffling."""
-    return seed * 100_003 + epoch
+    return (seed * 100_003 + epoch) % SEED_MODULUS
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        torch.default_generator.manual_seed(epoch_seed(self.seed, epoch) * 1_000_003 + index)
+        torch.default_generator.manual_seed((epoch_seed(self.seed, epoch) * 1_000_003 + index) % SEED_MODULUS)
         try:
             return self.dataset[index]
         except DatasetError as error:

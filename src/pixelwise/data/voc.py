@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pixelwise.data.dataset import PairTransform, Sample, SegmentationDataset, require_files
-from pixelwise.data.labels import ClassTable, read_classes_csv, voc_class_table
+from pixelwise.data.labels import VOC_BOUNDARY_COLOR, ClassTable, read_classes_csv, voc_class_table
 from pixelwise.errors import DatasetError
 
 SPLIT_DIR = Path("ImageSets", "Segmentation")
@@ -69,9 +70,14 @@ def voc_splits(root: Path) -> list[str]:
 
 
 def voc_class_table_of(root: Path) -> ClassTable:
-    """The tree's classes.csv if it has one, else the 21 VOC classes."""
+    """The tree's classes.csv if it has one, else the 21 VOC classes; VOC's boundary colour is ignored in RGB labels unless a class uses it."""
     csv_path = root / "classes.csv"
-    return read_classes_csv(csv_path) if csv_path.is_file() else voc_class_table()
+    if not csv_path.is_file():
+        return voc_class_table()
+    table = read_classes_csv(csv_path)
+    if VOC_BOUNDARY_COLOR in table.palette + table.ignore_colors:
+        return table
+    return dataclasses.replace(table, ignore_colors=(*table.ignore_colors, VOC_BOUNDARY_COLOR))
 
 
 def voc_sample(root: Path, name: str) -> Sample:
