@@ -174,3 +174,84 @@ def test_grayscale_and_rgba_arrays_are_segmented_at_their_size():
     gray = np.random.default_rng(4).integers(0, 255, size=(20, 30), dtype=np.uint8)
     assert model.predict(gray).shape == (20, 30)
     assert np.array_equal(model.predict(np.dstack([gray] * 3 + [np.full_like(gray, 255)])), model.predict(np.dstack([gray] * 3)))
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"class_names": 5}, "class_names"),
+        ({"class_names": ["a", "a", "b"]}, "class_names"),
+        ({"model": "fcn8s"}, "model"),
+        ({"model": {"name": "unet", "num_classes": 3}}, "model"),
+        ({"model": {"name": "fcn32s", "num_classes": 4}}, "model"),
+        ({"normalization": {}}, "normalization"),
+        ({"normalization": {"mean": [0, 0, 0], "std": [1, 0, 1]}}, "normalization"),
+        ({"palette": [[0, 0], [128, 0, 0], [0, 128, 0]]}, "palette"),
+        ({"palette": [[0, 0, 0], [128, 0, 0]]}, "palette"),
+        ({"palette": [[0, 0, 0], [128, 0, 0], [0, 128, 999]]}, "palette"),
+        ({"format_version": "1"}, "format_version"),
+        ({"ignore_index": 0}, "ignore_index"),
+        ({"state_dict": [1, 2]}, "state_dict"),
+    ],
+)
+def test_a_tampered_but_well_formed_checkpoint_names_the_field(tmp_path, capsys, change, field):
+    from pixelwise.cli import main
+
+    path = tmp_path / "tampered.pt"
+    save_checkpoint({**tiny_payload(build_model("fcn32s", num_classes=3)), **change}, path)
+    with pytest.raises(CheckpointError, match=rf"tampered\.pt: damaged checkpoint: field '{field}' should be "):
+        load_model(path)
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.jpg")
+    assert main(["predict", "--checkpoint", str(path), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"field '{field}'" in err
+
+
+def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), path)
+    with pytest.raises(CheckpointError, match=r"last\.pt: checkpoint lacks config, epoch, history, best, optimizer, scheduler"):
+        load_checkpoint(path, for_resume=True)
+
+
+def test_a_full_disk_inside_torch_zip_writer_surfaces_as_the_os_error(monkeypatch):
+    """torch's zip writer turns a failing write into RuntimeError('unexpected pos'); the real cause comes back."""
+    import errno
+    import io
+
+    import pixelwise.checkpoint
+
+    class FullAfterAFewWrites(io.BytesIO):
+        writes = 0
+
+        def write(self, data):
+            FullAfterAFewWrites.writes += 1
+            if FullAfterAFewWrites.writes > 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(pixelwise.checkpoint.io, "BytesIO", FullAfterAFewWrites)
+    with pytest.raises(OSError, match="No space left on device"):
+        pixelwise.checkpoint.serialize({"weights": torch.zeros(100_000)})
+
+
+def test_checkpoints_follow_the_umask_like_the_other_run_files(tmp_path):
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), tmp_path / "model.pt")
+        (tmp_path / "other.txt").write_text("")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == (tmp_path / "other.txt").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is absent")
+def test_loading_onto_a_missing_device_is_one_clear_error(tmp_path):
+    from pixelwise.errors import DeviceError
+
+    save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), tmp_path / "model.pt")
+    for device, message in (("cuda", "CUDA is not available"), ("meta", "cannot run pixelwise"), ("nonsense", "unknown device")):
+        with pytest.raises(DeviceError, match=message):
+            load_model(tmp_path / "model.pt", device)

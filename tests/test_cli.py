@@ -3,6 +3,7 @@
 import csv
 import importlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -259,3 +260,43 @@ def test_unwritable_output_fails_before_training(trained_run, tmp_path, capsys):
     blocker.write_text("")
     assert main(["train", "--data", str(data), "--out", str(blocker / "run"), *TINY_TRAIN]) == 2
     assert "cannot write the run directory" in capsys.readouterr().err
+
+
+def test_predict_names_outputs_by_folder_not_by_the_order_inputs_were_found(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    images = tmp_path / "imgs"
+    for folder, shade in (("a", 40), ("c", 200)):
+        (images / folder).mkdir(parents=True)
+        Image.new("RGB", (30, 20), (shade, shade, shade)).save(images / folder / "x.jpg")
+    Image.new("RGB", (30, 20)).save(images / "c" / "x.png")  # a second photo named x in one folder
+    outputs = {}
+    for order in ([str(images / "**" / "*.jpg"), str(images / "c" / "x.png")], [str(images / "c" / "x.png"), str(images / "**" / "*.jpg")]):
+        out = images / "c"  # the outputs go into one of the input folders
+        assert main(["predict", "--checkpoint", str(run / "best.pt"), *order, "--out", str(out), "--device", "cpu"]) == 0
+        outputs[tuple(order)] = sorted(str(path.relative_to(out)) for path in out.rglob("*_mask.png"))
+    first, second = outputs.values()
+    assert first == second == ["a/x_mask.png", "c/x.jpg_mask.png", "c/x.png_mask.png"]
+    assert "skipping" in capsys.readouterr().out, "the second run found the first run's overlays under --out"
+
+
+def test_predict_keeps_a_comma_separated_list_and_never_swallows_a_photo(trained_run, tmp_path):
+    _, run = trained_run
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.jpg")
+    argv = ["predict", "--checkpoint", str(run / "best.pt"), "--blur-background", "--keep", "gridded disk,striped square", str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert (tmp_path / "out" / "photo_blur.jpg").is_file()
+
+
+def test_eval_json_is_strict_json_when_metrics_are_undefined(trained_run, tmp_path, capsys):
+    data, run = trained_run
+    unlabelled = shutil.copytree(data, tmp_path / "data")
+    for label in (unlabelled / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
+        Image.fromarray(np.full(Image.open(label).size[::-1], 255, dtype=np.uint8)).save(label)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(unlabelled), "--json", "--workers", "0"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert result["miou"] is None and result["pixel_accuracy"] is None and set(result["iou"].values()) == {None}

@@ -180,3 +180,94 @@ def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(
     monkeypatch.setattr(pixelwise.checkpoint.torch, "save", real_save)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_file_size_limit_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
+    """A real write failure from the OS (RLIMIT_FSIZE stands in for a full disk), not a mocked one."""
+    run = tmp_path / "run"
+    assert cli("train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0", *TINY[:1], "1", *TINY[2:]).wait(timeout=300) == 0
+    before = (run / "last.pt").read_bytes()
+    limited = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) // 2}, {len(before) // 2})); "
+        "from pixelwise.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run([sys.executable, "-c", limited, "train", "--resume", str(run), "--epochs", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"pixelwise: error: {run / 'last.pt'}: cannot write checkpoint (File too large); the previous file is intact"]
+    assert (run / "last.pt").read_bytes() == before
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_while_saving_says_interrupted_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    one_epoch = ["--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0", *TINY[:1], "1", *TINY[2:]]
+    assert main(["train", *one_epoch]) == 0
+    before = (run / "last.pt").read_bytes()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pixelwise.checkpoint.os, "write", interrupted)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "pixelwise: interrupted"
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_resume_continues_from_another_directory_on_another_device_with_a_logged_learning_rate(tiny_data, tmp_path, monkeypatch, capsys):
+    shutil.copytree(tiny_data, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    first = ["train", "--data", "data", "--out", "run", "--workers", "0", "--save-every-steps", "0", "--schedule", "constant", *TINY[:1], "1", *TINY[2:]]
+    assert main(first) == 0
+    last = tmp_path / "run" / "last.pt"
+    state = load_checkpoint(last, for_resume=True)
+    assert state["config"]["data"] == str(tmp_path / "data"), "the data folder is saved as an absolute path"
+    pixelwise.checkpoint.save_checkpoint({**state, "config": {**state["config"], "device": "cuda"}}, last)  # as if trained on a GPU
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    if not torch.cuda.is_available():
+        assert main(["train", "--resume", "../run", "--epochs", "2", "--quiet"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["train", "--resume", "../run", "--epochs", "2", "--device", "cpu", "--lr", "0.001", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "resume changes device: cuda -> cpu" in out and "resume changes lr: 0.01 -> 0.001" in out
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [float(row["lr"]) for row in rows] == [0.01, 0.001], "the new rate applies from the resumed step on"
+    assert load_checkpoint(last, for_resume=True)["config"]["lr"] == 0.001
+
+
+def test_resume_refuses_a_changed_class_table_in_one_line(tmp_path, capsys):
+    root = tmp_path / "data"
+    assert main(["data", "synth", "--out", str(root), "--num-train", "8", "--num-val", "2", "--classes", "3", "--min-size", "40", "--max-size", "60"]) == 0
+    voc = root / "VOCdevkit" / "VOC2012"
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(voc), "--out", str(run), "--workers", "0", *TINY[:1], "1", *TINY[2:]]) == 0
+    with open(voc / "classes.csv", "a") as table:
+        table.write("3,extra,9,9,9,0\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the data now has background, gridded disk, striped square, extra" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run_starts(tiny_data, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--crop-size", "100000x100000"]) == 2
+    err = capsys.readouterr().err
+    assert "a batch of 4 crops of 100000x100000 needs at least" in err and "use a smaller crop size or batch size" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_folder_of_a_users_own_files_is_never_a_run_directory(tiny_data, tmp_path, capsys):
+    notes, settings = tmp_path / "notes", tmp_path / "settings"
+    notes.mkdir()
+    settings.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    (settings / "config.json").write_text('{"my": "settings"}')  # named like a run's files, but not pixelwise's
+    (settings / "metrics.csv").write_text("mine")
+    for folder in (notes, settings):
+        assert main(["train", "--data", str(tiny_data), "--out", str(folder), *TINY]) == 2
+        assert "holds files that are not a pixelwise run" in capsys.readouterr().err
+    assert (settings / "config.json").read_text() == '{"my": "settings"}' and (settings / "metrics.csv").read_text() == "mine"
+    with pytest.raises(TrainingError, match="not a pixelwise run"):
+        train(TrainConfig(data=str(tiny_data), out=str(settings)), overwrite=True, progress=False)

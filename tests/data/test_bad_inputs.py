@@ -167,3 +167,27 @@ def test_data_check_on_a_folder_dataset_pairs_images_and_labels(tmp_path):
     assert "colour.png: colours (1, 2, 3) (1 px) are not in the class map" in problems
     assert report.split("train").samples == 1, "only a.png decodes"
     assert "images/val: split not found (available: train)" in problems, "training would need a val split"
+
+
+def test_photos_between_pillows_limit_and_twice_it_decode_without_its_warning(tmp_path, monkeypatch):
+    import warnings
+
+    Image.new("RGB", (40, 40)).save(tmp_path / "large.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: over the limit, under twice it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_image(tmp_path / "large.png").size == (40, 40)
+    assert not caught
+
+
+def test_the_overlay_legend_shows_whole_names_even_for_a_tiny_photo():
+    from PIL import ImageFont
+
+    from pixelwise.visualize import overlay
+
+    name = "gridded disk"
+    for width in (80, 1):
+        picture = overlay(Image.new("RGB", (width, width)), np.ones((width, width), dtype=np.uint8), ("background", name), ((0, 0, 0), (255, 0, 0)))
+        assert picture.width >= ImageFont.load_default().getlength(name) + 14 + 6, f"the legend of a {width}-pixel photo is cut"
+        strip = np.asarray(picture)[width:]
+        assert (strip < 100).any(axis=(0, 2)).nonzero()[0].max() > 40, "text is drawn past the photo's width"
