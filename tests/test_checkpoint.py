@@ -214,9 +214,9 @@ def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
         load_checkpoint(path, for_resume=True)
 
 
-def test_a_full_disk_inside_torch_zip_writer_surfaces_as_the_os_error(monkeypatch):
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failure_inside_torch_zip_writer_surfaces_as_itself(monkeypatch, failure):
     """torch's zip writer turns a failing write into RuntimeError('unexpected pos'); the real cause comes back."""
-    import errno
     import io
 
     import pixelwise.checkpoint
@@ -225,13 +225,13 @@ def test_a_full_disk_inside_torch_zip_writer_surfaces_as_the_os_error(monkeypatc
         writes = 0
 
         def write(self, data):
-            FullAfterAFewWrites.writes += 1
-            if FullAfterAFewWrites.writes > 3:
-                raise OSError(errno.ENOSPC, "No space left on device")
+            self.writes += 1
+            if self.writes > 3:
+                raise failure
             return super().write(data)
 
     monkeypatch.setattr(pixelwise.checkpoint.io, "BytesIO", FullAfterAFewWrites)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(type(failure)):
         pixelwise.checkpoint.serialize({"weights": torch.zeros(100_000)})
 
 

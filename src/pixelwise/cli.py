@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -17,8 +15,8 @@ import torch
 from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, MAX_SEED, MAX_WORKERS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.jsontext import strict_json
-from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names
 from pixelwise.models import MODELS
+from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names
 from pixelwise.runtime import keep_freed_memory
 
 
@@ -177,7 +175,7 @@ def add_train(subparsers) -> None:
         "  pixelwise train --resume runs/camvid --epochs 60",
     )
     _data_arguments(parser)
-    parser.add_argument("--out", metavar="RUN_DIR", help=f"run directory, new or without an earlier run's checkpoints (default: {defaults.out})")
+    parser.add_argument("--out", metavar="RUN_DIR", help=f"run directory: new, empty, or a run without checkpoints (default: {defaults.out})")
     parser.add_argument("--model", choices=sorted(MODELS), help=f"network (default: {defaults.model})")
     parser.add_argument("--backbone-weights", metavar="W", help="imagenet, none, or a ResNet-18 state-dict file (default: none)")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
@@ -194,7 +192,11 @@ def add_train(subparsers) -> None:
     parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
-    parser.add_argument("--on-bad-sample", choices=["error", "skip"], help="a sample that fails to load stops the run, or is skipped and counted (default: error)")
+    parser.add_argument(
+        "--on-bad-sample", choices=["error", "skip"],
+        help="what `data check` calls a problem in the train or val split stops the run before its first step, "
+        "or is left out and counted (default: error)",
+    )  # fmt: skip
     parser.add_argument("--save-every-steps", type=non_negative_int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})")
@@ -205,7 +207,11 @@ def add_train(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("--train-split", help=f"(default: {defaults.train_split})")
     parser.add_argument("--val-split", help=f"(default: {defaults.val_split})")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt (its own config; --epochs may extend it)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue RUN_DIR from its last.pt with its own settings; --epochs, --data, --root, --download, --device, --workers, "
+        "--lr (logged), --deterministic, --save-every-steps and --on-bad-sample may change (docs/training.md)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only one line per epoch")
 
 
@@ -222,13 +228,14 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(strict_json({"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, **metrics.as_dict(model.class_names)}))
         return 0
-    print(f"{'pixel accuracy':<24}{metrics.pixel_accuracy:.4f}")
-    print(f"{'mean class accuracy':<24}{metrics.mean_class_accuracy:.4f}")
-    print(f"{'mIoU':<24}{metrics.miou:.4f}")
-    print(f"{'frequency-weighted IoU':<24}{metrics.fwiou:.4f}")
+    def shown(value: float, undefined: str = "undefined (no labelled pixel)") -> str:
+        return undefined if math.isnan(value) else f"{value:.4f}"
+
+    for label, value in (("pixel accuracy", metrics.pixel_accuracy), ("mean class accuracy", metrics.mean_class_accuracy), ("mIoU", metrics.miou), ("frequency-weighted IoU", metrics.fwiou)):
+        print(f"{label:<24}{shown(value)}")
     print(f"\n{'class':<24}IoU")
     for name, value in zip(model.class_names, metrics.iou):
-        print(f"{name:<24}{'absent' if math.isnan(value) else f'{value:.4f}'}")
+        print(f"{name:<24}{shown(value, 'absent')}")
     return 0
 
 
@@ -321,7 +328,7 @@ def add_predict(subparsers) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (not their subfolders) or glob patterns ('photos/**/*.jpg' searches subfolders)")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share")
     parser.add_argument("--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred")
     parser.add_argument("--keep", type=class_list, metavar="CLASS[,CLASS...]", help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')")
     parser.add_argument("--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)")

@@ -129,7 +129,7 @@ def test_what_data_check_calls_a_problem_stops_training_or_is_skipped(folder, tm
         assert code == 2 and len(err.strip().splitlines()) == 1 and not run.exists()
         return
     assert code == 0, err
-    assert f"skipped: " in out and message in out
+    assert "skipped: " in out and message in out
     row = next(csv.DictReader(open(run / "metrics.csv")))
     counted = row["val_skipped"] if split == "val" else row["skipped"]
     assert counted == "1", f"the left-out {split} file is counted in metrics.csv"
