@@ -192,6 +192,11 @@ def test_grayscale_and_rgba_arrays_are_segmented_at_their_size():
         ({"format_version": "1"}, "format_version"),
         ({"ignore_index": 0}, "ignore_index"),
         ({"state_dict": [1, 2]}, "state_dict"),
+        ({"state_dict": {"score32.weight": torch.full((3, 512, 1, 1), float("nan"))}}, "state_dict"),
+        ({"state_dict": {"score32.weight": torch.zeros(3, 512, 1, 1, dtype=torch.complex64)}}, "state_dict"),
+        ({"class_names": [f"c{i}" for i in range(300)]}, "class_names"),
+        ({"normalization": {"mean": [0.5] * 3, "std": [1e-320] * 3}}, "normalization"),
+        ({"normalization": {"mean": [1e308] * 3, "std": [0.2] * 3}}, "normalization"),
     ],
 )
 def test_a_tampered_but_well_formed_checkpoint_names_the_field(tmp_path, capsys, change, field):

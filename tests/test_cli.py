@@ -135,6 +135,8 @@ def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path), "--blur-background", "--keep", "person"]) == 2
     assert "unknown class 'person'; the model knows background, gridded disk, striped square" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path), "--blur-background", "--keep", "background,"]) == 2
+    assert "--keep: expected class names separated by commas, got 'background,'" in capsys.readouterr().err
 
 
 def test_predict_into_an_unwritable_folder_is_one_line(trained_run, tmp_path, capsys):
@@ -207,10 +209,10 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["train", "--seed", "99999999999999999999999"], "--seed: must be in 0..9223372036854775807"),
         (["data", "show", "x", "--out", "preview"], "'preview' does not end in a picture extension"),
         (["data", "show", "x", "--out", "preview.xyz"], "'preview.xyz' does not end in a picture extension"),
-        (["data", "show", "x", "--out", "p.png", "--crop-size", "100000x100000"], "sides must be at most 8192"),
+        (["data", "show", "x", "--out", "p.png", "--crop-size", "100000x100000"], "sides must be at most 2048"),
+        (["data", "--bogus"], "unrecognized option --bogus before the data command"),
         (["data", "show", "x", "--out", "p.png", "--crops", "1000000"], "--crops: must be in 1..64"),
         (["data", "synth", "--out", "x", "--max-size", "100000"], "--max-size: must be in 1..8192"),
-        (["predict", "--checkpoint", "c.pt", "a.jpg", "--out", "o", "--keep", "person,"], "expected class names separated by commas"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
@@ -235,7 +237,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--device", "meta", "--data", "/nonexistent"], "device 'meta' cannot run pixelwise; use auto, cpu, cuda or cuda:N"),
         (["train", "--device", "mps", "--data", "/nonexistent"], "device mps requested but MPS is not available"),
         (["train", "--device", "tpu", "--data", "/nonexistent"], "unknown device 'tpu'"),
-        (["train", "--scale-range", "1", "inf"], "scale range must be two finite numbers with 0 < low <= high, got (1.0, inf)"),
+        (["train", "--scale-range", "1", "inf"], "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
         (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"], "--keep chooses the classes that --blur-background keeps sharp"),
     ],
 )
@@ -300,3 +302,44 @@ def test_eval_json_is_strict_json_when_metrics_are_undefined(trained_run, tmp_pa
 
     result = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert result["miou"] is None and result["pixel_accuracy"] is None and set(result["iou"].values()) == {None}
+
+
+def test_a_zero_given_on_the_command_line_is_kept_not_replaced_by_the_default():
+    from pixelwise.cli import _train_config, build_parser
+
+    zeros = ["--warmup-epochs", "0", "--weight-decay", "0", "--momentum", "0", "--save-every-steps", "0", "--workers", "0", "--seed", "0"]
+    config, resume = _train_config(build_parser().parse_args(["train", *zeros]))
+    assert not resume
+    assert (config.warmup_epochs, config.weight_decay, config.momentum, config.save_every_steps, config.workers) == (0, 0, 0, 0, 0)
+
+
+def test_output_names_never_coincide_and_follow_the_names_given(tmp_path):
+    from pixelwise.photo_files import output_names
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for name in ("x.jpg", "x.png", "x.jpg.png", "y.png"):
+        Image.new("RGB", (4, 4)).save(folder / name)
+    (folder / "link.jpg").symlink_to(folder / "y.png")
+    paths = sorted(folder.iterdir())
+    names = output_names(paths)
+    assert sorted(map(str, names.values())) == ["link", "x.jpg", "x.jpg.png", "x.png", "y"]
+    assert output_names(paths[::-1]) == names, "the order of the inputs does not matter"
+    found, _ = expand_inputs([str(folder), str(folder / "y.png")])
+    assert sorted(path.name for path in found) == ["link.jpg", "x.jpg", "x.jpg.png", "x.png", "y.png"], "a link is its own input; a file named twice is one"
+
+
+def test_keep_names_a_class_whose_name_holds_a_comma():
+    from pixelwise.cli import _keep_mask
+
+    mask = np.array([[0, 1, 2]], dtype=np.uint8)
+    names = ("background", "a,x", "b")
+    assert _keep_mask(mask, names, "a,x").tolist() == [[False, True, False]]
+    assert _keep_mask(mask, names, "background, b").tolist() == [[True, False, True]]
+
+
+def test_a_picture_format_pillow_cannot_write_this_in_is_one_line(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    assert main(["data", "show", str(data), "--n", "1", "--out", str(tmp_path / "preview.blp")]) == 2
+    err = capsys.readouterr().err
+    assert "preview.blp: cannot write this picture" in err and len(err.strip().splitlines()) == 1

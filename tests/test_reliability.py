@@ -243,31 +243,81 @@ def test_resume_refuses_a_changed_class_table_in_one_line(tmp_path, capsys):
     voc = root / "VOCdevkit" / "VOC2012"
     run = tmp_path / "run"
     assert main(["train", "--data", str(voc), "--out", str(run), "--workers", "0", *TINY[:1], "1", *TINY[2:]]) == 0
-    with open(voc / "classes.csv", "a") as table:
-        table.write("3,extra,9,9,9,0\n")
+    table = voc / "classes.csv"
+    rows = table.read_text().splitlines()
+    table.write_text("\n".join([*rows[:-1], ",".join(rows[-1].split(",")[:2] + ["9", "9", "9", "0"])]) + "\n")
     capsys.readouterr()
-    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert "resume changes the colours of striped square" in capsys.readouterr().out
+    with open(table, "a") as appended:
+        appended.write("3,extra,8,8,8,0\n")
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "the data now has background, gridded disk, striped square, extra" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run_starts(tiny_data, tmp_path, capsys):
-    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--crop-size", "100000x100000"]) == 2
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--crop-size", "60000x60000"]) == 2
     err = capsys.readouterr().err
-    assert "a batch of 4 crops of 100000x100000 needs at least" in err and "use a smaller crop size or batch size" in err
+    assert "a batch of 4 crops of 60000x60000 needs at least" in err and "use a smaller crop size or batch size" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_a_folder_of_a_users_own_files_is_never_a_run_directory(tiny_data, tmp_path, capsys):
-    notes, settings = tmp_path / "notes", tmp_path / "settings"
-    notes.mkdir()
-    settings.mkdir()
+    notes, settings, lookalike = tmp_path / "notes", tmp_path / "settings", tmp_path / "lookalike"
+    for folder in (notes, settings, lookalike):
+        folder.mkdir()
     (notes / "notes.txt").write_text("mine")
     (settings / "config.json").write_text('{"my": "settings"}')  # named like a run's files, but not pixelwise's
     (settings / "metrics.csv").write_text("mine")
-    for folder in (notes, settings):
+    (lookalike / "config.json").write_text('{"data": "x", "model": "fcn8s", "out": "z"}')
+    (lookalike / "metrics.csv").write_text("mine")
+    for folder in (notes, settings, lookalike):
         assert main(["train", "--data", str(tiny_data), "--out", str(folder), *TINY]) == 2
         assert "holds files that are not a pixelwise run" in capsys.readouterr().err
     assert (settings / "config.json").read_text() == '{"my": "settings"}' and (settings / "metrics.csv").read_text() == "mine"
     with pytest.raises(TrainingError, match="not a pixelwise run"):
         train(TrainConfig(data=str(tiny_data), out=str(settings)), overwrite=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    """A one-epoch run's folder (its last.pt is the resume state to tamper with)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", *TINY[:1], "1", *TINY[2:]]) == 0
+    return run
+
+
+def _momentum_of_wrong_shape(state):
+    buffers = state["optimizer"]["state"]
+    first = next(iter(buffers))
+    return {**state["optimizer"], "state": {**buffers, first: {"momentum_buffer": torch.zeros(3)}}}
+
+
+INTERRUPTED = {"epoch": 2, "progress": {"steps": 1, "loss_sum": 0.5, "images": 4, "seconds": 1.0, "skipped": []}}
+TAMPERED_RESUME_STATE = {
+    "history": lambda state: {"history": [{}]},
+    "best": lambda state: {"best": {"miou": 0.9, "epoch": 50}},
+    "progress-loss": lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "loss_sum": "x"}},
+    "progress-images": lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "images": None}},
+    "progress-steps": lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "steps": -5}},
+    "scheduler": lambda state: {"scheduler": {**state["scheduler"], "last_epoch": "x"}},
+    "optimizer": lambda state: {"optimizer": {**state["optimizer"], "param_groups": [{**state["optimizer"]["param_groups"][0], "lr": "x"}]}},
+    "optimizer-shape": lambda state: {"optimizer": _momentum_of_wrong_shape(state)},
+    "config-data": lambda state: {"config": {**state["config"], "data": 5}},
+    "config-batch": lambda state: {"config": {**state["config"], "batch_size": 10**20}},
+    "config-scale": lambda state: {"config": {**state["config"], "scale_range": [1e300, 1e300]}},
+}
+
+
+@pytest.mark.parametrize("field", TAMPERED_RESUME_STATE)
+def test_a_tampered_resume_state_is_one_line_naming_the_field(finished_run, tmp_path, capsys, field):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    state = load_checkpoint(run / "last.pt", for_resume=True)
+    pixelwise.checkpoint.save_checkpoint({**state, **TAMPERED_RESUME_STATE[field](state)}, run / "last.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "last.pt: damaged checkpoint" in err
+    named = field.split("-")[0]
+    assert f"field '{named}'" in err or (named == "optimizer" and "optimiser buffer momentum_buffer" in err)

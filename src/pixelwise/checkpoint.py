@@ -112,9 +112,12 @@ def _is_color(value) -> bool:
 
 
 def _class_names_ok(payload: dict) -> bool:
-    """Distinct non-empty names."""
+    """1..255 distinct non-empty names (masks are uint8 and 255 is the ignore value)."""
     names = payload["class_names"]
-    return _is_list(names) and len(names) > 0 and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+    return (
+        _is_list(names) and 0 < len(names) < IGNORE_INDEX
+        and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+    )  # fmt: skip
 
 
 def _model_ok(payload: dict) -> bool:
@@ -131,13 +134,70 @@ def _normalization_ok(payload: dict) -> bool:
     norm = payload["normalization"]
     if not isinstance(norm, dict) or not all(_is_list(norm.get(key), 3) for key in ("mean", "std")):
         return False
-    return all(_is_finite(v) for v in norm["mean"]) and all(_is_finite(v) and v > 0 for v in norm["std"])
+    return all(_is_finite(v) and abs(v) <= 1e3 for v in norm["mean"]) and all(_is_finite(v) and 1e-6 <= v <= 1e3 for v in norm["std"])
+
+
+def _weights_ok(payload: dict) -> bool:
+    """Named dense tensors of real numbers, all finite."""
+    state = payload["state_dict"]
+    return isinstance(state, dict) and all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) and value.layout == torch.strided
+        and not value.is_complex() and (not value.is_floating_point() or bool(torch.isfinite(value).all()))
+        for key, value in state.items()
+    )  # fmt: skip
 
 
 def _progress_ok(progress) -> bool:
     """An interrupted epoch's totals, as EpochProgress holds them."""
     names = {field.name for field in dataclasses.fields(EpochProgress)}
-    return isinstance(progress, dict) and set(progress) == names and _is_whole(progress["steps"]) and _is_list(progress["skipped"])
+    return (
+        isinstance(progress, dict) and set(progress) == names
+        and all(_is_whole(progress[key]) and progress[key] >= 0 for key in ("steps", "images"))
+        and all(_is_finite(progress[key]) for key in ("loss_sum", "seconds"))
+        and _is_list(progress["skipped"]) and all(isinstance(message, str) for message in progress["skipped"])
+    )  # fmt: skip
+
+
+def _history_ok(payload: dict) -> bool:
+    """One dict per finished epoch (all epochs before an interrupted one), numbered 1, 2, ... with number values."""
+    history = payload["history"]
+    finished = payload["epoch"] - (1 if payload.get("progress") else 0)
+    return _is_list(history) and len(history) == finished and all(
+        isinstance(row, dict) and row.get("epoch") == number
+        and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in row.values())
+        for number, row in enumerate(history, start=1)
+    )  # fmt: skip
+
+
+def _best_ok(payload: dict) -> bool:
+    """The best validation mIoU so far (-1 before any) and its epoch, one that the history holds."""
+    best = payload["best"]
+    if not (isinstance(best, dict) and _is_finite(best.get("miou")) and _is_whole(best.get("epoch"))):
+        return False
+    return -1 <= best["miou"] <= 1 and 0 <= best["epoch"] <= len(payload["history"])
+
+
+def _scheduler_ok(payload: dict) -> bool:
+    """A LambdaLR state: the step reached and one base rate per parameter group."""
+    state = payload["scheduler"]
+    return (
+        isinstance(state, dict) and _is_whole(state.get("last_epoch")) and state["last_epoch"] >= 0
+        and _is_list(state.get("base_lrs")) and all(_is_finite(lr) and lr > 0 for lr in state["base_lrs"])
+    )  # fmt: skip
+
+
+def _optimizer_ok(payload: dict) -> bool:
+    """An optimiser state: parameter groups with number settings, per-parameter tensors."""
+    state = payload["optimizer"]
+    if not (isinstance(state, dict) and isinstance(state.get("state"), dict) and _is_list(state.get("param_groups"))):
+        return False
+    numbers = ("lr", "momentum", "weight_decay", "initial_lr")
+    groups_ok = all(isinstance(group, dict) and all(_is_finite(group[key]) for key in numbers if key in group) for group in state["param_groups"])
+    tensors_ok = all(
+        isinstance(values, dict) and all(isinstance(value, torch.Tensor) and bool(torch.isfinite(value).all()) for value in values.values())
+        for values in state["state"].values()
+    )  # fmt: skip
+    return groups_ok and tensors_ok
 
 
 Check = tuple[str, Callable[[dict], bool]]
@@ -145,19 +205,19 @@ Check = tuple[str, Callable[[dict], bool]]
 # Checked in order: later checks may assume what earlier ones established.
 MODEL_FIELDS: dict[str, Check] = {
     "format_version": (f"a whole number 1..{FORMAT_VERSION}", lambda p: _is_whole(p["format_version"]) and p["format_version"] >= 1),
-    "class_names": ("a list of distinct class names", _class_names_ok),
+    "class_names": ("a list of 1 to 254 distinct class names", _class_names_ok),
     "model": (f"{{'name': one of {', '.join(MODELS)}, 'num_classes': the number of classes}}", _model_ok),
     "palette": ("one [r, g, b] colour (0..255) per class", lambda p: _is_list(p["palette"], len(p["class_names"])) and all(map(_is_color, p["palette"]))),
     "ignore_index": (str(IGNORE_INDEX), lambda p: _is_whole(p["ignore_index"]) and p["ignore_index"] == IGNORE_INDEX),
-    "normalization": ("{'mean': 3 numbers, 'std': 3 positive numbers}", _normalization_ok),
-    "state_dict": ("a dict of named tensors", lambda p: isinstance(p["state_dict"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in p["state_dict"].items())),
+    "normalization": ("{'mean': 3 numbers, 'std': 3 positive numbers} of pixel values in 0..1", _normalization_ok),
+    "state_dict": ("a dict of named, finite, real tensors", _weights_ok),
 }  # fmt: skip
 RESUME_FIELDS: dict[str, Check] = {
     "config": ("a dict of training settings", lambda p: isinstance(p["config"], dict)),
     "epoch": ("a whole number from 1", lambda p: _is_whole(p["epoch"]) and p["epoch"] >= 1),
-    "history": ("a list of per-epoch dicts", lambda p: _is_list(p["history"]) and all(isinstance(row, dict) for row in p["history"])),
-    "best": ("{'miou': a number, 'epoch': a whole number}", lambda p: isinstance(p["best"], dict) and _is_finite(p["best"].get("miou")) and _is_whole(p["best"].get("epoch"))),
-    "optimizer": ("an optimiser state dict", lambda p: isinstance(p["optimizer"], dict) and {"state", "param_groups"} <= set(p["optimizer"])),
-    "scheduler": ("a scheduler state dict", lambda p: isinstance(p["scheduler"], dict)),
+    "history": ("one dict of numbers per finished epoch, numbered from 1", _history_ok),
+    "best": ("{'miou': -1..1, 'epoch': an epoch of the history}", _best_ok),
+    "optimizer": ("an optimiser state dict of finite numbers and tensors", _optimizer_ok),
+    "scheduler": ("a scheduler state dict (last_epoch, base_lrs)", _scheduler_ok),
     "progress": ("null or the interrupted epoch's totals", lambda p: p.get("progress") is None or _progress_ok(p["progress"])),
 }  # fmt: skip

@@ -27,7 +27,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-MAX_PICTURE_SIDE = 8192  # data show and data synth: pictures for people, not allocations of gigabytes
+MAX_PICTURE_SIDE = 8192  # data synth: pictures for people, not allocations of gigabytes
+MAX_CROP_PICTURE_SIDE = 2048  # data show: up to MAX_PICTURES crops of this size fit in a few GiB
 MAX_PICTURES = 64
 
 
@@ -45,8 +46,8 @@ def size_pair(text: str, largest: int | None = None) -> tuple[int, int]:
 
 
 def picture_size(text: str) -> tuple[int, int]:
-    """A size pair for a picture to look at."""
-    return size_pair(text, MAX_PICTURE_SIDE)
+    """A crop size for `data show`."""
+    return size_pair(text, MAX_CROP_PICTURE_SIDE)
 
 
 def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
@@ -88,14 +89,6 @@ def picture_file(text: str) -> str:
     if Image.registered_extensions().get(extension) not in Image.SAVE:
         raise argparse.ArgumentTypeError(f"{text!r} does not end in a picture extension Pillow can write, such as .png or .jpg")
     return text
-
-
-def class_list(text: str) -> list[str]:
-    """'person,dog' -> ['person', 'dog']."""
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected class names separated by commas, got {text!r}")
-    return names
 
 
 def positive_int(text: str) -> int:
@@ -141,7 +134,7 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     from pixelwise.training import RESUME_MAY_CHANGE, resume_config
 
     names = [field.name for field in dataclasses.fields(TrainConfig)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) not in (None, False)}
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None and getattr(args, name) is not False}
     if not args.resume:
         return TrainConfig(**given), False
     may_change = [name for name in RESUME_MAY_CHANGE if name != "out"]
@@ -259,9 +252,18 @@ def add_eval(subparsers) -> None:
 # ---------------------------------------------------------------- predict
 
 
-def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: list[str] | None) -> np.ndarray:
+def _kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
+    """--keep's classes: the whole text when it is a class's name (names may hold commas), else its comma-separated names."""
+    names = [keep] if keep in class_names else [name.strip() for name in keep.split(",")]
+    if not all(names):
+        raise PixelwiseError(f"--keep: expected class names separated by commas, got {keep!r}")
+    return names
+
+
+def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:
     """Pixels of the kept classes: the named ones, or every class but 'background'."""
     if keep:
+        keep = _kept_classes(keep, class_names)
         unknown = [name for name in keep if name not in class_names]
         if unknown:
             raise PixelwiseError(f"--keep: unknown class {unknown[0]!r}; the model knows {', '.join(class_names)}")
@@ -330,7 +332,7 @@ def add_predict(subparsers) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share")
     parser.add_argument("--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred")
-    parser.add_argument("--keep", type=class_list, metavar="CLASS[,CLASS...]", help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')")
+    parser.add_argument("--keep", metavar="CLASS[,CLASS...]", help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')")
     parser.add_argument("--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)")
@@ -370,7 +372,10 @@ def run_show(args: argparse.Namespace) -> int:
     dataset = open_dataset(prepare_data(args.data, root=args.root, download=args.download), args.split)
     torch.manual_seed(args.seed)
     figure = show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
-    figure.save(args.out)
+    try:
+        figure.save(args.out)
+    except ValueError as error:  # a format Pillow knows but cannot write this picture in (.blp)
+        raise PixelwiseError(f"{args.out}: cannot write this picture ({error}); use .png or .jpg") from None
     print(f"wrote {args.out}")
     return 0
 
@@ -442,7 +447,7 @@ def add_data(subparsers) -> None:
     show.add_argument("--n", type=picture_count, default=5, help=f"photos to show, at most {MAX_PICTURES} (default: 5)")
     show.add_argument("--crops", type=picture_count, help="show this many random crops of photo --index instead")
     show.add_argument("--index", type=int, default=0, help="photo to crop (default: 0)")
-    show.add_argument("--crop-size", type=picture_size, default=(200, 300), metavar="HxW", help=f"crop size, sides at most {MAX_PICTURE_SIDE} (default: 200x300)")
+    show.add_argument("--crop-size", type=picture_size, default=(200, 300), metavar="HxW", help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: 200x300)")
     show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
     show.add_argument("--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...)")
 
@@ -492,13 +497,24 @@ def one_line(error: Exception) -> str:
     return message
 
 
+def _refuse_unknown_leading_options(parser: ArgumentParser, tokens: list[str]) -> None:
+    """Name an unknown option before the command (`pixelwise --bogus`, `pixelwise data --bogus`): argparse would only say the command is missing."""
+    known = ("-h", "--help", "--version")
+    for level in ("", "data"):  # the commands, then the data subcommands
+        leading = list(itertools.takewhile(lambda token: token.startswith("-") and token != "--", tokens))
+        unknown = [token for token in leading if token not in known]
+        if unknown:
+            parser.error(f"unrecognized option {unknown[0]} before the {'data ' if level else ''}command")
+        rest = tokens[len(leading) :]
+        if not rest or rest[0] != "data":
+            return
+        tokens, known = rest[1:], ("-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 when some inputs failed, 2 on bad arguments or files."""
     parser = build_parser()
-    leading = itertools.takewhile(lambda token: token.startswith("-"), sys.argv[1:] if argv is None else argv)
-    unknown = [token for token in leading if token not in ("-h", "--help", "--version")]
-    if unknown:  # argparse would only say that the command is missing
-        parser.error(f"unrecognized option {unknown[0]} before the command")
+    _refuse_unknown_leading_options(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     keep_freed_memory()
     try:

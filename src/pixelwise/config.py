@@ -23,8 +23,29 @@ CHOICES = {
 BEFORE_THE_SETTING = {"class_weighting": "none"}
 MAX_SEED = 2**63 - 1
 MAX_WORKERS = 256
+MAX_CROP_SIDE = 65_536
+MAX_SCALE = 16.0
+# (lowest, highest) of each number: past them no run is meaningful, and some overflow deep in torch.
+BOUNDS = {
+    "epochs": (1, 100_000), "batch_size": (1, 65_536), "workers": (0, MAX_WORKERS), "seed": (0, MAX_SEED),
+    "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1), "warmup_epochs": (0, 10_000),
+}  # fmt: skip
+ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
+TEXTS = ("data", "train_split", "val_split", "out", "backbone_weights", "device")
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
+
+
+def _out_of_bounds(name: str, value: float) -> str | None:
+    """'lr must be above 0 and at most 10, got 0.0' when `value` is outside BOUNDS[name] (NaN always is)."""
+    low, high = BOUNDS[name]
+    above = low < value if name in ABOVE_LOWEST else low <= value
+    below = value < high if name in BELOW_HIGHEST else value <= high
+    if above and below:
+        return None
+    lowest = f"above {low}" if name in ABOVE_LOWEST else f"at least {low}"
+    highest = f"below {high}" if name in BELOW_HIGHEST else f"at most {high}"
+    return f"{name} must be {lowest} and {highest}, got {value!r}"
 
 
 def _as_tuple(value) -> tuple:
@@ -83,26 +104,16 @@ class TrainConfig:
         ]
         if problems:  # the range checks below assume the right types
             raise TrainingError("; ".join(problems))
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("epochs and batch size must be at least 1")
-        if self.save_every_steps < 0:
-            problems.append("save_every_steps must be 0 (epoch ends only) or positive")
-        if len(self.crop_size) != 2 or not all(isinstance(side, int) and side >= 1 for side in self.crop_size):
-            problems.append(f"crop size must be two positive whole numbers, got {self.crop_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must be at least 0 and below 1, got {self.momentum}")
-        for name, value in (("weight_decay", self.weight_decay), ("warmup_epochs", self.warmup_epochs), ("workers", self.workers)):
-            if not (value >= 0 and math.isfinite(value)):
-                problems.append(f"{name} must be a non-negative number, got {value}")
+        problems += [problem for name in BOUNDS if (problem := _out_of_bounds(name, getattr(self, name)))]
+        if len(self.crop_size) != 2 or not all(isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size):
+            problems.append(f"crop size must be two whole numbers in 1..{MAX_CROP_SIDE}, got {self.crop_size}")
         finite_pair = len(self.scale_range) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.scale_range)
-        if not (finite_pair and 0 < self.scale_range[0] <= self.scale_range[1]):
-            problems.append(f"scale range must be two finite numbers with 0 < low <= high, got {self.scale_range}")
-        if not 0 <= self.seed <= MAX_SEED:
-            problems.append(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
-        if self.workers > MAX_WORKERS:
-            problems.append(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
+        if not (finite_pair and 0 < self.scale_range[0] <= self.scale_range[1] <= MAX_SCALE):
+            problems.append(f"scale range must be two numbers with 0 < low <= high <= {MAX_SCALE}, got {self.scale_range}")
+        problems += [f"{name} must be text, got {getattr(self, name)!r}" for name in TEXTS if not isinstance(getattr(self, name), str)]
+        if self.root is not None and not isinstance(self.root, str):
+            problems.append(f"root must be text or None, got {self.root!r}")
+        problems += [f"{name} must be true or false, got {getattr(self, name)!r}" for name in ("download", "deterministic") if not isinstance(getattr(self, name), bool)]
         if problems:
             raise TrainingError("; ".join(problems))
 

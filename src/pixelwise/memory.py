@@ -18,7 +18,7 @@ def forward_output_bytes(network: nn.Module, input_shape: tuple[int, ...]) -> in
 
     Run on the meta device, so nothing is computed or allocated whatever the shape.
     """
-    probe = copy.deepcopy(network).to("meta")
+    probe = copy.deepcopy(network).to("meta").eval()  # eval: BatchNorm accepts a batch of one 1x1 feature map
     total = 0
 
     def count(module, inputs, output) -> None:

@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 from pixelwise.data.io import IMAGE_SUFFIXES
-from pixelwise.errors import PixelwiseError
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
 
@@ -35,29 +34,37 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             problems.append((text, "no such file or folder"))
     first_named: dict[Path, Path] = {}
     for path in found:  # one file named twice (a folder and a pattern) is one input
-        first_named.setdefault(path.resolve(), path)
+        first_named.setdefault(_absolute(path), path)
     return list(first_named.values()), problems
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute without following links: outputs are named after what the user named."""
+    return Path(os.path.abspath(path))
 
 
 def earlier_outputs(paths: list[Path], out: Path) -> list[Path]:
     """The inputs inside `out` (or its subfolders) named like this command's outputs."""
-    out = out.resolve()
-    return [path for path in paths if path.name.endswith(PREDICTION_SUFFIXES) and out in path.resolve().parents]
+    out = _absolute(out)
+    return [path for path in paths if path.name.endswith(PREDICTION_SUFFIXES) and out in _absolute(path).parents]
 
 
 def output_names(paths: list[Path]) -> dict[Path, Path]:
     """Each photo's output name: its folder relative to the folder all photos share, and its stem.
 
-    Names do not depend on the order of the inputs and never coincide: photos of one folder
-    that share a stem keep their suffix (`x.jpg_mask.png`, `x.png_mask.png`).
+    Names do not depend on the order of the inputs and never coincide: a photo whose stem
+    another photo of its folder shares, or names in full, keeps its suffix (`x.jpg_mask.png`,
+    `x.png_mask.png`).
     """
     if not paths:
         return {}
-    resolved = {path: path.resolve() for path in paths}
-    shared = Path(os.path.commonpath([full.parent for full in resolved.values()]))
-    stems = Counter((full.parent, full.stem) for full in resolved.values())
-    names = {path: full.parent.relative_to(shared) / (full.stem if stems[full.parent, full.stem] == 1 else full.name) for path, full in resolved.items()}
-    repeated = [name for name, count in Counter(names.values()).items() if count > 1]
-    if repeated:
-        raise PixelwiseError(f"two photos would write {repeated[0]}{MASK_SUFFIX}: {', '.join(str(p) for p, n in names.items() if n == repeated[0])}")
-    return names
+    absolute = {path: _absolute(path) for path in paths}
+    shared = Path(os.path.commonpath([full.parent for full in absolute.values()]))
+    names = {path: full.parent.relative_to(shared) / full.stem for path, full in absolute.items()}
+    while True:  # full file names are distinct within a folder, so this ends after at most two rounds
+        counts = Counter(names.values())
+        repeated = {path for path, name in names.items() if counts[name] > 1}
+        if not repeated:
+            return names
+        for path in repeated:
+            names[path] = names[path].with_name(absolute[path].name)

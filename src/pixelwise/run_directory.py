@@ -11,12 +11,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from pixelwise.config import TrainConfig
-from pixelwise.errors import TrainingError
+from pixelwise.errors import PixelwiseError, TrainingError
 from pixelwise.jsontext import strict_json
 
 CHECKPOINT_FILES = ("last.pt", "best.pt")
 RUN_FILES = (*CHECKPOINT_FILES, "metrics.csv", "curves.png")
 CONFIG_FILE = "config.json"
+RUN_CONFIG_KEYS = {"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"}
+METRICS_HEADER = "epoch,loss,lr,"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -39,13 +41,21 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
 
 
 def _is_run_config(path: Path) -> bool:
-    """Whether `path` is a config.json that pixelwise train wrote."""
+    """Whether `path` is a config.json that pixelwise train wrote: the settings it writes, with values a run can use."""
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        known = {field.name for field in fields(TrainConfig)}
+        return isinstance(values, dict) and set(values) <= known and RUN_CONFIG_KEYS <= set(values) and bool(TrainConfig.from_dict(values))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, PixelwiseError):
         return False
-    known = {field.name for field in fields(TrainConfig)}
-    return isinstance(values, dict) and {"data", "model", "out"} <= set(values) <= known
+
+
+def _is_run_metrics(path: Path) -> bool:
+    """Whether `path`, if present, is a metrics.csv that pixelwise train wrote."""
+    try:
+        return not path.exists() or path.read_text(encoding="utf-8").startswith(METRICS_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def refuse_foreign_folder(run_dir: Path) -> None:
@@ -56,7 +66,7 @@ def refuse_foreign_folder(run_dir: Path) -> None:
         return
     entries = sorted(path.name for path in run_dir.iterdir())
     foreign = [name for name in entries if name not in (*RUN_FILES, CONFIG_FILE) and not (name.startswith(".") and name.endswith(".tmp"))]
-    if entries and (foreign or not _is_run_config(run_dir / CONFIG_FILE)):
+    if entries and (foreign or not _is_run_config(run_dir / CONFIG_FILE) or not _is_run_metrics(run_dir / "metrics.csv")):
         shown = ", ".join((foreign or entries)[:3]) + (" ..." if len(foreign or entries) > 3 else "")
         raise TrainingError(f"{run_dir}: holds files that are not a pixelwise run ({shown}); give a new or empty folder for the run")
 

@@ -152,7 +152,7 @@ def _apply_bad_sample_policy(report: SplitReport, skip_bad: bool) -> None:
 
 def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
     """Both splits checked as `data check` does, before any training: bad samples stop the run or are left out and logged."""
-    report = check_dataset(folder, splits=[config.train_split, config.val_split])
+    report = check_dataset(folder, splits=[config.train_split, config.val_split], train_split=config.train_split)
     train_report, val_report = report.split(config.train_split), report.split(config.val_split)
     for split in (train_report, val_report):
         _apply_bad_sample_policy(split, config.on_bad_sample == "skip")
@@ -213,12 +213,16 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
             f"{path}: was trained on classes {', '.join(state['class_names'])}; the data now has {', '.join(segmenter.class_names)} "
             "(a resumed run keeps its classes; start a new run for the new table)"
         )
+    recoloured = [name for name, before, now in zip(segmenter.class_names, state["palette"], segmenter.palette) if tuple(before) != now]
+    if recoloured:
+        log(f"resume changes the colours of {', '.join(recoloured)} (from the data's class table)")
     saved = _saved_config(path, state)
     _settings_changed(saved, config, log)
     try:
         segmenter.network.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _require_state_shapes(optimizer)
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: damaged checkpoint: its weights or optimiser state do not fit {config.model} ({str(error).splitlines()[0]})") from None
     if config.lr != saved.lr:
@@ -237,6 +241,14 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
     if finished == config.epochs:
         log(f"{config.out} has finished its {config.epochs} epochs: nothing to train (--epochs {config.epochs + 10} would add 10)")
     return resumed
+
+
+def _require_state_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """ValueError when a loaded per-parameter buffer (momentum, Adam's moments) has another shape than its parameter."""
+    for parameter, values in optimizer.state.items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameter.shape:
+                raise ValueError(f"optimiser buffer {name} of shape {tuple(value.shape)} for a parameter of shape {tuple(parameter.shape)}")
 
 
 def _set_peak_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:

@@ -56,6 +56,11 @@ def all_ignored(root, split):
         Image.fromarray(np.full((48, 64), 255, dtype=np.uint8), mode="L").save(path)
 
 
+def background_only(root, split):
+    for path in (root / "labels" / split).glob("*.png"):
+        Image.fromarray(np.zeros((48, 64), dtype=np.uint8), mode="L").save(path)
+
+
 def unknown_rgb_colours(root, split):
     for path in (root / "labels" / split).glob("*.png"):
         colours((1, 1, 1), (2, 2, 2)).save(path)
@@ -101,6 +106,7 @@ def lone_image(root, split):
 BROKEN = [
     (all_ignored, "train", "no labelled pixel in split 'train'", False),
     (all_ignored, "val", "no labelled pixel in split 'val'", False),
+    (background_only, "train", "only class 'ground' is labelled in split 'train'", False),
     (unknown_rgb_colours, "train", "colours (1, 1, 1)", False),
     (semi_transparent, "train", "semi-transparent label pixels", True),
     (value_outside_table, "val", "label values 7 (1 px) are neither a class", True),
@@ -145,14 +151,15 @@ def test_a_clean_folder_is_clean_for_both(folder, tmp_path, capsys):
 
 def test_transparent_rgba_label_pixels_are_unlabelled(folder, capsys):
     rgba = np.zeros((48, 64, 4), dtype=np.uint8)
-    rgba[:, :32] = (255, 0, 0, 255)  # thing, opaque
-    rgba[:, 32:] = (0, 0, 0, 0)  # transparent black: not 'ground'
+    rgba[:, :20] = (255, 0, 0, 255)  # thing, opaque
+    rgba[:, 20:40] = (0, 0, 0, 255)  # ground, opaque
+    rgba[:, 40:] = (0, 0, 0, 0)  # transparent black: unlabelled, not 'ground'
     for path in (folder / "labels" / "train").glob("*.png"):
         Image.fromarray(rgba, mode="RGBA").save(path)
     assert main(["data", "check", str(folder), "--json"]) == 0
     train = json.loads(capsys.readouterr().out)["splits"]["train"]
-    assert train["class_pixels"] == {"ground": 0, "thing": 6 * 48 * 32}
-    assert train["ignored_share"] == pytest.approx(0.5)
+    assert train["class_pixels"] == {"ground": 6 * 48 * 20, "thing": 6 * 48 * 20}
+    assert train["ignored_share"] == pytest.approx(24 / 64)
 
 
 def test_palette_labels_whose_colours_disagree_with_the_table_are_a_warning(folder, capsys):

@@ -91,9 +91,12 @@ def test_the_ignore_value_itself_may_name_the_ignored_colour(tmp_path):
 
 def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
     path = tmp_path / "classes.csv"
-    path.write_bytes("index, name, r, g, b, ignore\r\n0, sky , 1, 2, 3, 0\r\n1, road, 4, 5, 6, 0\r\n".encode("utf-8-sig"))
+    path.write_bytes("index, name, r, g, b, ignore\r\n0, sky , 1, 2, 3, 0\r\n\r\n1, road, 4, 5, 6, 0\r\n".encode("utf-8-sig"))
     table = read_classes_csv(path)
     assert table.class_names == ("sky", "road") and table.palette == ((1, 2, 3), (4, 5, 6))
+    for text in ("Index;Name;R;G;B\n0;sky;1;2;3\n1;road;4;5;6\n", "INDEX\tName\tr\tg\tb\n0\tsky\t1\t2\t3\n1\troad\t4\t5\t6\n"):
+        path.write_text(text)
+        assert read_classes_csv(path).class_names == ("sky", "road"), text
 
 
 @pytest.mark.parametrize(
@@ -110,6 +113,11 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
         ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n9,void,1,2,3,1\n", r"classes\.csv:3: colour \(1, 2, 3\) repeats line 2"),
         ("index,name,r,g,b,ignore\n0,sky,1,2,3,2\n", r"classes\.csv:2: ignore must be 0 or 1, got 2"),
         ("index,name,r,g,b\n0,sky,1,2\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
+        ("index,name,r,g,b\n1_0,sky,1,2,3\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
+        ("index,name,r,g,b\n\u0661,sky,1,2,3\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
+        ("index,name,r,g,b\n0,sky,1,2,3,4\n", r"classes\.csv:2: 6 fields for a header of 5 columns"),
+        ("index,name,r,g,b,b\n0,sky,1,2,3,4\n", r"classes\.csv: the header names column 'b' twice"),
+        ('index,name,r,g,b\n0,"s\x00ky",1,2,3\n', r"classes\.csv:2: class name 's\\x00ky' holds a control character"),
         ("index,name,r,g,b\n0,,1,2,3\n", "empty class name"),
         ("index,name,r,g,b,ignore\n0,void,1,2,3,1\n", "at least one class"),
         ("", "needs a header"),

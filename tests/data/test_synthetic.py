@@ -71,6 +71,12 @@ def test_an_earlier_synthetic_tree_is_replaced_but_another_voc_tree_is_refused(t
     (root / "classes.csv").unlink()  # now it reads as VOC 2012 itself: its own split files must survive
     split_file = root / "ImageSets" / "Segmentation" / "train.txt"
     before = split_file.read_text()
-    with pytest.raises(DatasetError, match="holds a VOC tree that was not written by pixelwise data synth"):
+    with pytest.raises(DatasetError, match="holds files that pixelwise data synth did not write"):
         make_synthetic_voc(tmp_path, num_train=5, num_val=1)
     assert split_file.read_text() == before
+    own = tmp_path / "own" / "VOCdevkit" / "VOC2012" / "JPEGImages"  # a user's photos, no split files yet
+    own.mkdir(parents=True)
+    (own / "000000.jpg").write_bytes(b"precious")
+    with pytest.raises(DatasetError, match="holds files that pixelwise data synth did not write"):
+        make_synthetic_voc(tmp_path / "own", num_train=2, num_val=1)
+    assert (own / "000000.jpg").read_bytes() == b"precious"

@@ -163,7 +163,7 @@ def _folder_samples(root: Path, split: str, report: SplitReport) -> tuple[list[S
     return samples, str(image_dir)
 
 
-def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_size) -> SplitReport:
+def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_size, trains: bool) -> SplitReport:
     """Check one split: every listed pair decoded, counted, or reported."""
     report = SplitReport(split, class_pixels=[0] * classes.num_classes, pixels_where_present=[0] * classes.num_classes)
     try:
@@ -177,12 +177,13 @@ def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_
     palettes = PaletteMismatch()
     for sample in samples:
         _inspect_pair(sample, classes, crop_size, report, palettes)
-    _judge_split(report, classes, where, palettes)
+    _judge_split(report, classes, where, palettes, trains)
     return report
 
 
-def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes: PaletteMismatch) -> None:
-    """Whole-split verdicts: nothing usable or nothing labelled is fatal; a class never seen or palettes that disagree, a warning."""
+def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes: PaletteMismatch, trains: bool) -> None:
+    """Whole-split verdicts: nothing usable or nothing labelled is fatal, and so is one class alone in the split
+    a model `trains` on; a class never seen or palettes that disagree, a warning."""
     if not report.usable:
         report.fatal.append(f"{where}: no usable sample in split {report.name!r} ({len(report.problems)} problem(s))")
     elif sum(report.class_pixels) == 0:
@@ -191,6 +192,10 @@ def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes:
             f"({IGNORE_INDEX} or an ignore colour), so there is nothing to learn or measure"
         )
     else:
+        present = [name for name, count in zip(classes.class_names, report.class_pixels) if count]
+        if len(present) == 1:
+            alone = f"only class {present[0]!r} is labelled in split {report.name!r}: there is nothing to tell it apart from"
+            (report.fatal if trains else report.warnings).append(f"{where}: {alone}" if trains else alone)
         absent = [name for name, count in zip(classes.class_names, report.class_pixels) if count == 0]
         if absent:
             report.warnings.append(f"split {report.name!r} has no pixel of class(es) {', '.join(absent)}")
@@ -201,8 +206,12 @@ def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes:
         )
 
 
-def check_dataset(folder: Path | str, *, splits: list[str] | None = None, crop_size: tuple[int, int] | None = None) -> CheckReport:
+def check_dataset(
+    folder: Path | str, *, splits: list[str] | None = None, crop_size: tuple[int, int] | None = None, train_split: str = TRAINING_SPLITS[0]
+) -> CheckReport:
     """Report every problem in the named splits (default: all, and the training splits) of a VOC tree or folder dataset.
+
+    A model is trained on `train_split`: a single labelled class there is a problem, elsewhere a warning.
 
     Raises DatasetError only when `folder` is neither kind of dataset or its class table is unreadable.
     """
@@ -222,4 +231,5 @@ def check_dataset(folder: Path | str, *, splits: list[str] | None = None, crop_s
         if unknown:
             raise DatasetError(f"{root}: no split {unknown[0]!r} (available: {', '.join(available) or 'none'})")
         names = list(dict.fromkeys(splits))
-    return CheckReport(root, layout, classes, [_check_split(root, layout, split, classes, crop_size) for split in names])
+    reports = [_check_split(root, layout, split, classes, crop_size, trains=split == train_split) for split in names]
+    return CheckReport(root, layout, classes, reports)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,19 +170,12 @@ def voc_class_table() -> ClassTable:
 def read_classes_csv(path: Path) -> ClassTable:
     """Read `index,name,r,g,b[,ignore]` rows; label values are renumbered to contiguous classes.
 
-    A spreadsheet's CSV reads too: a UTF-8 byte-order mark, CRLF line ends, spaces around fields.
-    Repeated values, names or colours are refused, naming both rows.
+    A spreadsheet's CSV reads too: a UTF-8 byte-order mark, CRLF line ends, spaces around fields,
+    capitalised column names, ';' or tab between fields. Repeated values, names or colours are
+    refused, naming both rows.
     """
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{(key or "").strip(): value.strip() for key, value in row.items() if isinstance(value, str)} for row in reader]
-            header = {name.strip() for name in reader.fieldnames or []}
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DatasetError(f"{path}: cannot read class table ({error})") from None
-    if not rows or not {"index", "name", "r", "g", "b"} <= header:
-        raise DatasetError(f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row")
-    parsed = [(line, _parse_class_row(row, path, line)) for line, row in enumerate(rows, start=2)]
+    rows = _class_table_rows(path)
+    parsed = [(line, _parse_class_row(row, path, line)) for line, row in rows]
     for what, key in (("label value", lambda entry: entry[0]), ("name", lambda entry: entry[1]), ("colour", lambda entry: entry[2])):
         _refuse_repeats(path, what, [(line, key(entry)) for line, entry in parsed])
     table = np.full(256, -1, dtype=np.int16)
@@ -198,6 +194,43 @@ def read_classes_csv(path: Path) -> ClassTable:
     return ClassTable(tuple(names), tuple(palette), table, tuple(ignore_colors))
 
 
+CLASS_COLUMNS = ("index", "name", "r", "g", "b")
+
+
+def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: field}) of each non-blank row; column names are lower-cased, fields stripped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read class table ({error})") from None
+    first_line = text.splitlines()[0] if text else ""
+    reader = csv.reader(io.StringIO(text), delimiter=next((mark for mark in ",;\t" if mark in first_line), ","))
+    try:
+        header = [column.strip().lower() for column in next(reader, [])]
+        rows = []
+        for fields in reader:
+            if len(fields) > len(header):
+                raise DatasetError(f"{path}:{reader.line_num}: {len(fields)} fields for a header of {len(header)} columns")
+            if any(field.strip() for field in fields):
+                rows.append((reader.line_num, dict(zip(header, (field.strip() for field in fields)))))
+    except csv.Error as error:
+        raise DatasetError(f"{path}: cannot read class table ({error})") from None
+    twice = sorted({column for column in header if column and header.count(column) > 1})
+    if twice:
+        raise DatasetError(f"{path}: the header names column {twice[0]!r} twice")
+    if not rows or not set(CLASS_COLUMNS) <= set(header):
+        raise DatasetError(f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row")
+    return rows
+
+
+def _whole_number(text: str | None) -> int:
+    """An int written with ASCII digits only (Python's int() would also take '1_0' or other scripts' digits)."""
+    if text is None or not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(text)
+    return int(text)
+
+
 def _refuse_repeats(path: Path, what: str, keyed_lines: list[tuple[int, object]]) -> None:
     """DatasetError naming the two lines of the first repeated key."""
     first_line: dict = {}
@@ -210,9 +243,9 @@ def _refuse_repeats(path: Path, what: str, keyed_lines: list[tuple[int, object]]
 def _parse_class_row(row: dict, path: Path, line: int) -> tuple[int, str, Color, bool]:
     """(label value, name, colour, ignored) of one classes.csv row."""
     try:
-        value = int(row.get("index"))
-        color = (int(row.get("r")), int(row.get("g")), int(row.get("b")))
-        ignore = int(row.get("ignore") or 0)
+        value = _whole_number(row.get("index"))
+        color = (_whole_number(row.get("r")), _whole_number(row.get("g")), _whole_number(row.get("b")))
+        ignore = _whole_number(row.get("ignore") or "0")
     except (TypeError, ValueError):
         raise DatasetError(f"{path}:{line}: index, r, g, b and ignore must be integers") from None
     if ignore not in (0, 1):
@@ -225,6 +258,8 @@ def _parse_class_row(row: dict, path: Path, line: int) -> tuple[int, str, Color,
     name = row.get("name", "")
     if not name:
         raise DatasetError(f"{path}:{line}: empty class name")
+    if any(unicodedata.category(character).startswith("C") for character in name):
+        raise DatasetError(f"{path}:{line}: class name {name!r} holds a control character")
     return value, name, color, ignored
 
 

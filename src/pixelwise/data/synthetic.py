@@ -161,8 +161,8 @@ def make_synthetic_voc(
         raise ValueError("num_train must be at least 1 and num_val at least 0")
     table = synthetic_class_table(num_classes)
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
-    if (root / SPLIT_DIR).is_dir() and not is_synthetic_tree(root):
-        raise DatasetError(f"{root}: holds a VOC tree that was not written by pixelwise data synth; give another --out")
+    if root.is_dir() and any(root.iterdir()) and not is_synthetic_tree(root):
+        raise DatasetError(f"{root}: holds files that pixelwise data synth did not write; give another --out")
     for folder in ("JPEGImages", "SegmentationClass", SPLIT_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
     names = [f"{index:06d}" for index in range(num_train + num_val)]

@@ -40,7 +40,7 @@ def scan_split_file(path: Path) -> tuple[list[str], list[str]]:
         available = sorted(p.stem for p in path.parent.glob("*.txt"))
         raise DatasetError(f"{path}: split file not found (available: {', '.join(available) or 'none'})")
     names, problems, seen = [], [], set()
-    for line_number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for line_number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
