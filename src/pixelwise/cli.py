@@ -134,7 +134,7 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     from pixelwise.training import RESUME_MAY_CHANGE, resume_config
 
     names = [field.name for field in dataclasses.fields(TrainConfig)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None and getattr(args, name) is not False}
+    given = {name: value for name in names if (value := getattr(args, name, None)) is not None and value is not False}  # 0 is a value
     if not args.resume:
         return TrainConfig(**given), False
     may_change = [name for name in RESUME_MAY_CHANGE if name != "out"]
@@ -221,6 +221,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(strict_json({"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, **metrics.as_dict(model.class_names)}))
         return 0
+
     def shown(value: float, undefined: str = "undefined (no labelled pixel)") -> str:
         return undefined if math.isnan(value) else f"{value:.4f}"
 

@@ -182,8 +182,7 @@ def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_
 
 
 def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes: PaletteMismatch, trains: bool) -> None:
-    """Whole-split verdicts: nothing usable or nothing labelled is fatal, and so is one class alone in the split
-    a model `trains` on; a class never seen or palettes that disagree, a warning."""
+    """Whole-split verdicts: fatal when nothing is usable or labelled, or (where a model `trains`) one class stands alone."""
     if not report.usable:
         report.fatal.append(f"{where}: no usable sample in split {report.name!r} ({len(report.problems)} problem(s))")
     elif sum(report.class_pixels) == 0:
