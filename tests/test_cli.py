@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pixelwise.cli import expand_inputs, main
+from pixelwise.errors import PixelwiseError
 
 TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device", "cpu", "--lr", "0.01", "--warmup-epochs", "0"]
 
@@ -205,6 +206,9 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["eval", "--data", "x"], "required: --checkpoint"),
         (["frobnicate"], "invalid choice"),
         (["--bogus"], "unrecognized option --bogus before the command"),
+        (["train", "--lr", "1_0"], "--lr: expected a number, got '1_0'"),
+        (["train", "--epochs", "\u0663"], "--epochs: expected a whole number"),
+        (["train", "--crop-size", "\u0661x\u0661"], "expected HxW"),
         (["--bogus", "train"], "unrecognized option --bogus before the command"),
         (["train", "--seed", "99999999999999999999999"], "--seed: must be in 0..9223372036854775807"),
         (["data", "show", "x", "--out", "preview"], "'preview' does not end in a picture extension"),
@@ -343,3 +347,25 @@ def test_a_picture_format_pillow_cannot_write_this_in_is_one_line(trained_run, t
     assert main(["data", "show", str(data), "--n", "1", "--out", str(tmp_path / "preview.blp")]) == 2
     err = capsys.readouterr().err
     assert "preview.blp: cannot write this picture" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_replaces_a_link_at_an_output_name_instead_of_writing_through_it(trained_run, tmp_path):
+    _, run = trained_run
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p_overlay.jpg").symlink_to(victim)
+    Image.new("RGB", (40, 30)).save(tmp_path / "p.jpg")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "p.jpg"), "--out", str(out)]) == 0
+    assert victim.read_text() == "mine" and not (out / "p_overlay.jpg").is_symlink()
+
+
+def test_keep_refuses_an_empty_or_ambiguous_list():
+    from pixelwise.cli import _keep_mask
+
+    mask = np.zeros((1, 1), dtype=np.uint8)
+    with pytest.raises(PixelwiseError, match="expected class names separated by commas, got ''"):
+        _keep_mask(mask, ("background", "a"), "")
+    with pytest.raises(PixelwiseError, match="names one class and also the classes a, x"):
+        _keep_mask(mask, ("background", "a", "x", "a,x"), "a,x")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pixelwise.config import SAVED_KEYS
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.engine import EpochProgress
 from pixelwise.errors import CheckpointError
@@ -91,6 +92,21 @@ def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
     return payload
 
 
+def load_weights(path: Path | str, network: torch.nn.Module, state_dict: dict, model_name: str) -> None:
+    """Load a checkpoint's weights into `network`, naming any missing, extra, mis-shaped or mis-typed tensor (torch would cast)."""
+    expected = network.state_dict()
+    missing, extra = [key for key in expected if key not in state_dict], [key for key in state_dict if key not in expected]
+    if missing or extra:
+        raise CheckpointError(f"{path}: weights do not fit {model_name} (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, tensor in expected.items():
+        given = state_dict[key]
+        if (given.shape, given.dtype) != (tensor.shape, tensor.dtype):
+            raise CheckpointError(
+                f"{path}: weights do not fit {model_name} ({key} is {given.dtype} {tuple(given.shape)}, the model's {tensor.dtype} {tuple(tensor.shape)})"
+            )
+    network.load_state_dict(state_dict)
+
+
 def _is_whole(value) -> bool:
     """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -153,28 +169,45 @@ def _progress_ok(progress) -> bool:
     return (
         isinstance(progress, dict) and set(progress) == names
         and all(_is_whole(progress[key]) and progress[key] >= 0 for key in ("steps", "images"))
-        and all(_is_finite(progress[key]) for key in ("loss_sum", "seconds"))
+        and all(_is_finite(progress[key]) and progress[key] >= 0 for key in ("loss_sum", "seconds"))
         and _is_list(progress["skipped"]) and all(isinstance(message, str) for message in progress["skipped"])
     )  # fmt: skip
 
 
+HISTORY_REQUIRED = ("epoch", "loss", "lr", "miou", "pixel_accuracy")
+HISTORY_OPTIONAL = ("mean_class_accuracy", "fwiou", "images", "skipped", "val_skipped", "seconds", "images_per_second")
+MAY_BE_UNDEFINED = ("miou", "pixel_accuracy", "mean_class_accuracy", "fwiou")  # NaN when a split had no labelled pixel
+
+
+def _history_row_ok(row, number: int) -> bool:
+    """One metrics row of epoch `number`: the columns pixelwise writes, numbers, NaN only where a metric can be undefined."""
+    if not (isinstance(row, dict) and row.get("epoch") == number and set(HISTORY_REQUIRED) <= set(row)):
+        return False
+    for key, value in row.items():
+        if not (key in HISTORY_REQUIRED + HISTORY_OPTIONAL or key.startswith("iou_")):
+            return False
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isinf(value):
+            return False
+        if math.isnan(value) and not (key in MAY_BE_UNDEFINED or key.startswith("iou_")):
+            return False
+    return True
+
+
 def _history_ok(payload: dict) -> bool:
-    """One dict per finished epoch (all epochs before an interrupted one), numbered 1, 2, ... with number values."""
+    """One row per finished epoch (all epochs before an interrupted one), numbered 1, 2, ..."""
     history = payload["history"]
     finished = payload["epoch"] - (1 if payload.get("progress") else 0)
-    return _is_list(history) and len(history) == finished and all(
-        isinstance(row, dict) and row.get("epoch") == number
-        and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in row.values())
-        for number, row in enumerate(history, start=1)
-    )  # fmt: skip
+    return _is_list(history) and len(history) == finished and all(_history_row_ok(row, number) for number, row in enumerate(history, start=1))
 
 
 def _best_ok(payload: dict) -> bool:
-    """The best validation mIoU so far (-1 before any) and its epoch, one that the history holds."""
+    """The best validation mIoU so far and its epoch, as the history has it (-1 at epoch 0 before any)."""
     best = payload["best"]
     if not (isinstance(best, dict) and _is_finite(best.get("miou")) and _is_whole(best.get("epoch"))):
         return False
-    return -1 <= best["miou"] <= 1 and 0 <= best["epoch"] <= len(payload["history"])
+    if best["epoch"] == 0:
+        return best["miou"] == -1
+    return 1 <= best["epoch"] <= len(payload["history"]) and payload["history"][best["epoch"] - 1]["miou"] == best["miou"]
 
 
 def _scheduler_ok(payload: dict) -> bool:
@@ -213,10 +246,10 @@ MODEL_FIELDS: dict[str, Check] = {
     "state_dict": ("a dict of named, finite, real tensors", _weights_ok),
 }  # fmt: skip
 RESUME_FIELDS: dict[str, Check] = {
-    "config": ("a dict of training settings", lambda p: isinstance(p["config"], dict)),
+    "config": (f"a dict of training settings with {', '.join(sorted(SAVED_KEYS))}", lambda p: isinstance(p["config"], dict) and SAVED_KEYS <= set(p["config"])),
     "epoch": ("a whole number from 1", lambda p: _is_whole(p["epoch"]) and p["epoch"] >= 1),
     "history": ("one dict of numbers per finished epoch, numbered from 1", _history_ok),
-    "best": ("{'miou': -1..1, 'epoch': an epoch of the history}", _best_ok),
+    "best": ("{'miou', 'epoch'} of the history's best epoch", _best_ok),
     "optimizer": ("an optimiser state dict of finite numbers and tensors", _optimizer_ok),
     "scheduler": ("a scheduler state dict (last_epoch, base_lrs)", _scheduler_ok),
     "progress": ("null or the interrupted epoch's totals", lambda p: p.get("progress") is None or _progress_ok(p["progress"])),

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import itertools
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, MAX_SEED, MAX_WORK
 from pixelwise.errors import PixelwiseError
 from pixelwise.jsontext import strict_json
 from pixelwise.models import MODELS
-from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names
+from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names, save_output
 from pixelwise.runtime import keep_freed_memory
 
 
@@ -32,10 +33,28 @@ MAX_CROP_PICTURE_SIDE = 2048  # data show: up to MAX_PICTURES crops of this size
 MAX_PICTURES = 64
 
 
+WHOLE = re.compile(r"[+-]?[0-9]+")
+REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", re.IGNORECASE)
+
+
+def _ascii_int(text: str) -> int:
+    """int() of ASCII digits only: Python's int() also reads '1_0' as 10 and other scripts' digits."""
+    if not WHOLE.fullmatch(text.strip()):
+        raise ValueError(text)
+    return int(text)
+
+
+def real_number(text: str) -> float:
+    """A number written with ASCII digits ('0.02', '1e-4'); ranges are checked by TrainConfig."""
+    if not REAL.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return float(text)
+
+
 def size_pair(text: str, largest: int | None = None) -> tuple[int, int]:
     """'256x320' -> (256, 320), height first; each side at least 1 and at most `largest` if given."""
     try:
-        height, width = (int(part) for part in text.lower().split("x"))
+        height, width = (_ascii_int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from None
     if height < 1 or width < 1:
@@ -53,7 +72,7 @@ def picture_size(text: str) -> tuple[int, int]:
 def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     """An int in minimum..maximum, or an argparse error naming the text."""
     try:
-        value = int(text)
+        value = _ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
@@ -174,14 +193,14 @@ def add_train(subparsers) -> None:
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
     parser.add_argument("--batch-size", type=positive_int, help=f"images per step (default: {defaults.batch_size})")
     parser.add_argument("--crop-size", type=size_pair, metavar="HxW", help="training crop (default: %dx%d)" % defaults.crop_size)
-    parser.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="random scale (default: %g %g)" % defaults.scale_range)
-    parser.add_argument("--lr", type=float, help=f"peak learning rate (default: {defaults.lr})")
+    parser.add_argument("--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"), help="random scale (default: %g %g)" % defaults.scale_range)
+    parser.add_argument("--lr", type=real_number, help=f"peak learning rate (default: {defaults.lr})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {defaults.optimizer})")
-    parser.add_argument("--momentum", type=float, help=f"SGD momentum (default: {defaults.momentum})")
-    parser.add_argument("--weight-decay", type=float, help=f"(default: {defaults.weight_decay})")
+    parser.add_argument("--momentum", type=real_number, help=f"SGD momentum (default: {defaults.momentum})")
+    parser.add_argument("--weight-decay", type=real_number, help=f"(default: {defaults.weight_decay})")
     parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class: median-frequency lifts rare classes, sqrt-median-frequency (their square roots) more gently and best on CamVid (docs/training.md) (default: {defaults.class_weighting})")
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
-    parser.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
+    parser.add_argument("--warmup-epochs", type=real_number, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
     parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
@@ -255,7 +274,10 @@ def add_eval(subparsers) -> None:
 
 def _kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
     """--keep's classes: the whole text when it is a class's name (names may hold commas), else its comma-separated names."""
-    names = [keep] if keep in class_names else [name.strip() for name in keep.split(",")]
+    pieces = [name.strip() for name in keep.split(",")]
+    if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
+        raise PixelwiseError(f"--keep {keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it ambiguous")
+    names = [keep] if keep in class_names else pieces
     if not all(names):
         raise PixelwiseError(f"--keep: expected class names separated by commas, got {keep!r}")
     return names
@@ -263,7 +285,7 @@ def _kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
 
 def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:
     """Pixels of the kept classes: the named ones, or every class but 'background'."""
-    if keep:
+    if keep is not None:
         keep = _kept_classes(keep, class_names)
         unknown = [name for name in keep if name not in class_names]
         if unknown:
@@ -283,7 +305,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from pixelwise.predict import load_model
     from pixelwise.visualize import blur_background, overlay
 
-    if args.keep and not args.blur_background:
+    if args.keep is not None and not args.blur_background:
         raise PixelwiseError("--keep chooses the classes that --blur-background keeps sharp; add --blur-background")
     model = load_model(args.checkpoint, args.device).for_inference()
     if args.blur_background:
@@ -306,10 +328,10 @@ def run_predict(args: argparse.Namespace) -> int:
         target = out / names[path]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            palette_png(mask, model.palette).save(f"{target}{MASK_SUFFIX}")
-            overlay(photo, mask, model.class_names, model.palette).save(f"{target}{OVERLAY_SUFFIX}", quality=92)
+            save_output(palette_png(mask, model.palette), f"{target}{MASK_SUFFIX}")
+            save_output(overlay(photo, mask, model.class_names, model.palette), f"{target}{OVERLAY_SUFFIX}", quality=92)
             if args.blur_background:
-                blur_background(photo, _keep_mask(mask, model.class_names, args.keep)).save(f"{target}{BLUR_SUFFIX}", quality=92)
+                save_output(blur_background(photo, _keep_mask(mask, model.class_names, args.keep)), f"{target}{BLUR_SUFFIX}", quality=92)
         except OSError as error:
             raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1

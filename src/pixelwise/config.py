@@ -31,6 +31,8 @@ BOUNDS = {
     "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1), "warmup_epochs": (0, 10_000),
 }  # fmt: skip
 ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
+SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
+"""Settings every saved config has held since the first release: a dict without them is not a run's config."""
 TEXTS = ("data", "train_split", "val_split", "out", "backbone_weights", "device")
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")

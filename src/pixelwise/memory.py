@@ -18,7 +18,7 @@ def forward_output_bytes(network: nn.Module, input_shape: tuple[int, ...]) -> in
 
     Run on the meta device, so nothing is computed or allocated whatever the shape.
     """
-    probe = copy.deepcopy(network).to("meta").eval()  # eval: BatchNorm accepts a batch of one 1x1 feature map
+    probe = copy.deepcopy(network).to("meta").train()  # as a training step runs it
     total = 0
 
     def count(module, inputs, output) -> None:
@@ -42,8 +42,14 @@ def device_memory(device: torch.device) -> int:
 
 
 def refuse_impossible_batch(network: nn.Module, batch_size: int, crop_size: tuple[int, int], device: torch.device) -> None:
-    """TrainingError, before any work, when one batch's forward pass alone would exceed the device's whole memory."""
-    needed = forward_output_bytes(network, (batch_size, 3, *crop_size))
+    """TrainingError, before any work, when a batch cannot train: too big for the device, or a shape a layer refuses."""
+    try:
+        needed = forward_output_bytes(network, (batch_size, 3, *crop_size))
+    except (ValueError, RuntimeError) as error:
+        raise TrainingError(
+            f"a batch of {batch_size} crops of {crop_size[0]}x{crop_size[1]} cannot be trained on ({str(error).splitlines()[0]}); "
+            "use a larger batch size or crop size"
+        ) from None
     available = device_memory(device)
     if needed > available:
         raise TrainingError(

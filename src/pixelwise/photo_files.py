@@ -38,6 +38,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
     return list(first_named.values()), problems
 
 
+def save_output(image, path: Path | str, **options) -> None:
+    """`image.save(path)`, replacing a link found at `path` rather than writing through it to a file elsewhere."""
+    if Path(path).is_symlink():
+        Path(path).unlink()
+    image.save(path, **options)
+
+
 def _absolute(path: Path) -> Path:
     """`path` made absolute without following links: outputs are named after what the user named."""
     return Path(os.path.abspath(path))

@@ -10,12 +10,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from pixelwise.checkpoint import load_checkpoint
+from pixelwise.checkpoint import load_checkpoint, load_weights
 from pixelwise.data.io import read_image, to_rgb
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.device import resolve_device
 from pixelwise.engine import autocast
-from pixelwise.errors import CheckpointError
 from pixelwise.models import build_model, fold_batch_norms
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -129,10 +128,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmente
     payload = load_checkpoint(path)
     class_names = tuple(payload["class_names"])
     network = build_model(payload["model"]["name"], num_classes=len(class_names))
-    try:
-        network.load_state_dict(payload["state_dict"])
-    except (RuntimeError, TypeError) as error:
-        raise CheckpointError(f"{path}: weights do not fit {payload['model']['name']} ({str(error).splitlines()[0]})") from None
+    load_weights(path, network, payload["state_dict"], payload["model"]["name"])
     normalization = payload["normalization"]
     segmenter = Segmenter(
         network,

@@ -10,14 +10,13 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import SAVED_KEYS, TrainConfig
 from pixelwise.errors import PixelwiseError, TrainingError
 from pixelwise.jsontext import strict_json
 
 CHECKPOINT_FILES = ("last.pt", "best.pt")
 RUN_FILES = (*CHECKPOINT_FILES, "metrics.csv", "curves.png")
 CONFIG_FILE = "config.json"
-RUN_CONFIG_KEYS = {"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"}
 METRICS_HEADER = "epoch,loss,lr,"
 
 
@@ -45,7 +44,7 @@ def _is_run_config(path: Path) -> bool:
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
         known = {field.name for field in fields(TrainConfig)}
-        return isinstance(values, dict) and set(values) <= known and RUN_CONFIG_KEYS <= set(values) and bool(TrainConfig.from_dict(values))
+        return isinstance(values, dict) and set(values) <= known and SAVED_KEYS <= set(values) and bool(TrainConfig.from_dict(values))
     except (OSError, UnicodeDecodeError, ValueError, TypeError, PixelwiseError):
         return False
 

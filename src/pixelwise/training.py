@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import pixelwise
-from pixelwise.checkpoint import load_checkpoint, save_checkpoint
-from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
+from pixelwise.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from pixelwise.config import BOUNDS, CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.check import SplitReport, check_dataset
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.labels import IGNORE_INDEX
@@ -35,6 +35,7 @@ from pixelwise.runtime import keep_freed_memory
 from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
+RATES = ("lr", "initial_lr")  # optimiser group entries the schedule moves
 RESUME_MAY_CHANGE = ("epochs", "out", "data", "root", "download", "device", "workers", "lr", "deterministic", "save_every_steps", "on_bad_sample")
 """Settings a resumed run may give anew: where things are, how fast it runs, how long, and the learning rate (logged)."""
 
@@ -204,8 +205,8 @@ def _settings_changed(saved: TrainConfig, config: TrainConfig, log: Log) -> None
         log(f"resume changes {setting.name.replace('_', ' ')}: {before} -> {now}")
 
 
-def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, log: Log) -> RunState:
-    """Load last.pt of the run into the model, optimiser and scheduler; where to go on from."""
+def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, steps: int, log: Log) -> RunState:
+    """Load last.pt of the run (epochs of `steps` steps) into the model, optimiser and scheduler; where to go on from."""
     path = Path(config.out) / "last.pt"
     state = load_checkpoint(path, for_resume=True)
     if tuple(state["class_names"]) != segmenter.class_names:
@@ -218,13 +219,14 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
         log(f"resume changes the colours of {', '.join(recoloured)} (from the data's class table)")
     saved = _saved_config(path, state)
     _settings_changed(saved, config, log)
+    load_weights(path, segmenter.network, state["state_dict"], config.model)
+    settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     try:
-        segmenter.network.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _require_state_shapes(optimizer)
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path}: damaged checkpoint: its weights or optimiser state do not fit {config.model} ({str(error).splitlines()[0]})") from None
+        _require_run_optimizer(optimizer, settings, scheduler, config)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint: its optimiser or schedule state is not {config.optimizer}'s for this model ({str(error).splitlines()[0]})") from None
     if config.lr != saved.lr:
         _set_peak_lr(scheduler, config.lr)
     best = (state["best"]["miou"], state["best"]["epoch"])
@@ -233,6 +235,8 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
         raise TrainingError(f"{config.out}: has finished {finished} epochs; --epochs {config.epochs} would shorten it (give more to train longer)")
     if state.get("progress"):
         progress = EpochProgress(**state["progress"])
+        if progress.steps >= steps or progress.images > progress.steps * config.batch_size:
+            raise CheckpointError(f"{path}: damaged checkpoint: field 'progress' says {progress.steps} steps and {progress.images} images of an epoch of {steps} steps")
         log(f"resuming {config.out} in epoch {state['epoch']} after step {progress.steps}")
         resumed = RunState(state["epoch"], progress, state["history"], best)
     else:
@@ -243,12 +247,26 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, lo
     return resumed
 
 
-def _require_state_shapes(optimizer: torch.optim.Optimizer) -> None:
-    """ValueError when a loaded per-parameter buffer (momentum, Adam's moments) has another shape than its parameter."""
+def _require_run_optimizer(optimizer: torch.optim.Optimizer, settings: list[dict], scheduler, config: TrainConfig) -> None:
+    """ValueError unless the loaded optimiser and schedule are what the run's config builds (settings, rates, buffers)."""
+    for group, expected in zip(optimizer.param_groups, settings, strict=True):
+        changed = sorted(key for key in set(group) | set(expected) if key != "params" and key not in RATES and group.get(key) != expected.get(key))
+        if changed:
+            raise ValueError(f"optimiser setting {changed[0]} is {group.get(changed[0])!r}, the run's config gives {expected.get(changed[0])!r}")
+        if not all(isinstance(group[key], (int, float)) and 0 <= group[key] <= BOUNDS["lr"][1] for key in RATES):
+            raise ValueError(f"learning rate {group['lr']!r} outside 0..{BOUNDS['lr'][1]}")
+    if len(scheduler.base_lrs) != len(optimizer.param_groups) or not all(0 < lr <= BOUNDS["lr"][1] for lr in scheduler.base_lrs):
+        raise ValueError(f"schedule base rates {scheduler.base_lrs!r} for {len(optimizer.param_groups)} parameter group(s)")
+    buffers = {"sgd": {"momentum_buffer"} if config.momentum else set(), "adamw": {"step", "exp_avg", "exp_avg_sq"}}[config.optimizer]
     for parameter, values in optimizer.state.items():
+        if not isinstance(parameter, torch.Tensor) or set(values) != buffers:
+            raise ValueError(f"optimiser state holds {sorted(values)}, {config.optimizer} keeps {sorted(buffers)}")
         for name, value in values.items():
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameter.shape:
-                raise ValueError(f"optimiser buffer {name} of shape {tuple(value.shape)} for a parameter of shape {tuple(parameter.shape)}")
+            wanted = ((), torch.float32) if name == "step" else (parameter.shape, parameter.dtype)
+            if not isinstance(value, torch.Tensor) or (value.shape, value.dtype) != wanted or not bool(torch.isfinite(value).all()):
+                raise ValueError(f"optimiser buffer {name} is not a finite {wanted[1]} tensor of shape {tuple(wanted[0])}")
+            if name == "step" and value < 0:
+                raise ValueError(f"optimiser step count {float(value)} is negative")
 
 
 def _set_peak_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
@@ -307,12 +325,13 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     data = _checked_data(config, folder, log)
     class_names = data.train_set.class_names
     network = build_model(config.model, num_classes=len(class_names), backbone_weights=config.backbone_weights)
-    refuse_impossible_batch(network, config.batch_size, config.crop_size, device)
+    refuse_impossible_batch(network, min(config.batch_size, len(data.train_set)), config.crop_size, device)
     segmenter = Segmenter(network, model_name=config.model, class_names=class_names, palette=data.train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     segmenter.to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config, segmenter)
-    scheduler = build_scheduler(optimizer, config, steps_per_epoch(len(data.train_set), config.batch_size))
-    state = _restore(config, segmenter, optimizer, scheduler, log) if resume else RunState()
+    steps = steps_per_epoch(len(data.train_set), config.batch_size)
+    scheduler = build_scheduler(optimizer, config, steps)
+    state = _restore(config, segmenter, optimizer, scheduler, steps, log) if resume else RunState()
     class_weights = _class_weights(config, data.train_report, class_names, log)
     run_dir = prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
     log(f"training {config.model} on {folder} ({len(data.train_set)} images, {len(class_names)} classes) on {device}")

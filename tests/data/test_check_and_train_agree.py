@@ -178,3 +178,16 @@ def test_a_malformed_class_table_is_one_line_and_exit_2(folder, capsys):
     assert main(["data", "check", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "classes.csv:3: name 'ground' repeats line 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_two_photos_of_one_stem_and_unusable_split_names_are_problems(folder, tmp_path, capsys):
+    Image.new("RGB", (64, 48)).save(folder / "images" / "train" / "t0.png")  # beside t0.jpg: which one does t0.png label?
+    assert main(["data", "check", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "t0.jpg: another photo of split 'train' has the stem 't0'" in out and "t0.png: another photo" in out
+    assert main(["data", "synth", "--out", str(tmp_path / "voc"), "--num-train", "2", "--num-val", "1", "--classes", "3", "--min-size", "40", "--max-size", "60"]) == 0
+    split = tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_bytes("\ufeff000000\r\n".encode() + b"x" * 300 + b"\nbad\x00name\n000001\n")
+    assert main(["data", "check", str(split.parents[2]), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("is not a file name") == 2 and "2 usable samples" in out, "the byte-order mark is not part of 000000"

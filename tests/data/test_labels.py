@@ -94,7 +94,13 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
     path.write_bytes("index, name, r, g, b, ignore\r\n0, sky , 1, 2, 3, 0\r\n\r\n1, road, 4, 5, 6, 0\r\n".encode("utf-8-sig"))
     table = read_classes_csv(path)
     assert table.class_names == ("sky", "road") and table.palette == ((1, 2, 3), (4, 5, 6))
-    for text in ("Index;Name;R;G;B\n0;sky;1;2;3\n1;road;4;5;6\n", "INDEX\tName\tr\tg\tb\n0\tsky\t1\t2\t3\n1\troad\t4\t5\t6\n"):
+    spreadsheets = (
+        "Index;Name;R;G;B\n0;sky;1;2;3\n1;road;4;5;6\n",
+        "INDEX\tName\tr\tg\tb\n0\tsky\t1\t2\t3\n1\troad\t4\t5\t6\n",
+        "sep=;\nindex;name;r;g;b\n0;sky;1;2;3\n1;road;4;5;6\n",
+        "\n\n\"index\", \"name\", r, g, b\n0, \"sky\", 1, 2, 3,\n1, road, 4, 5, 6,\n",
+    )
+    for text in spreadsheets:
         path.write_text(text)
         assert read_classes_csv(path).class_names == ("sky", "road"), text
 

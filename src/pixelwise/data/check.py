@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,11 @@ def _folder_samples(root: Path, split: str, report: SplitReport) -> tuple[list[S
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: split not found (available: {', '.join(folder_splits(root)) or 'none'})")
     photos = folder_photos(image_dir)
+    stems = Counter(photo.stem for photo in photos)
+    for photo in photos:
+        if stems[photo.stem] > 1:
+            report.problems.append(f"{photo}: another photo of split {split!r} has the stem {photo.stem!r}, so both would take one label")
+    photos = [photo for photo in photos if stems[photo.stem] == 1]
     labels = {p.stem: p for p in label_dir.glob("*.png")} if label_dir.is_dir() else {}
     for stem in sorted(set(labels) - {photo.stem for photo in photos}):
         report.problems.append(f"{labels[stem]}: label without an image")

@@ -204,16 +204,19 @@ def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: cannot read class table ({error})") from None
-    first_line = text.splitlines()[0] if text else ""
-    reader = csv.reader(io.StringIO(text), delimiter=next((mark for mark in ",;\t" if mark in first_line), ","))
+    lines = text.splitlines()
+    declared = re.fullmatch(r"sep=(.)", lines[0].strip()) if lines else None  # Excel's first line naming the delimiter
+    first_line = next((line for line in lines[1 if declared else 0 :] if line.strip()), "")
+    delimiter = declared.group(1) if declared else next((mark for mark in ",;\t" if mark in first_line), ",")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
     try:
-        header = [column.strip().lower() for column in next(reader, [])]
+        records = [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)][1 if declared else 0 :]
+        header = [column.strip().lower() for column in records[0][1]] if records else []
         rows = []
-        for fields in reader:
-            if len(fields) > len(header):
-                raise DatasetError(f"{path}:{reader.line_num}: {len(fields)} fields for a header of {len(header)} columns")
-            if any(field.strip() for field in fields):
-                rows.append((reader.line_num, dict(zip(header, (field.strip() for field in fields)))))
+        for line, fields in records[1:]:
+            if any(field.strip() for field in fields[len(header) :]):
+                raise DatasetError(f"{path}:{line}: {len(fields)} fields for a header of {len(header)} columns")
+            rows.append((line, dict(zip(header, (field.strip() for field in fields)))))
     except csv.Error as error:
         raise DatasetError(f"{path}: cannot read class table ({error})") from None
     twice = sorted({column for column in header if column and header.count(column) > 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from pathlib import Path
 
 from pixelwise.data.dataset import PairTransform, Sample, SegmentationDataset, require_files
@@ -10,6 +11,7 @@ from pixelwise.data.labels import VOC_BOUNDARY_COLOR, ClassTable, read_classes_c
 from pixelwise.errors import DatasetError
 
 SPLIT_DIR = Path("ImageSets", "Segmentation")
+MAX_NAME_BYTES = 250  # a file name is at most 255 bytes, and ".jpg" or ".png" is added
 
 
 def find_voc_root(path: Path | str) -> Path:
@@ -46,6 +48,8 @@ def scan_split_file(path: Path) -> tuple[list[str], list[str]]:
             continue
         if "/" in name or "\\" in name or name.startswith("."):
             problems.append(f"{path}:{line_number}: name {name!r} escapes the dataset folder")
+        elif len(name.encode("utf-8")) > MAX_NAME_BYTES or any(unicodedata.category(c)[0] == "C" or c == "\ufffd" for c in name):
+            problems.append(f"{path}:{line_number}: name {name[:40]!r} is not a file name (too long, or control or undecodable characters)")
         elif name in seen:
             problems.append(f"{path}:{line_number}: name {name!r} is listed twice")
         else:
