@@ -27,7 +27,8 @@ def test_round_trip_predicts_exactly_what_the_saved_model_did(tmp_path):
     network = build_model("fcn32s", num_classes=3)
     for parameter in network.score32.parameters():
         parameter.data.normal_()
-    saved = Segmenter(network, model_name="fcn32s", class_names=("background", "a", "b"), palette=((0, 0, 0), (128, 0, 0), (0, 128, 0))).eval()
+    saved = Segmenter(network, model_name="fcn32s", class_names=("background", "a", "b"), palette=((0, 0, 0), (128, 0,
+        0), (0, 128, 0))).eval()
     save_checkpoint(tiny_payload(network), tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     photo = np.random.default_rng(0).integers(0, 255, size=(45, 70, 3), dtype=np.uint8)
@@ -71,12 +72,14 @@ def test_pickled_callable_is_refused_without_running_it(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "pixelwise-checkpoint", "payload": Exploit()}, path)
-    with pytest.raises(CheckpointError, match=r"evil\.pt: not a loadable checkpoint \(it holds Python code \(\S*open\), refused without running it\)$"):
+    with pytest.raises(CheckpointError,
+        match=r"evil\.pt: not a loadable checkpoint \(it holds Python code \(\S*open\), refused without running it\)$"):
         load_checkpoint(path)
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [({"a": 1}, "not a pixelwise checkpoint"), ({"format": "pixelwise-checkpoint"}, "lacks")])
+@pytest.mark.parametrize("content, message", [({"a": 1}, "not a pixelwise checkpoint"),
+    ({"format": "pixelwise-checkpoint"}, "lacks")])
 def test_foreign_or_incomplete_files_are_refused(tmp_path, content, message):
     torch.save(content, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match=message):
@@ -125,7 +128,8 @@ def test_the_inference_copy_predicts_the_same_masks_and_leaves_the_model_trainab
     expected = model.predict(photo)
     assert len(np.unique(expected)) > 1
     assert (fast.predict(photo) == expected).mean() > 0.999, "folding changes the logits by rounding only"
-    assert (fast.model_name, fast.class_names, fast.palette, fast.mean, fast.std) == (model.model_name, model.class_names, model.palette, model.mean, model.std)
+    assert (fast.model_name, fast.class_names, fast.palette, fast.mean, fast.std) == (model.model_name,
+        model.class_names, model.palette, model.mean, model.std)
     assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in fast.modules())
     assert fast.network.stem[0].weight.is_contiguous(memory_format=torch.channels_last) and not fast.training
     assert sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules()) == 20
@@ -149,7 +153,8 @@ def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
     "array, error, message",
     [
         (np.zeros((6, 8, 3), np.float32), TypeError, r"got float32 \(6, 8, 3\) \(scale floats in \[0, 1\] by 255"),
-        (np.zeros((6, 8, 5), np.uint8), TypeError, r"shape \(H, W\), \(H, W, 3\) or \(H, W, 4\), got uint8 \(6, 8, 5\)$"),
+        (np.zeros((6, 8, 5), np.uint8), TypeError,
+            r"shape \(H, W\), \(H, W, 3\) or \(H, W, 4\), got uint8 \(6, 8, 5\)$"),
         (np.zeros((3, 6, 8), np.uint8), TypeError, r"got uint8 \(3, 6, 8\)$"),
         (np.zeros((0, 8, 3), np.uint8), ValueError, r"an image with pixels, got an array of shape \(0, 8, 3\)"),
     ],
@@ -173,7 +178,8 @@ def test_grayscale_and_rgba_arrays_are_segmented_at_their_size():
     model = segmenter_with_random_head()
     gray = np.random.default_rng(4).integers(0, 255, size=(20, 30), dtype=np.uint8)
     assert model.predict(gray).shape == (20, 30)
-    assert np.array_equal(model.predict(np.dstack([gray] * 3 + [np.full_like(gray, 255)])), model.predict(np.dstack([gray] * 3)))
+    assert np.array_equal(model.predict(np.dstack([gray] * 3 + [np.full_like(gray, 255)])),
+        model.predict(np.dstack([gray] * 3)))
 
 
 @pytest.mark.parametrize(
@@ -215,7 +221,8 @@ def test_a_tampered_but_well_formed_checkpoint_names_the_field(tmp_path, capsys,
 def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), path)
-    with pytest.raises(CheckpointError, match=r"last\.pt: checkpoint lacks config, epoch, history, best, optimizer, scheduler"):
+    with pytest.raises(CheckpointError,
+        match=r"last\.pt: checkpoint lacks config, epoch, history, best, optimizer, scheduler"):
         load_checkpoint(path, for_resume=True)
 
 
@@ -257,6 +264,7 @@ def test_loading_onto_a_missing_device_is_one_clear_error(tmp_path):
     from pixelwise.errors import DeviceError
 
     save_checkpoint(tiny_payload(build_model("fcn32s", num_classes=3)), tmp_path / "model.pt")
-    for device, message in (("cuda", "CUDA is not available"), ("meta", "cannot run pixelwise"), ("nonsense", "unknown device")):
+    for device, message in (("cuda", "CUDA is not available"), ("meta", "cannot run pixelwise"), ("nonsense",
+        "unknown device")):
         with pytest.raises(DeviceError, match=message):
             load_model(tmp_path / "model.pt", device)

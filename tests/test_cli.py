@@ -12,15 +12,18 @@ from PIL import Image
 from pixelwise.cli import expand_inputs, main
 from pixelwise.errors import PixelwiseError
 
-TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device", "cpu", "--lr", "0.01", "--warmup-epochs", "0"]
+TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device",
+    "cpu", "--lr", "0.01", "--warmup-epochs", "0"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A 2-epoch run on a tiny synthetic dataset: (data folder, run folder, printed output)."""
     base = tmp_path_factory.mktemp("cli")
-    assert main(["data", "synth", "--out", str(base / "data"), "--num-train", "24", "--num-val", "4", "--classes", "3", "--min-size", "40", "--max-size", "64"]) == 0
-    assert main(["train", "--data", str(base / "data"), "--out", str(base / "run"), "--model", "fcn32s", *TINY_TRAIN]) == 0
+    assert main(["data", "synth", "--out", str(base / "data"), "--num-train", "24", "--num-val", "4", "--classes",
+        "3", "--min-size", "40", "--max-size", "64"]) == 0
+    assert main(["train", "--data", str(base / "data"), "--out", str(base / "run"), "--model", "fcn32s",
+        *TINY_TRAIN]) == 0
     return base / "data", base / "run"
 
 
@@ -37,7 +40,8 @@ def test_train_writes_the_run_directory_and_loss_goes_down(trained_run):
 def test_eval_prints_table_and_json(trained_run, capsys):
     data, run = trained_run
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--split", "val", "--workers", "0"]) == 0
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--split", "val", "--workers",
+        "0"]) == 0
     table = capsys.readouterr().out
     assert "mIoU" in table and "pixel accuracy" in table and "striped square" in table
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0"]) == 0
@@ -49,7 +53,8 @@ def test_eval_prints_table_and_json(trained_run, capsys):
 
 
 def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tmp_path, monkeypatch, capsys):
-    engine, predict = (importlib.import_module(f"pixelwise.{name}") for name in ("engine", "predict"))  # not the package's predict()
+    engine, predict = (importlib.import_module(f"pixelwise.{name}") for name in ("engine",
+        "predict"))  # not the package's predict()
     seen = []
     real_autocast = engine.autocast
 
@@ -61,19 +66,22 @@ def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tm
     monkeypatch.setattr(predict, "autocast", recording_autocast)
     data, run = trained_run
     one_epoch = ["--epochs", "1", *TINY_TRAIN[2:]]
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fcn32s", *one_epoch, "--precision", "bf16"]) == 0
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fcn32s", *one_epoch,
+        "--precision", "bf16"]) == 0
     assert "bf16" in seen and "fp32" in seen, "bf16 training steps, fp32 validation"
     results = {}
     for precision in ("fp32", "bf16"):
         seen.clear()
         capsys.readouterr()
-        assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0", "--precision", precision]) == 0
+        assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0",
+            "--precision", precision]) == 0
         assert set(seen) == {precision}
         results[precision] = json.loads(capsys.readouterr().out)
     assert results["bf16"]["pixel_accuracy"] == pytest.approx(results["fp32"]["pixel_accuracy"], abs=0.02)
     seen.clear()
     Image.new("RGB", (40, 30), (90, 20, 200)).save(tmp_path / "photo.jpg")
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "photo.jpg"), "--out",
+        str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"]) == 0
     assert seen == ["bf16"]
 
 
@@ -88,7 +96,8 @@ def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_p
     exif[0x0112] = 6  # orientation: rotate 90 degrees to display
     Image.new("RGB", (44, 26), (90, 20, 200)).save(photos / "rotated.jpg", exif=exif)
     out = tmp_path / "out"
-    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(photos), "--out", str(out), "--blur-background", "--device", "cpu"])
+    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(photos), "--out", str(out), "--blur-background",
+        "--device", "cpu"])
     assert code == 0
     for stem, size in (("odd", (71, 33)), ("gray", (50, 40)), ("rgba", (30, 60)), ("rotated", (26, 44))):
         mask = Image.open(out / f"{stem}_mask.png")
@@ -96,14 +105,16 @@ def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_p
         assert np.asarray(mask).max() < 3
         assert Image.open(out / f"{stem}_blur.jpg").size == size
         overlay = Image.open(out / f"{stem}_overlay.jpg")
-        assert overlay.width >= size[0] and overlay.height > size[1], "legend below the photo, as wide as its names need"
+        assert overlay.width >= size[0], "as wide as the legend's names need"
+        assert overlay.height > size[1], "legend below the photo"
 
 
 def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, capsys):
     _, run = trained_run
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     Image.new("RGB", (40, 30)).save(tmp_path / "fine.jpg")
-    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "*.jpg"), str(tmp_path / "absent.jpg"), "--out", str(tmp_path / "out")])
+    code = main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "*.jpg"),
+        str(tmp_path / "absent.jpg"), "--out", str(tmp_path / "out")])
     assert code == 1
     assert (tmp_path / "out" / "fine_mask.png").is_file()
     errors = capsys.readouterr().err
@@ -134,9 +145,11 @@ def test_predict_into_its_own_input_folder_does_not_segment_its_outputs_again(tr
 def test_predict_keep_names_must_be_classes(trained_run, tmp_path, capsys):
     _, run = trained_run
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path), "--blur-background", "--keep", "person"]) == 2
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path),
+        "--blur-background", "--keep", "person"]) == 2
     assert "unknown class 'person'; the model knows background, gridded disk, striped square" in capsys.readouterr().err
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path), "--blur-background", "--keep", "background,"]) == 2
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path),
+        "--blur-background", "--keep", "background,"]) == 2
     assert "--keep: expected class names separated by commas, got 'background,'" in capsys.readouterr().err
 
 
@@ -144,7 +157,8 @@ def test_predict_into_an_unwritable_folder_is_one_line(trained_run, tmp_path, ca
     _, run = trained_run
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
     (tmp_path / "file").write_text("")
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "file" / "out")]) == 2
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out",
+        str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err
     assert "cannot write predictions" in err and len(err.strip().splitlines()) == 1
 
@@ -188,7 +202,8 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     assert main(["data", "show", str(data), "--n", "3", "--out", str(tmp_path / "preview.png")]) == 0
     preview = Image.open(tmp_path / "preview.png")
     assert preview.height > 2 * 160
-    assert main(["data", "show", str(data), "--crops", "4", "--crop-size", "30x40", "--out", str(tmp_path / "crops.png")]) == 0
+    assert main(["data", "show", str(data), "--crops", "4", "--crop-size", "30x40", "--out",
+        str(tmp_path / "crops.png")]) == 0
     assert Image.open(tmp_path / "crops.png").width >= 4 * 160 * 40 // 30
 
 
@@ -234,15 +249,21 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--data", "voc2012", "--root", "/nonexistent"], "add --download"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
         (["train", "--resume", "/nonexistent-run"], "last.pt: checkpoint not found"),
-        (["train", "--resume", "/nonexistent-run", "--model", "fcn32s"], "--resume continues the run with its own settings: --model cannot change"),
-        (["train", "--resume", "/nonexistent-run", "--deterministic", "--crop-size", "64x64"], "--crop-size cannot change"),
+        (["train", "--resume", "/nonexistent-run", "--model", "fcn32s"],
+            "--resume continues the run with its own settings: --model cannot change"),
+        (["train", "--resume", "/nonexistent-run", "--deterministic", "--crop-size", "64x64"],
+            "--crop-size cannot change"),
         (["data", "synth", "--out", "/tmp/x", "--classes", "40"], "num_classes must be in 2..21"),
-        (["train", "--resume", "/nonexistent-run", "--deterministic", "--device", "cpu", "--lr", "0.1"], "/nonexistent-run/last.pt: checkpoint not found"),
-        (["train", "--device", "meta", "--data", "/nonexistent"], "device 'meta' cannot run pixelwise; use auto, cpu, cuda or cuda:N"),
+        (["train", "--resume", "/nonexistent-run", "--deterministic", "--device", "cpu", "--lr", "0.1"],
+            "/nonexistent-run/last.pt: checkpoint not found"),
+        (["train", "--device", "meta", "--data", "/nonexistent"],
+            "device 'meta' cannot run pixelwise; use auto, cpu, cuda or cuda:N"),
         (["train", "--device", "mps", "--data", "/nonexistent"], "device mps requested but MPS is not available"),
         (["train", "--device", "tpu", "--data", "/nonexistent"], "unknown device 'tpu'"),
-        (["train", "--scale-range", "1", "inf"], "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
-        (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"], "--keep chooses the classes that --blur-background keeps sharp"),
+        (["train", "--scale-range", "1", "inf"],
+            "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
+        (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"],
+            "--keep chooses the classes that --blur-background keeps sharp"),
     ],
 )
 def test_bad_files_give_one_line_and_exit_2(argv, message, capsys):
@@ -276,9 +297,11 @@ def test_predict_names_outputs_by_folder_not_by_the_order_inputs_were_found(trai
         Image.new("RGB", (30, 20), (shade, shade, shade)).save(images / folder / "x.jpg")
     Image.new("RGB", (30, 20)).save(images / "c" / "x.png")  # a second photo named x in one folder
     outputs = {}
-    for order in ([str(images / "**" / "*.jpg"), str(images / "c" / "x.png")], [str(images / "c" / "x.png"), str(images / "**" / "*.jpg")]):
+    for order in ([str(images / "**" / "*.jpg"), str(images / "c" / "x.png")], [str(images / "c" / "x.png"),
+        str(images / "**" / "*.jpg")]):
         out = images / "c"  # the outputs go into one of the input folders
-        assert main(["predict", "--checkpoint", str(run / "best.pt"), *order, "--out", str(out), "--device", "cpu"]) == 0
+        assert main(["predict", "--checkpoint", str(run / "best.pt"), *order, "--out", str(out), "--device",
+            "cpu"]) == 0
         outputs[tuple(order)] = sorted(str(path.relative_to(out)) for path in out.rglob("*_mask.png"))
     first, second = outputs.values()
     assert first == second == ["a/x_mask.png", "c/x.jpg_mask.png", "c/x.png_mask.png"]
@@ -288,7 +311,8 @@ def test_predict_names_outputs_by_folder_not_by_the_order_inputs_were_found(trai
 def test_predict_keeps_a_comma_separated_list_and_never_swallows_a_photo(trained_run, tmp_path):
     _, run = trained_run
     Image.new("RGB", (40, 30)).save(tmp_path / "photo.jpg")
-    argv = ["predict", "--checkpoint", str(run / "best.pt"), "--blur-background", "--keep", "gridded disk,striped square", str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out")]
+    argv = ["predict", "--checkpoint", str(run / "best.pt"), "--blur-background", "--keep",
+        "gridded disk,striped square", str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert (tmp_path / "out" / "photo_blur.jpg").is_file()
 
@@ -299,7 +323,8 @@ def test_eval_json_is_strict_json_when_metrics_are_undefined(trained_run, tmp_pa
     for label in (unlabelled / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png"):
         Image.fromarray(np.full(Image.open(label).size[::-1], 255, dtype=np.uint8)).save(label)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(unlabelled), "--json", "--workers", "0"]) == 0
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(unlabelled), "--json", "--workers",
+        "0"]) == 0
 
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
@@ -311,10 +336,12 @@ def test_eval_json_is_strict_json_when_metrics_are_undefined(trained_run, tmp_pa
 def test_a_zero_given_on_the_command_line_is_kept_not_replaced_by_the_default():
     from pixelwise.cli import _train_config, build_parser
 
-    zeros = ["--warmup-epochs", "0", "--weight-decay", "0", "--momentum", "0", "--save-every-steps", "0", "--workers", "0", "--seed", "0"]
+    zeros = ["--warmup-epochs", "0", "--weight-decay", "0", "--momentum", "0", "--save-every-steps", "0", "--workers",
+        "0", "--seed", "0"]
     config, resume = _train_config(build_parser().parse_args(["train", *zeros]))
     assert not resume
-    assert (config.warmup_epochs, config.weight_decay, config.momentum, config.save_every_steps, config.workers) == (0, 0, 0, 0, 0)
+    assert (config.warmup_epochs, config.weight_decay, config.momentum, config.save_every_steps,
+        config.workers) == (0, 0, 0, 0, 0)
 
 
 def test_output_names_never_coincide_and_follow_the_names_given(tmp_path):
@@ -330,7 +357,8 @@ def test_output_names_never_coincide_and_follow_the_names_given(tmp_path):
     assert sorted(map(str, names.values())) == ["link", "x.jpg", "x.jpg.png", "x.png", "y"]
     assert output_names(paths[::-1]) == names, "the order of the inputs does not matter"
     found, _ = expand_inputs([str(folder), str(folder / "y.png")])
-    assert sorted(path.name for path in found) == ["link.jpg", "x.jpg", "x.jpg.png", "x.png", "y.png"], "a link is its own input; a file named twice is one"
+    assert sorted(path.name for path in found) == ["link.jpg", "x.jpg", "x.jpg.png", "x.png",
+        "y.png"], "a link is its own input; a file named twice is one"
 
 
 def test_keep_names_a_class_whose_name_holds_a_comma():

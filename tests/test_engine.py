@@ -76,7 +76,8 @@ def test_config_rejects_impossible_values():
         ({"batch_size": "8"}, "batch_size must be a whole number, got '8'"),
         ({"crop_size": (128.0, 96)}, r"crop size must be two whole numbers in 1..65536, got \(128.0, 96\)"),
         ({"scale_range": (0.5,)}, r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(0.5,\)"),
-        ({"scale_range": (1, 1e300)}, r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)"),
+        ({"scale_range": (1, 1e300)},
+            r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)"),
         ({"model": "unet"}, "model must be one of fcn32s, fcn8s, got 'unet'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
@@ -120,7 +121,8 @@ def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
     torch.manual_seed(0)
     size = [120, 160]
     shrink = v2.Resize(size, antialias=True)  # masks are resized with nearest neighbour
-    train_set = FolderSegmentation(camvid_root, "train", v2.Compose([shrink, train_transforms((96, 128), scale_range=(0.8, 1.25))]))
+    train_set = FolderSegmentation(camvid_root, "train", v2.Compose([shrink, train_transforms((96, 128),
+        scale_range=(0.8, 1.25))]))
     val_set = FolderSegmentation(camvid_root, "val", shrink)
     model = build_model("fcn32s", num_classes=11).to(memory_format=torch.channels_last)
     config = TrainConfig(epochs=2, lr=0.02, warmup_epochs=0.2)
@@ -145,7 +147,8 @@ def test_class_weighted_loss_is_a_weighted_mean_over_labelled_pixels():
     valid = target != 255
     expected = (per_pixel[valid] * weights[target[valid]]).sum() / weights[target[valid]].sum()
     assert torch.allclose(segmentation_loss(logits, target, weights), expected)
-    assert torch.allclose(segmentation_loss(logits, target, weights), torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255))
+    assert torch.allclose(segmentation_loss(logits, target, weights), torch.nn.functional.cross_entropy(logits,
+        target, weight=weights, ignore_index=255))
 
 
 def test_median_frequency_weights_lift_rare_classes_and_data_check_counts_their_pixels(synthetic_voc):
@@ -163,7 +166,8 @@ def test_median_frequency_weights_lift_rare_classes_and_data_check_counts_their_
     assert (pixels <= where_present).all() and pixels[0] == pixels.max(), "background is the most frequent class"
     weights = median_frequency_weights(pixels, where_present)
     frequency = pixels / where_present
-    assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency, dtype=torch.float32))
+    assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency,
+        dtype=torch.float32))
     assert weights[0] == weights.min()
 
 
@@ -178,7 +182,8 @@ def test_training_steps_never_wait_for_all_queued_gpu_work(synthetic_voc, decode
     model = build_model("fcn32s", num_classes=len(dataset.class_names)).to(cuda).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     weights = torch.rand(len(dataset.class_names), device=cuda)
-    train_one_epoch(model, batches[:1], optimizer, None, cuda, class_weights=weights)  # first-use set-up may synchronise
+    train_one_epoch(model, batches[:1], optimizer, None, cuda,
+        class_weights=weights)  # first-use set-up may synchronise
     torch.cuda.set_sync_debug_mode("error")  # an implicit stream or device synchronisation raises
     try:
         progress = train_one_epoch(model, batches[1:], optimizer, None, cuda, class_weights=weights)

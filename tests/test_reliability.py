@@ -19,7 +19,8 @@ from pixelwise.checkpoint import load_checkpoint
 from pixelwise.cli import main
 from pixelwise.errors import TrainingError
 
-TINY = ["--epochs", "3", "--batch-size", "4", "--crop-size", "64x64", "--lr", "0.01", "--warmup-epochs", "0", "--model", "fcn32s", "--quiet", "--device", "cpu", "--seed", "5"]
+TINY = ["--epochs", "3", "--batch-size", "4", "--crop-size", "64x64", "--lr", "0.01", "--warmup-epochs", "0",
+    "--model", "fcn32s", "--quiet", "--device", "cpu", "--seed", "5"]
 TIME_COLUMNS = {"seconds", "images_per_second"}
 
 
@@ -27,7 +28,8 @@ TIME_COLUMNS = {"seconds", "images_per_second"}
 def tiny_data(tmp_path_factory):
     """24 train and 4 val synthetic images, 3 classes."""
     out = tmp_path_factory.mktemp("tiny")
-    assert main(["data", "synth", "--out", str(out), "--num-train", "24", "--num-val", "4", "--classes", "3", "--min-size", "40", "--max-size", "72"]) == 0
+    assert main(["data", "synth", "--out", str(out), "--num-train", "24", "--num-val", "4", "--classes", "3",
+        "--min-size", "40", "--max-size", "72"]) == 0
     return out / "VOCdevkit" / "VOC2012"
 
 
@@ -47,15 +49,18 @@ def assert_same_weights(first, second):
 
 def cli(*args):
     """Run the CLI in a child process (as a user would), returning the Popen."""
-    return subprocess.Popen([sys.executable, "-m", "pixelwise", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "pixelwise", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
 
 
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_data, tmp_path):
     reference = tmp_path / "reference"
-    assert cli("train", "--data", str(tiny_data), "--out", str(reference), "--workers", "0", *TINY).wait(timeout=300) == 0
+    assert cli("train", "--data", str(tiny_data), "--out", str(reference), "--workers", "0",
+        *TINY).wait(timeout=300) == 0
 
     interrupted = tmp_path / "interrupted"
-    process = cli("train", "--data", str(tiny_data), "--out", str(interrupted), "--workers", "2", "--save-every-steps", "2", *TINY)
+    process = cli("train", "--data", str(tiny_data), "--out", str(interrupted), "--workers", "2",
+        "--save-every-steps", "2", *TINY)
     last, saves, deadline = interrupted / "last.pt", 0, time.monotonic() + 300
     seen = None
     while saves < 4 and process.poll() is None and time.monotonic() < deadline:
@@ -81,7 +86,8 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_data, tmp_path)
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
 def test_deterministic_runs_are_identical(tiny_data, tmp_path, decode_on):
     for name in ("a", "b"):
-        assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / name), "--workers", "0", "--deterministic", "--decode-on", decode_on, *TINY[:1], "2", *TINY[2:]]) == 0
+        assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / name), "--workers", "0",
+            "--deterministic", "--decode-on", decode_on, *TINY[:1], "2", *TINY[2:]]) == 0
     assert metrics_without_times(tmp_path / "a") == metrics_without_times(tmp_path / "b")
     assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
 
@@ -105,9 +111,11 @@ def data_with_a_broken_label(tiny_data, tmp_path):
     return root
 
 
-def test_a_broken_label_stops_the_run_or_is_skipped_also_by_the_class_weights(data_with_a_broken_label, tmp_path, capsys):
+def test_a_broken_label_stops_the_run_or_is_skipped_also_by_the_class_weights(data_with_a_broken_label, tmp_path,
+    capsys):
     """The class weights read every label before training; the bad-sample policy applies there too."""
-    run = ["train", "--data", str(data_with_a_broken_label), "--workers", "0", "--class-weighting", "sqrt-median-frequency", *TINY]
+    run = ["train", "--data", str(data_with_a_broken_label), "--workers", "0", "--class-weighting",
+        "sqrt-median-frequency", *TINY]
     assert main([*run, "--out", str(tmp_path / "stopped")]) == 2
     err = capsys.readouterr().err
     assert "000002.png" in err and len(err.strip().splitlines()) == 1
@@ -119,7 +127,8 @@ def test_a_broken_label_stops_the_run_or_is_skipped_also_by_the_class_weights(da
 
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
 def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path, capsys, decode_on):
-    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2", "--decode-on", decode_on, *TINY])
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "2",
+        "--decode-on", decode_on, *TINY])
     err = capsys.readouterr().err
     assert code == 2
     assert "000001.jpg: cannot decode image" in err and len(err.strip().splitlines()) == 1
@@ -127,7 +136,8 @@ def test_bad_sample_stops_the_run_by_default(data_with_a_broken_photo, tmp_path,
 
 @pytest.mark.parametrize("decode_on", ["workers", "device"])
 def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tmp_path, capsys, decode_on):
-    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "0", "--on-bad-sample", "skip", "--decode-on", decode_on, *TINY])
+    code = main(["train", "--data", str(data_with_a_broken_photo), "--out", str(tmp_path / "run"), "--workers", "0",
+        "--on-bad-sample", "skip", "--decode-on", decode_on, *TINY])
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("skipped: ") == 1 and "000001.jpg: cannot decode image" in out
@@ -146,19 +156,23 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
         return loss * float("nan") if calls["count"] == calls["nan_at"] else loss
 
     monkeypatch.setattr(pixelwise.engine, "segmentation_loss", loss_that_diverges)
-    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=3, batch_size=4, crop_size=(64, 64), workers=0, model="fcn32s", save_every_steps=0)
-    with pytest.raises(TrainingError, match=r"epoch 2: loss became nan at step 3; the last good checkpoint is .*last\.pt"):
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=3, batch_size=4, crop_size=(64, 64),
+        workers=0, model="fcn32s", save_every_steps=0)
+    with pytest.raises(TrainingError,
+        match=r"epoch 2: loss became nan at step 3; the last good checkpoint is .*last\.pt"):
         train(config, progress=False)
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 1 and state["progress"] is None
     assert all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values() if tensor.is_floating_point())
     calls.update(count=0, nan_at=3)  # in the first epoch, before anything is saved
     config.out = str(tmp_path / "fresh")
-    with pytest.raises(TrainingError, match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
+    with pytest.raises(TrainingError,
+        match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
         train(config, progress=False)
     calls.update(count=0, nan_at=3)
     config.out = str(tmp_path / "run")  # the first run's checkpoints are deleted before training, never named as this run's
-    with pytest.raises(TrainingError, match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
+    with pytest.raises(TrainingError,
+        match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
         train(config, overwrite=True, progress=False)
     assert not any((tmp_path / "run" / name).exists() for name in ("last.pt", "best.pt", "metrics.csv"))
 
@@ -174,8 +188,10 @@ def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(pixelwise.checkpoint.torch, "save", save_until_full)
-    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=2, batch_size=4, crop_size=(64, 64), workers=0, model="fcn32s", save_every_steps=0)
-    with pytest.raises(TrainingError, match=r"last\.pt: cannot write checkpoint \(No space left on device\); the previous file is intact"):
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=2, batch_size=4, crop_size=(64, 64),
+        workers=0, model="fcn32s", save_every_steps=0)
+    with pytest.raises(TrainingError,
+        match=r"last\.pt: cannot write checkpoint \(No space left on device\); the previous file is intact"):
         train(config, progress=False)
     monkeypatch.setattr(pixelwise.checkpoint.torch, "save", real_save)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
@@ -185,23 +201,29 @@ def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(
 def test_a_file_size_limit_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
     """A real write failure from the OS (RLIMIT_FSIZE stands in for a full disk), not a mocked one."""
     run = tmp_path / "run"
-    assert cli("train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0", *TINY[:1], "1", *TINY[2:]).wait(timeout=300) == 0
+    assert cli("train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0",
+        *TINY[:1], "1", *TINY[2:]).wait(timeout=300) == 0
     before = (run / "last.pt").read_bytes()
     limited = (
         "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) // 2}, {len(before) // 2})); "
         "from pixelwise.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    result = subprocess.run([sys.executable, "-c", limited, "train", "--resume", str(run), "--epochs", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", limited, "train", "--resume", str(run), "--epochs", "2",
+        "--quiet"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [f"pixelwise: error: {run / 'last.pt'}: cannot write checkpoint (File too large); the previous file is intact"]
+    expected = f"pixelwise: error: {run / 'last.pt'}: cannot write checkpoint (File too large); "
+    expected += "the previous file is intact"
+    assert result.stderr.strip().splitlines() == [expected]
     assert (run / "last.pt").read_bytes() == before
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_ctrl_c_while_saving_says_interrupted_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_saving_says_interrupted_and_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch,
+    capsys):
     run = tmp_path / "run"
-    one_epoch = ["--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0", *TINY[:1], "1", *TINY[2:]]
+    one_epoch = ["--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0", *TINY[:1],
+        "1", *TINY[2:]]
     assert main(["train", *one_epoch]) == 0
     before = (run / "last.pt").read_bytes()
 
@@ -214,15 +236,18 @@ def test_ctrl_c_while_saving_says_interrupted_and_keeps_the_previous_checkpoint(
     assert (run / "last.pt").read_bytes() == before
 
 
-def test_resume_continues_from_another_directory_on_another_device_with_a_logged_learning_rate(tiny_data, tmp_path, monkeypatch, capsys):
+def test_resume_continues_from_another_directory_on_another_device_with_a_logged_learning_rate(tiny_data, tmp_path,
+    monkeypatch, capsys):
     shutil.copytree(tiny_data, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    first = ["train", "--data", "data", "--out", "run", "--workers", "0", "--save-every-steps", "0", "--schedule", "constant", *TINY[:1], "1", *TINY[2:]]
+    first = ["train", "--data", "data", "--out", "run", "--workers", "0", "--save-every-steps", "0", "--schedule",
+        "constant", *TINY[:1], "1", *TINY[2:]]
     assert main(first) == 0
     last = tmp_path / "run" / "last.pt"
     state = load_checkpoint(last, for_resume=True)
     assert state["config"]["data"] == str(tmp_path / "data"), "the data folder is saved as an absolute path"
-    pixelwise.checkpoint.save_checkpoint({**state, "config": {**state["config"], "device": "cuda"}}, last)  # as if trained on a GPU
+    pixelwise.checkpoint.save_checkpoint({**state, "config": {**state["config"], "device": "cuda"}},
+        last)  # as if trained on a GPU
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     if not torch.cuda.is_available():
@@ -239,7 +264,8 @@ def test_resume_continues_from_another_directory_on_another_device_with_a_logged
 
 def test_resume_refuses_a_changed_class_table_in_one_line(tmp_path, capsys):
     root = tmp_path / "data"
-    assert main(["data", "synth", "--out", str(root), "--num-train", "8", "--num-val", "2", "--classes", "3", "--min-size", "40", "--max-size", "60"]) == 0
+    assert main(["data", "synth", "--out", str(root), "--num-train", "8", "--num-val", "2", "--classes", "3",
+        "--min-size", "40", "--max-size", "60"]) == 0
     voc = root / "VOCdevkit" / "VOC2012"
     run = tmp_path / "run"
     assert main(["train", "--data", str(voc), "--out", str(run), "--workers", "0", *TINY[:1], "1", *TINY[2:]]) == 0
@@ -253,11 +279,13 @@ def test_resume_refuses_a_changed_class_table_in_one_line(tmp_path, capsys):
         appended.write("3,extra,8,8,8,0\n")
     assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "the data now has background, gridded disk, striped square, extra" in err and len(err.strip().splitlines()) == 1
+    assert "the data now has background, gridded disk, striped square, extra" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run_starts(tiny_data, tmp_path, capsys):
-    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--crop-size", "60000x60000"]) == 2
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--crop-size",
+        "60000x60000"]) == 2
     err = capsys.readouterr().err
     assert "a batch of 4 crops of 60000x60000 needs at least" in err and "use a smaller crop size or batch size" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
@@ -275,7 +303,8 @@ def test_a_folder_of_a_users_own_files_is_never_a_run_directory(tiny_data, tmp_p
     for folder in (notes, settings, lookalike):
         assert main(["train", "--data", str(tiny_data), "--out", str(folder), *TINY]) == 2
         assert "holds files that are not a pixelwise run" in capsys.readouterr().err
-    assert (settings / "config.json").read_text() == '{"my": "settings"}' and (settings / "metrics.csv").read_text() == "mine"
+    assert (settings / "config.json").read_text() == '{"my": "settings"}'
+    assert (settings / "metrics.csv").read_text() == "mine"
     with pytest.raises(TrainingError, match="not a pixelwise run"):
         train(TrainConfig(data=str(tiny_data), out=str(settings)), overwrite=True, progress=False)
 
@@ -284,7 +313,8 @@ def test_a_folder_of_a_users_own_files_is_never_a_run_directory(tiny_data, tmp_p
 def finished_run(tiny_data, tmp_path_factory):
     """A one-epoch run's folder (its last.pt is the resume state to tamper with)."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", *TINY[:1], "1", *TINY[2:]]) == 0
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", *TINY[:1], "1",
+        *TINY[2:]]) == 0
     return run
 
 
@@ -313,19 +343,26 @@ TAMPERED_RESUME_STATE = {
     "history-columns": (lambda state: {"history": [{"epoch": 1}]}, "field 'history'"),
     "best": (lambda state: {"best": {"miou": 0.9, "epoch": 50}}, "field 'best'"),
     "best-not-the-history's": (lambda state: {"best": {"miou": 0.99, "epoch": 1}}, "field 'best'"),
-    "progress-loss": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "loss_sum": "x"}}, "field 'progress'"),
-    "progress-images": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "images": None}}, "field 'progress'"),
-    "progress-steps": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "steps": -5}}, "field 'progress'"),
-    "progress-past-the-epoch": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "steps": 50}}, "field 'progress' says 50 steps"),
-    "progress-seconds": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "seconds": -5.0}}, "field 'progress'"),
+    "progress-loss": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "loss_sum": "x"}},
+        "field 'progress'"),
+    "progress-images": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "images": None}},
+        "field 'progress'"),
+    "progress-steps": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "steps": -5}},
+        "field 'progress'"),
+    "progress-past-the-epoch": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "steps": 50}},
+        "field 'progress' says 50 steps"),
+    "progress-seconds": (lambda state: {**INTERRUPTED, "progress": {**INTERRUPTED["progress"], "seconds": -5.0}},
+        "field 'progress'"),
     "scheduler": (lambda state: {"scheduler": {**state["scheduler"], "last_epoch": "x"}}, "field 'scheduler'"),
-    "scheduler-rates": (lambda state: {"scheduler": {**state["scheduler"], "base_lrs": []}}, "schedule base rates [] for 1 parameter group"),
+    "scheduler-rates": (lambda state: {"scheduler": {**state["scheduler"], "base_lrs": []}},
+        "schedule base rates [] for 1 parameter group"),
     "optimizer": (lambda state: _first_group(state, lr="x"), "field 'optimizer'"),
     "optimizer-maximize": (lambda state: _first_group(state, maximize=True), OPTIMISER),
     "optimizer-dampening": (lambda state: _first_group(state, dampening=1e300), OPTIMISER),
     "optimizer-rate": (lambda state: _first_group(state, lr=1e300), OPTIMISER),
     "optimizer-shape": (lambda state: {"optimizer": _momentum_of_wrong_shape(state)}, OPTIMISER),
-    "optimizer-buffers": (lambda state: {"optimizer": {**state["optimizer"], "state": {key: {} for key in state["optimizer"]["state"]}}}, OPTIMISER),
+    "optimizer-buffers": (lambda state: {"optimizer": {**state["optimizer"],
+        "state": {key: {} for key in state["optimizer"]["state"]}}}, OPTIMISER),
     "weights-integer": (_integer_weight, "weights do not fit fcn32s (score32.weight is torch.int64"),
     "config-empty": (lambda state: {"config": {}}, "field 'config'"),
     "config-data": (lambda state: {"config": {**state["config"], "data": 5}}, "field 'config'"),
@@ -348,7 +385,8 @@ def test_a_tampered_resume_state_is_one_line_naming_the_field(finished_run, tmp_
 
 def test_a_batch_of_one_tiny_crop_is_refused_before_the_run_starts(tiny_data, tmp_path, capsys):
     """BatchNorm cannot normalise one 1x1 feature map; found by tracing the step, not after the run folder exists."""
-    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--batch-size", "1", "--crop-size", "32x32"]) == 2
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY, "--batch-size", "1",
+        "--crop-size", "32x32"]) == 2
     err = capsys.readouterr().err
     assert "a batch of 1 crops of 32x32 cannot be trained on" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

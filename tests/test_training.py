@@ -8,7 +8,8 @@ from pixelwise.data.check import check_dataset
 from pixelwise.training import train
 
 
-@pytest.mark.parametrize("weighting, power", [("none", None), ("median-frequency", 1.0), ("sqrt-median-frequency", 0.5)])
+@pytest.mark.parametrize("weighting, power", [("none", None), ("median-frequency", 1.0), ("sqrt-median-frequency",
+    0.5)])
 def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, weighting, power):
     used = []
     real_train_one_epoch = pixelwise.training.train_one_epoch
@@ -18,7 +19,8 @@ def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, 
         return real_train_one_epoch(*args, class_weights=class_weights, **kwargs)
 
     monkeypatch.setattr(pixelwise.training, "train_one_epoch", recording)
-    config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(32, 32), workers=0, model="fcn32s", class_weighting=weighting)
+    config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(32,
+        32), workers=0, model="fcn32s", class_weighting=weighting)
     train(config, progress=False)
     if power is None:
         assert used == [None], "plain cross-entropy"

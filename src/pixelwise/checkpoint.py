@@ -21,7 +21,16 @@ from pixelwise.torchfile import load_weights_only
 
 FORMAT = "pixelwise-checkpoint"
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "model", "state_dict", "class_names", "palette", "ignore_index", "normalization")
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "model",
+    "state_dict",
+    "class_names",
+    "palette",
+    "ignore_index",
+    "normalization",
+)
 RESUME_KEYS = ("config", "epoch", "history", "best", "optimizer", "scheduler")
 
 
@@ -68,7 +77,7 @@ def save_checkpoint(payload: dict, path: Path | str) -> None:
 
 
 def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
-    """Read a checkpoint with `weights_only=True`; refuse, naming the field, any file that is not a well-formed pixelwise checkpoint.
+    """Read a checkpoint with `weights_only=True`; refuse a malformed one in a line naming the field.
 
     `for_resume` also requires the training state (optimiser, schedule, history) that `--resume` needs.
     """
@@ -78,7 +87,11 @@ def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
     required = REQUIRED_KEYS + (RESUME_KEYS if for_resume else ())
     missing = [key for key in required if key not in payload]
     if missing:
-        more = " (a checkpoint to predict with, not a run's last.pt)" if for_resume and len(missing) < len(required) else ""
+        more = (
+            " (a checkpoint to predict with, not a run's last.pt)"
+            if for_resume and len(missing) < len(required)
+            else ""
+        )
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}{more}")
     version = payload["format_version"]
     if _is_whole(version) and version > FORMAT_VERSION:
@@ -93,16 +106,21 @@ def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
 
 
 def load_weights(path: Path | str, network: torch.nn.Module, state_dict: dict, model_name: str) -> None:
-    """Load a checkpoint's weights into `network`, naming any missing, extra, mis-shaped or mis-typed tensor (torch would cast)."""
+    """Load weights into `network`, naming a missing, extra, mis-shaped or mis-typed tensor (torch would cast)."""
     expected = network.state_dict()
-    missing, extra = [key for key in expected if key not in state_dict], [key for key in state_dict if key not in expected]
+    missing, extra = [key for key in expected if key not in state_dict], [
+        key for key in state_dict if key not in expected
+    ]
     if missing or extra:
-        raise CheckpointError(f"{path}: weights do not fit {model_name} (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit {model_name} (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     for key, tensor in expected.items():
         given = state_dict[key]
         if (given.shape, given.dtype) != (tensor.shape, tensor.dtype):
             raise CheckpointError(
-                f"{path}: weights do not fit {model_name} ({key} is {given.dtype} {tuple(given.shape)}, the model's {tensor.dtype} {tuple(tensor.shape)})"
+                f"{path}: weights do not fit {model_name} ({key} is {given.dtype} {tuple(given.shape)}, the model's "
+                f"{tensor.dtype} {tuple(tensor.shape)})"
             )
     network.load_state_dict(state_dict)
 
@@ -150,7 +168,9 @@ def _normalization_ok(payload: dict) -> bool:
     norm = payload["normalization"]
     if not isinstance(norm, dict) or not all(_is_list(norm.get(key), 3) for key in ("mean", "std")):
         return False
-    return all(_is_finite(v) and abs(v) <= 1e3 for v in norm["mean"]) and all(_is_finite(v) and 1e-6 <= v <= 1e3 for v in norm["std"])
+    return all(_is_finite(v) and abs(v) <= 1e3 for v in norm["mean"]) and all(
+        _is_finite(v) and 1e-6 <= v <= 1e3 for v in norm["std"]
+    )
 
 
 def _weights_ok(payload: dict) -> bool:
@@ -180,7 +200,7 @@ MAY_BE_UNDEFINED = ("miou", "pixel_accuracy", "mean_class_accuracy", "fwiou")  #
 
 
 def _history_row_ok(row, number: int) -> bool:
-    """One metrics row of epoch `number`: the columns pixelwise writes, numbers, NaN only where a metric can be undefined."""
+    """A metrics row of epoch `number`: pixelwise's columns, numbers, NaN only where a metric may be undefined."""
     if not (isinstance(row, dict) and row.get("epoch") == number and set(HISTORY_REQUIRED) <= set(row)):
         return False
     for key, value in row.items():
@@ -197,7 +217,11 @@ def _history_ok(payload: dict) -> bool:
     """One row per finished epoch (all epochs before an interrupted one), numbered 1, 2, ..."""
     history = payload["history"]
     finished = payload["epoch"] - (1 if payload.get("progress") else 0)
-    return _is_list(history) and len(history) == finished and all(_history_row_ok(row, number) for number, row in enumerate(history, start=1))
+    return (
+        _is_list(history)
+        and len(history) == finished
+        and all(_history_row_ok(row, number) for number, row in enumerate(history, start=1))
+    )
 
 
 def _best_ok(payload: dict) -> bool:
@@ -207,7 +231,9 @@ def _best_ok(payload: dict) -> bool:
         return False
     if best["epoch"] == 0:
         return best["miou"] == -1
-    return 1 <= best["epoch"] <= len(payload["history"]) and payload["history"][best["epoch"] - 1]["miou"] == best["miou"]
+    return (
+        1 <= best["epoch"] <= len(payload["history"]) and payload["history"][best["epoch"] - 1]["miou"] == best["miou"]
+    )
 
 
 def _scheduler_ok(payload: dict) -> bool:
@@ -225,9 +251,13 @@ def _optimizer_ok(payload: dict) -> bool:
     if not (isinstance(state, dict) and isinstance(state.get("state"), dict) and _is_list(state.get("param_groups"))):
         return False
     numbers = ("lr", "momentum", "weight_decay", "initial_lr")
-    groups_ok = all(isinstance(group, dict) and all(_is_finite(group[key]) for key in numbers if key in group) for group in state["param_groups"])
+    groups_ok = all(
+        isinstance(group, dict) and all(_is_finite(group[key]) for key in numbers if key in group)
+        for group in state["param_groups"]
+    )
     tensors_ok = all(
-        isinstance(values, dict) and all(isinstance(value, torch.Tensor) and bool(torch.isfinite(value).all()) for value in values.values())
+        isinstance(values, dict)
+        and all(isinstance(value, torch.Tensor) and bool(torch.isfinite(value).all()) for value in values.values())
         for values in state["state"].values()
     )  # fmt: skip
     return groups_ok and tensors_ok
@@ -237,20 +267,32 @@ Check = tuple[str, Callable[[dict], bool]]
 
 # Checked in order: later checks may assume what earlier ones established.
 MODEL_FIELDS: dict[str, Check] = {
-    "format_version": (f"a whole number 1..{FORMAT_VERSION}", lambda p: _is_whole(p["format_version"]) and p["format_version"] >= 1),
+    "format_version": (
+        f"a whole number 1..{FORMAT_VERSION}",
+        lambda p: _is_whole(p["format_version"]) and p["format_version"] >= 1,
+    ),
     "class_names": ("a list of 1 to 254 distinct class names", _class_names_ok),
     "model": (f"{{'name': one of {', '.join(MODELS)}, 'num_classes': the number of classes}}", _model_ok),
-    "palette": ("one [r, g, b] colour (0..255) per class", lambda p: _is_list(p["palette"], len(p["class_names"])) and all(map(_is_color, p["palette"]))),
+    "palette": (
+        "one [r, g, b] colour (0..255) per class",
+        lambda p: _is_list(p["palette"], len(p["class_names"])) and all(map(_is_color, p["palette"])),
+    ),
     "ignore_index": (str(IGNORE_INDEX), lambda p: _is_whole(p["ignore_index"]) and p["ignore_index"] == IGNORE_INDEX),
     "normalization": ("{'mean': 3 numbers, 'std': 3 positive numbers} of pixel values in 0..1", _normalization_ok),
     "state_dict": ("a dict of named, finite, real tensors", _weights_ok),
 }  # fmt: skip
 RESUME_FIELDS: dict[str, Check] = {
-    "config": (f"a dict of training settings with {', '.join(sorted(SAVED_KEYS))}", lambda p: isinstance(p["config"], dict) and SAVED_KEYS <= set(p["config"])),
+    "config": (
+        f"a dict of training settings with {', '.join(sorted(SAVED_KEYS))}",
+        lambda p: isinstance(p["config"], dict) and SAVED_KEYS <= set(p["config"]),
+    ),
     "epoch": ("a whole number from 1", lambda p: _is_whole(p["epoch"]) and p["epoch"] >= 1),
     "history": ("one dict of numbers per finished epoch, numbered from 1", _history_ok),
     "best": ("{'miou', 'epoch'} of the history's best epoch", _best_ok),
     "optimizer": ("an optimiser state dict of finite numbers and tensors", _optimizer_ok),
     "scheduler": ("a scheduler state dict (last_epoch, base_lrs)", _scheduler_ok),
-    "progress": ("null or the interrupted epoch's totals", lambda p: p.get("progress") is None or _progress_ok(p["progress"])),
+    "progress": (
+        "null or the interrupted epoch's totals",
+        lambda p: p.get("progress") is None or _progress_ok(p["progress"]),
+    ),
 }  # fmt: skip

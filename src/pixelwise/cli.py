@@ -13,11 +13,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.config import CLASS_WEIGHTINGS, DECODE_PLACES, MAX_SEED, MAX_WORKERS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from pixelwise.config import (
+    CLASS_WEIGHTINGS,
+    DECODE_PLACES,
+    MAX_SEED,
+    MAX_WORKERS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    TrainConfig,
+)
 from pixelwise.errors import PixelwiseError
 from pixelwise.jsontext import strict_json
 from pixelwise.models import MODELS
-from pixelwise.photo_files import BLUR_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, PREDICTION_SUFFIXES, earlier_outputs, expand_inputs, output_names, save_output
+from pixelwise.numbers import ascii_int
+from pixelwise.photo_files import (
+    BLUR_SUFFIX,
+    MASK_SUFFIX,
+    OVERLAY_SUFFIX,
+    PREDICTION_SUFFIXES,
+    earlier_outputs,
+    expand_inputs,
+    output_names,
+    save_output,
+)
 from pixelwise.runtime import keep_freed_memory
 
 
@@ -33,15 +52,7 @@ MAX_CROP_PICTURE_SIDE = 2048  # data show: up to MAX_PICTURES crops of this size
 MAX_PICTURES = 64
 
 
-WHOLE = re.compile(r"[+-]?[0-9]+")
 REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", re.IGNORECASE)
-
-
-def _ascii_int(text: str) -> int:
-    """int() of ASCII digits only: Python's int() also reads '1_0' as 10 and other scripts' digits."""
-    if not WHOLE.fullmatch(text.strip()):
-        raise ValueError(text)
-    return int(text)
 
 
 def real_number(text: str) -> float:
@@ -54,7 +65,7 @@ def real_number(text: str) -> float:
 def size_pair(text: str, largest: int | None = None) -> tuple[int, int]:
     """'256x320' -> (256, 320), height first; each side at least 1 and at most `largest` if given."""
     try:
-        height, width = (_ascii_int(part) for part in text.lower().split("x"))
+        height, width = (ascii_int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from None
     if height < 1 or width < 1:
@@ -72,11 +83,15 @@ def picture_size(text: str) -> tuple[int, int]:
 def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     """An int in minimum..maximum, or an argparse error naming the text."""
     try:
-        value = _ascii_int(text)
+        value = ascii_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
-        raise argparse.ArgumentTypeError(f"must be in {minimum}..{maximum}, got {value}" if maximum is not None else f"must be at least {minimum}, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"must be in {minimum}..{maximum}, got {value}"
+            if maximum is not None
+            else f"must be at least {minimum}, got {value}"
+        )
     return value
 
 
@@ -106,7 +121,9 @@ def picture_file(text: str) -> str:
 
     extension = Path(text).suffix.lower()
     if Image.registered_extensions().get(extension) not in Image.SAVE:
-        raise argparse.ArgumentTypeError(f"{text!r} does not end in a picture extension Pillow can write, such as .png or .jpg")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} does not end in a picture extension Pillow can write, such as .png or .jpg"
+        )
     return text
 
 
@@ -123,7 +140,11 @@ def non_negative_int(text: str) -> int:
 def _command(subparsers, name: str, handler, help_text: str, examples: str) -> ArgumentParser:
     """A subcommand with its help text and an examples epilog."""
     parser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=f"examples:\n{examples}", formatter_class=argparse.RawDescriptionHelpFormatter
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"examples:\n{examples}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=handler)
     return parser
@@ -149,11 +170,13 @@ def _flag(name: str) -> str:
 
 
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
-    """The run's config: from --resume's last.pt with the settings a resume may change, or the defaults with the given options."""
+    """The run's config: --resume's with the settings a resume may change, or the defaults with the options given."""
     from pixelwise.training import RESUME_MAY_CHANGE, resume_config
 
     names = [field.name for field in dataclasses.fields(TrainConfig)]
-    given = {name: value for name in names if (value := getattr(args, name, None)) is not None and value is not False}  # 0 is a value
+    given = {
+        name: value for name in names if (value := getattr(args, name, None)) is not None and value is not False
+    }  # 0 is a value
     if not args.resume:
         return TrainConfig(**given), False
     may_change = [name for name in RESUME_MAY_CHANGE if name != "out"]
@@ -180,48 +203,87 @@ def add_train(subparsers) -> None:
     """pixelwise train's options."""
     defaults = TrainConfig()
     parser = _command(
-        subparsers, "train", run_train, "train a segmentation model and write a run directory",
+        subparsers,
+        "train",
+        run_train,
+        "train a segmentation model and write a run directory",
         "  pixelwise train --data synthetic --out runs/synth --epochs 10\n"
         "  pixelwise train --data voc2012 --root data --download --out runs/voc --backbone-weights imagenet\n"
         "  pixelwise train --data ../camvid --out runs/camvid --crop-size 256x320 --epochs 40\n"
         "  pixelwise train --resume runs/camvid --epochs 60",
     )
     _data_arguments(parser)
-    parser.add_argument("--out", metavar="RUN_DIR", help=f"run directory: new, empty, or a run without checkpoints (default: {defaults.out})")
+    parser.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help=f"run directory: new, empty, or a run without checkpoints (default: {defaults.out})",
+    )
     parser.add_argument("--model", choices=sorted(MODELS), help=f"network (default: {defaults.model})")
-    parser.add_argument("--backbone-weights", metavar="W", help="imagenet, none, or a ResNet-18 state-dict file (default: none)")
+    parser.add_argument(
+        "--backbone-weights", metavar="W", help="imagenet, none, or a ResNet-18 state-dict file (default: none)"
+    )
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
     parser.add_argument("--batch-size", type=positive_int, help=f"images per step (default: {defaults.batch_size})")
-    parser.add_argument("--crop-size", type=size_pair, metavar="HxW", help="training crop (default: %dx%d)" % defaults.crop_size)
-    parser.add_argument("--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"), help="random scale (default: %g %g)" % defaults.scale_range)
+    parser.add_argument(
+        "--crop-size", type=size_pair, metavar="HxW", help="training crop (default: %dx%d)" % defaults.crop_size
+    )
+    parser.add_argument(
+        "--scale-range",
+        type=real_number,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="random scale (default: %g %g)" % defaults.scale_range,
+    )
     parser.add_argument("--lr", type=real_number, help=f"peak learning rate (default: {defaults.lr})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {defaults.optimizer})")
     parser.add_argument("--momentum", type=real_number, help=f"SGD momentum (default: {defaults.momentum})")
     parser.add_argument("--weight-decay", type=real_number, help=f"(default: {defaults.weight_decay})")
-    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help=f"loss weights per class: median-frequency lifts rare classes, sqrt-median-frequency (their square roots) more gently and best on CamVid (docs/training.md) (default: {defaults.class_weighting})")
-    parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})")
-    parser.add_argument("--warmup-epochs", type=real_number, help=f"linear warm-up length (default: {defaults.warmup_epochs})")
+    parser.add_argument(
+        "--class-weighting",
+        choices=CLASS_WEIGHTINGS,
+        help="loss weights per class: median-frequency lifts rare classes, sqrt-median-frequency (their square "
+        f"roots) more gently and best on CamVid (docs/training.md) (default: {defaults.class_weighting})",
+    )
+    parser.add_argument(
+        "--schedule", choices=SCHEDULES, help=f"learning-rate schedule after warm-up (default: {defaults.schedule})"
+    )
+    parser.add_argument(
+        "--warmup-epochs", type=real_number, help=f"linear warm-up length (default: {defaults.warmup_epochs})"
+    )
     parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
-    parser.add_argument("--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)")
+    parser.add_argument(
+        "--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)"
+    )
     parser.add_argument(
         "--on-bad-sample", choices=["error", "skip"],
         help="what `data check` calls a problem in the train or val split stops the run before its first step, "
         "or is left out and counted (default: error)",
     )  # fmt: skip
-    parser.add_argument("--save-every-steps", type=non_negative_int, metavar="N", help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})")
+    parser.add_argument(
+        "--save-every-steps",
+        type=non_negative_int,
+        metavar="N",
+        help=f"also write last.pt every N steps, 0 for epoch ends only (default: {defaults.save_every_steps})",
+    )
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--precision", choices=PRECISIONS, help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})",
+    )
     parser.add_argument(
         "--decode-on", choices=DECODE_PLACES,
         help="where training photos are decoded and resized: in the loader workers, or on the training device "
-        f"(nvJPEG on CUDA, a whole batch resampled at once; frees the CPU when it limits a GPU) (default: {defaults.decode_on})",
+        "(nvJPEG on CUDA, a whole batch resampled at once; frees the CPU when it limits a GPU) (default: "
+        f"{defaults.decode_on})",
     )  # fmt: skip
     parser.add_argument("--train-split", help=f"(default: {defaults.train_split})")
     parser.add_argument("--val-split", help=f"(default: {defaults.val_split})")
     parser.add_argument(
         "--resume", metavar="RUN_DIR",
-        help="continue RUN_DIR from its last.pt with its own settings; --epochs, --data, --root, --download, --device, --workers, "
+        help="continue RUN_DIR from its last.pt with its own settings; --epochs, --data, --root, --download, "
+        "--device, --workers, "
         "--lr (logged), --deterministic, --save-every-steps and --on-bad-sample may change (docs/training.md)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only one line per epoch")
@@ -236,15 +298,31 @@ def run_eval(args: argparse.Namespace) -> int:
     from pixelwise.training import evaluate_split
 
     model = load_model(args.checkpoint, args.device).for_inference()
-    metrics = evaluate_split(model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision)
+    metrics = evaluate_split(
+        model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision
+    )
     if args.json:
-        print(strict_json({"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, **metrics.as_dict(model.class_names)}))
+        print(
+            strict_json(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "data": args.data,
+                    "split": args.split,
+                    **metrics.as_dict(model.class_names),
+                }
+            )
+        )
         return 0
 
     def shown(value: float, undefined: str = "undefined (no labelled pixel)") -> str:
         return undefined if math.isnan(value) else f"{value:.4f}"
 
-    for label, value in (("pixel accuracy", metrics.pixel_accuracy), ("mean class accuracy", metrics.mean_class_accuracy), ("mIoU", metrics.miou), ("frequency-weighted IoU", metrics.fwiou)):
+    for label, value in (
+        ("pixel accuracy", metrics.pixel_accuracy),
+        ("mean class accuracy", metrics.mean_class_accuracy),
+        ("mIoU", metrics.miou),
+        ("frequency-weighted IoU", metrics.fwiou),
+    ):
         print(f"{label:<24}{shown(value)}")
     print(f"\n{'class':<24}IoU")
     for name, value in zip(model.class_names, metrics.iou):
@@ -255,7 +333,10 @@ def run_eval(args: argparse.Namespace) -> int:
 def add_eval(subparsers) -> None:
     """pixelwise eval's options."""
     parser = _command(
-        subparsers, "eval", run_eval, "measure a checkpoint on a dataset split, whole images at their own size",
+        subparsers,
+        "eval",
+        run_eval,
+        "measure a checkpoint on a dataset split, whole images at their own size",
         "  pixelwise eval --checkpoint runs/synth/best.pt --data synthetic --split val\n"
         "  pixelwise eval --checkpoint runs/camvid/best.pt --data ../camvid --json > val.json",
     )
@@ -265,7 +346,9 @@ def add_eval(subparsers) -> None:
     parser.add_argument("--split", default="val", help="split to measure (default: val)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)"
+    )
     parser.add_argument("--workers", type=worker_count, default=2, help="data-loading processes (default: 2)")
 
 
@@ -273,10 +356,13 @@ def add_eval(subparsers) -> None:
 
 
 def _kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
-    """--keep's classes: the whole text when it is a class's name (names may hold commas), else its comma-separated names."""
+    """--keep's classes: the whole text when it names a class (names may hold commas), else its comma list."""
     pieces = [name.strip() for name in keep.split(",")]
     if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
-        raise PixelwiseError(f"--keep {keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it ambiguous")
+        raise PixelwiseError(
+            f"--keep {keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it "
+            "ambiguous"
+        )
     names = [keep] if keep in class_names else pieces
     if not all(names):
         raise PixelwiseError(f"--keep: expected class names separated by commas, got {keep!r}")
@@ -294,7 +380,9 @@ def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None)
     elif "background" in class_names:
         ids = [i for i, name in enumerate(class_names) if name != "background"]
     else:
-        raise PixelwiseError(f"this model has no 'background' class; name the classes to keep with --keep ({', '.join(class_names)})")
+        raise PixelwiseError(
+            f"this model has no 'background' class; name the classes to keep with --keep ({', '.join(class_names)})"
+        )
     return np.isin(mask, ids)
 
 
@@ -314,7 +402,10 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     earlier = earlier_outputs(paths, out)
     if earlier:
-        print(f"skipping {len(earlier)} file(s) in {out} named as this command's outputs ({', '.join('NAME' + suffix for suffix in PREDICTION_SUFFIXES)})")
+        print(
+            f"skipping {len(earlier)} file(s) in {out} named as this command's outputs "
+            f"({', '.join('NAME' + suffix for suffix in PREDICTION_SUFFIXES)})"
+        )
         paths = [path for path in paths if path not in earlier]
     names = output_names(paths)
     segmented = 0
@@ -331,7 +422,11 @@ def run_predict(args: argparse.Namespace) -> int:
             save_output(palette_png(mask, model.palette), f"{target}{MASK_SUFFIX}")
             save_output(overlay(photo, mask, model.class_names, model.palette), f"{target}{OVERLAY_SUFFIX}", quality=92)
             if args.blur_background:
-                save_output(blur_background(photo, _keep_mask(mask, model.class_names, args.keep)), f"{target}{BLUR_SUFFIX}", quality=92)
+                save_output(
+                    blur_background(photo, _keep_mask(mask, model.class_names, args.keep)),
+                    f"{target}{BLUR_SUFFIX}",
+                    quality=92,
+                )
         except OSError as error:
             raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1
@@ -345,20 +440,45 @@ def run_predict(args: argparse.Namespace) -> int:
 def add_predict(subparsers) -> None:
     """pixelwise predict's options."""
     parser = _command(
-        subparsers, "predict", run_predict,
+        subparsers,
+        "predict",
+        run_predict,
         "segment photos of any size: a palette-PNG mask and an overlay with a legend per photo",
         "  pixelwise predict --checkpoint runs/synth/best.pt photo.jpg --out predictions\n"
         "  pixelwise predict --checkpoint best.pt 'holiday/*.jpg' more_photos/ --out out\n"
         "  pixelwise predict --checkpoint voc.pt portrait.jpg --out out --blur-background --keep person",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (not their subfolders) or glob patterns ('photos/**/*.jpg' searches subfolders)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (not their subfolders) or glob patterns ('photos/**/*.jpg' searches subfolders)",
+    )
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share")
-    parser.add_argument("--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred")
-    parser.add_argument("--keep", metavar="CLASS[,CLASS...]", help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')")
-    parser.add_argument("--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share",
+    )
+    parser.add_argument(
+        "--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred"
+    )
+    parser.add_argument(
+        "--keep",
+        metavar="CLASS[,CLASS...]",
+        help="with --blur-background: classes kept sharp, comma-separated (default: every class but 'background')",
+    )
+    parser.add_argument(
+        "--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)",
+    )
 
 
 # ---------------------------------------------------------------- data
@@ -394,7 +514,9 @@ def run_show(args: argparse.Namespace) -> int:
 
     dataset = open_dataset(prepare_data(args.data, root=args.root, download=args.download), args.split)
     torch.manual_seed(args.seed)
-    figure = show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
+    figure = (
+        show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
+    )
     try:
         figure.save(args.out)
     except ValueError as error:  # a format Pillow knows but cannot write this picture in (.blp)
@@ -415,12 +537,21 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"{report.root}: {report.layout} layout, {len(report.class_names)} classes")
     for split in report.splits:
         summary = split.as_dict(report.class_names)
-        print(f"\n{split.name}: {split.samples} usable samples, {len(summary['problems'])} problem(s), {summary['ignored_share']:.1%} of pixels ignored")
+        print(
+            f"\n{split.name}: {split.samples} usable samples, {len(summary['problems'])} problem(s), "
+            f"{summary['ignored_share']:.1%} of pixels ignored"
+        )
         total = sum(split.class_pixels) or 1
-        print("  " + ", ".join(f"{name} {count / total:.1%}" for name, count in zip(report.class_names, split.class_pixels)))
+        print(
+            "  "
+            + ", ".join(f"{name} {count / total:.1%}" for name, count in zip(report.class_names, split.class_pixels))
+        )
         if split.smaller_than_crop:
             shown = ", ".join(split.smaller_than_crop[:5]) + (" ..." if len(split.smaller_than_crop) > 5 else "")
-            print(f"  {len(split.smaller_than_crop)} image(s) smaller than the {args.crop_size[0]}x{args.crop_size[1]} crop (training pads them): {shown}")
+            print(
+                f"  {len(split.smaller_than_crop)} image(s) smaller than the {args.crop_size[0]}x{args.crop_size[1]} "
+                f"crop (training pads them): {shown}"
+            )
         for problem in summary["problems"]:
             print(f"  problem: {problem}")
         for warning in split.warnings:
@@ -431,18 +562,32 @@ def run_check(args: argparse.Namespace) -> int:
 
 def add_data(subparsers) -> None:
     """pixelwise data {download,synth,show}."""
-    data = subparsers.add_parser("data", help="download, synthesise, check or look at datasets", description="download, synthesise, check or look at datasets")
-    commands = data.add_subparsers(dest="data_command", required=True, metavar="{download,synth,check,show}", parser_class=ArgumentParser)
+    data = subparsers.add_parser(
+        "data",
+        help="download, synthesise, check or look at datasets",
+        description="download, synthesise, check or look at datasets",
+    )
+    commands = data.add_subparsers(
+        dest="data_command", required=True, metavar="{download,synth,check,show}", parser_class=ArgumentParser
+    )
     download = _command(
-        commands, "download", run_download, "download and extract Pascal VOC 2012 (2 GB, SHA-1 checked)",
-        "  pixelwise data download voc2012 --root data\n  pixelwise data download voc2012 --root data --mirror http://mirror/VOCtrainval_11-May-2012.tar",
+        commands,
+        "download",
+        run_download,
+        "download and extract Pascal VOC 2012 (2 GB, SHA-1 checked)",
+        "  pixelwise data download voc2012 --root data\n  pixelwise data download voc2012 --root data --mirror "
+        "http://mirror/VOCtrainval_11-May-2012.tar",
     )
     download.add_argument("dataset", choices=["voc2012"])
     download.add_argument("--root", default="data", help="folder to put VOCdevkit/ in (default: data)")
     download.add_argument("--mirror", metavar="URL", help="download from this URL instead of the official host")
     synth = _command(
-        commands, "synth", run_synth, "write a synthetic VOC-format dataset (shapes and textures, deterministic per seed)",
-        "  pixelwise data synth --out data/synthetic\n  pixelwise data synth --out /tmp/tiny --num-train 20 --num-val 5 --classes 3",
+        commands,
+        "synth",
+        run_synth,
+        "write a synthetic VOC-format dataset (shapes and textures, deterministic per seed)",
+        "  pixelwise data synth --out data/synthetic\n  pixelwise data synth --out /tmp/tiny --num-train 20 "
+        "--num-val 5 --classes 3",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="folder that receives VOCdevkit/VOC2012")
     synth.add_argument("--num-train", type=positive_int, default=200, help="training images (default: 200)")
@@ -450,29 +595,57 @@ def add_data(subparsers) -> None:
     synth.add_argument("--classes", type=int, default=5, help="classes, background included, 2..21 (default: 5)")
     synth.add_argument("--seed", type=seed_number, default=0, help="random seed (default: 0)")
     synth.add_argument("--min-size", type=picture_side, default=96, help="smallest image side (default: 96)")
-    synth.add_argument("--max-size", type=picture_side, default=224, help=f"largest image side, at most {MAX_PICTURE_SIDE} (default: 224)")
-    check = _command(
-        commands, "check", run_check,
-        "walk a whole dataset and report problems: exit 0 when clean, 1 when problems were found, 2 on bad arguments",
-        "  pixelwise data check ../camvid\n  pixelwise data check data/VOCdevkit --split train --crop-size 320x480 --json",
+    synth.add_argument(
+        "--max-size",
+        type=picture_side,
+        default=224,
+        help=f"largest image side, at most {MAX_PICTURE_SIDE} (default: 224)",
     )
-    check.add_argument("data", metavar="SPEC", help="synthetic, voc2012, a VOC folder, or a folder with images/, labels/, classes.csv")
+    check = _command(
+        commands,
+        "check",
+        run_check,
+        "walk a whole dataset and report problems: exit 0 when clean, 1 when problems were found, 2 on bad arguments",
+        "  pixelwise data check ../camvid\n  pixelwise data check data/VOCdevkit --split train --crop-size 320x480 "
+        "--json",
+    )
+    check.add_argument(
+        "data", metavar="SPEC", help="synthetic, voc2012, a VOC folder, or a folder with images/, labels/, classes.csv"
+    )
     check.add_argument("--root", help="where voc2012 or synthetic data lives")
     check.add_argument("--split", nargs="+", help="splits to check (default: all)")
-    check.add_argument("--crop-size", type=size_pair, default=TrainConfig().crop_size, metavar="HxW", help="report images smaller than this (default: the training crop)")
+    check.add_argument(
+        "--crop-size",
+        type=size_pair,
+        default=TrainConfig().crop_size,
+        metavar="HxW",
+        help="report images smaller than this (default: the training crop)",
+    )
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
     show = _command(
-        commands, "show", run_show, "draw photos above their colour-mapped labels, or random training crops of one photo",
-        "  pixelwise data show synthetic --split train --n 5 --out preview.png\n  pixelwise data show ../camvid --crops 5 --crop-size 200x300 --out crops.png",
+        commands,
+        "show",
+        run_show,
+        "draw photos above their colour-mapped labels, or random training crops of one photo",
+        "  pixelwise data show synthetic --split train --n 5 --out preview.png\n  pixelwise data show ../camvid "
+        "--crops 5 --crop-size 200x300 --out crops.png",
     )
     _data_arguments(show, positional=True)
     show.add_argument("--split", default="train", help="(default: train)")
     show.add_argument("--n", type=picture_count, default=5, help=f"photos to show, at most {MAX_PICTURES} (default: 5)")
     show.add_argument("--crops", type=picture_count, help="show this many random crops of photo --index instead")
     show.add_argument("--index", type=int, default=0, help="photo to crop (default: 0)")
-    show.add_argument("--crop-size", type=picture_size, default=(200, 300), metavar="HxW", help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: 200x300)")
+    show.add_argument(
+        "--crop-size",
+        type=picture_size,
+        default=(200, 300),
+        metavar="HxW",
+        help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: 200x300)",
+    )
     show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
-    show.add_argument("--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...)")
+    show.add_argument(
+        "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...)"
+    )
 
 
 # ---------------------------------------------------------------- demo
@@ -492,21 +665,30 @@ def run_demo_command(args: argparse.Namespace) -> int:
 def add_demo(subparsers) -> None:
     """pixelwise demo's options."""
     parser = _command(
-        subparsers, "demo", run_demo_command, "synthesise data, train, evaluate and predict, in about 5 minutes on a CPU",
+        subparsers,
+        "demo",
+        run_demo_command,
+        "synthesise data, train, evaluate and predict, in about 5 minutes on a CPU",
         "  pixelwise demo\n  pixelwise demo --out /tmp/demo --epochs 5",
     )
-    parser.add_argument("--out", default="demo-output", metavar="DIR", help="folder for data, run and report (default: demo-output)")
+    parser.add_argument(
+        "--out", default="demo-output", metavar="DIR", help="folder for data, run and report (default: demo-output)"
+    )
     parser.add_argument("--epochs", type=positive_int, help="override the demo's epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> ArgumentParser:
     """The whole command tree."""
-    parser = ArgumentParser(prog="pixelwise", description="Semantic segmentation: train, evaluate and predict with FCNs.")
+    parser = ArgumentParser(
+        prog="pixelwise", description="Semantic segmentation: train, evaluate and predict with FCNs."
+    )
     from pixelwise import __version__
 
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,predict,data,demo}", parser_class=ArgumentParser)
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,eval,predict,data,demo}", parser_class=ArgumentParser
+    )
     for add in (add_train, add_eval, add_predict, add_data, add_demo):
         add(subparsers)
     return parser
@@ -521,7 +703,7 @@ def one_line(error: Exception) -> str:
 
 
 def _refuse_unknown_leading_options(parser: ArgumentParser, tokens: list[str]) -> None:
-    """Name an unknown option before the command (`pixelwise --bogus`, `pixelwise data --bogus`): argparse would only say the command is missing."""
+    """Name an unknown option before a command (`pixelwise --bogus`): argparse would say the command is missing."""
     known = ("-h", "--help", "--version")
     for level in ("", "data"):  # the commands, then the data subcommands
         leading = list(itertools.takewhile(lambda token: token.startswith("-") and token != "--", tokens))

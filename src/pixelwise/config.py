@@ -11,7 +11,10 @@ from pixelwise.models import MODELS
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
-CLASS_WEIGHTING_POWERS = {"median-frequency": 1.0, "sqrt-median-frequency": 0.5}  # exponent of the median-frequency weights
+CLASS_WEIGHTING_POWERS = {
+    "median-frequency": 1.0,
+    "sqrt-median-frequency": 0.5,
+}  # exponent of the median-frequency weights
 CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTING_POWERS)
 PRECISIONS = ("fp32", "bf16")
 DECODE_PLACES = ("workers", "device")
@@ -28,7 +31,8 @@ MAX_SCALE = 16.0
 # (lowest, highest) of each number: past them no run is meaningful, and some overflow deep in torch.
 BOUNDS = {
     "epochs": (1, 100_000), "batch_size": (1, 65_536), "workers": (0, MAX_WORKERS), "seed": (0, MAX_SEED),
-    "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1), "warmup_epochs": (0, 10_000),
+    "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1),
+    "warmup_epochs": (0, 10_000),
 }  # fmt: skip
 ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
@@ -107,15 +111,29 @@ class TrainConfig:
         if problems:  # the range checks below assume the right types
             raise TrainingError("; ".join(problems))
         problems += [problem for name in BOUNDS if (problem := _out_of_bounds(name, getattr(self, name)))]
-        if len(self.crop_size) != 2 or not all(isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size):
+        if len(self.crop_size) != 2 or not all(
+            isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size
+        ):
             problems.append(f"crop size must be two whole numbers in 1..{MAX_CROP_SIDE}, got {self.crop_size}")
-        finite_pair = len(self.scale_range) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.scale_range)
+        finite_pair = len(self.scale_range) == 2 and all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in self.scale_range
+        )
         if not (finite_pair and 0 < self.scale_range[0] <= self.scale_range[1] <= MAX_SCALE):
-            problems.append(f"scale range must be two numbers with 0 < low <= high <= {MAX_SCALE}, got {self.scale_range}")
-        problems += [f"{name} must be text, got {getattr(self, name)!r}" for name in TEXTS if not isinstance(getattr(self, name), str)]
+            problems.append(
+                f"scale range must be two numbers with 0 < low <= high <= {MAX_SCALE}, got {self.scale_range}"
+            )
+        problems += [
+            f"{name} must be text, got {getattr(self, name)!r}"
+            for name in TEXTS
+            if not isinstance(getattr(self, name), str)
+        ]
         if self.root is not None and not isinstance(self.root, str):
             problems.append(f"root must be text or None, got {self.root!r}")
-        problems += [f"{name} must be true or false, got {getattr(self, name)!r}" for name in ("download", "deterministic") if not isinstance(getattr(self, name), bool)]
+        problems += [
+            f"{name} must be true or false, got {getattr(self, name)!r}"
+            for name in ("download", "deterministic")
+            if not isinstance(getattr(self, name), bool)
+        ]
         if problems:
             raise TrainingError("; ".join(problems))
 

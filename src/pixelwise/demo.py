@@ -49,7 +49,9 @@ def run_demo(out_dir: Path | str, *, epochs: int | None = None, progress: bool =
     write_prediction_figure(model, val, report / "predictions.png")
     for image_path, _ in val.samples[:PREVIEW_IMAGES]:
         photo = read_image(image_path)
-        overlay(photo, model.predict(photo), model.class_names, model.palette).save(report / "overlays" / f"{image_path.stem}.png")
+        overlay(photo, model.predict(photo), model.class_names, model.palette).save(
+            report / "overlays" / f"{image_path.stem}.png"
+        )
     shutil.copyfile(result.run_dir / "curves.png", report / "curves.png")
     summary = {
         "val": metrics.as_dict(model.class_names),

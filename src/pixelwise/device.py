@@ -10,7 +10,7 @@ USABLE = "auto, cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """'auto' is CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:N' (and 'mps' where PyTorch has it) are checked to exist."""
+    """'auto' is CUDA when present, else CPU; cpu, cuda, cuda:N (and mps where PyTorch has it) are checked to exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -21,7 +21,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(f"device {name} requested but CUDA is not available; use cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(
+                f"device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(f"device {name} requested but MPS is not available here; use {USABLE}")

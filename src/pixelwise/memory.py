@@ -14,7 +14,7 @@ GIB = 2**30
 
 
 def forward_output_bytes(network: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Bytes of the outputs of every leaf module in one forward pass at `input_shape`: a lower bound of a training step's memory.
+    """Bytes of every leaf module's output in a forward pass at `input_shape`: a lower bound of a step's memory.
 
     Run on the meta device, so nothing is computed or allocated whatever the shape.
     """
@@ -41,18 +41,23 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def refuse_impossible_batch(network: nn.Module, batch_size: int, crop_size: tuple[int, int], device: torch.device) -> None:
+def refuse_impossible_batch(
+    network: nn.Module, batch_size: int, crop_size: tuple[int, int], device: torch.device
+) -> None:
     """TrainingError, before any work, when a batch cannot train: too big for the device, or a shape a layer refuses."""
     try:
         needed = forward_output_bytes(network, (batch_size, 3, *crop_size))
     except (ValueError, RuntimeError) as error:
         raise TrainingError(
-            f"a batch of {batch_size} crops of {crop_size[0]}x{crop_size[1]} cannot be trained on ({str(error).splitlines()[0]}); "
+            f"a batch of {batch_size} crops of {crop_size[0]}x{crop_size[1]} cannot be trained on "
+            f"({str(error).splitlines()[0]}); "
             "use a larger batch size or crop size"
         ) from None
     available = device_memory(device)
     if needed > available:
         raise TrainingError(
-            f"a batch of {batch_size} crops of {crop_size[0]}x{crop_size[1]} needs at least {needed / GIB:,.0f} GiB for its "
-            f"forward pass alone, more than the {available / GIB:,.0f} GiB of {device}; use a smaller crop size or batch size"
+            f"a batch of {batch_size} crops of {crop_size[0]}x{crop_size[1]} needs at least {needed / GIB:,.0f} GiB "
+            "for its "
+            f"forward pass alone, more than the {available / GIB:,.0f} GiB of {device}; use a smaller crop size or "
+            "batch size"
         )

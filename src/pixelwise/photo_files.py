@@ -22,7 +22,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             found += images
             if not images:
                 nested = any(p.is_dir() for p in path.iterdir())
-                problems.append((text, "folder holds no images" + (f" (subfolders are not searched; '{path / '**' / '*.jpg'}' is)" if nested else "")))
+                problems.append(
+                    (
+                        text,
+                        "folder holds no images"
+                        + (f" (subfolders are not searched; '{path / '**' / '*.jpg'}' is)" if nested else ""),
+                    )
+                )
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):

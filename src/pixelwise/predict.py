@@ -36,7 +36,9 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
     if array.dtype != np.uint8 or not channels_ok:
         hint = " (scale floats in [0, 1] by 255 and convert with .astype(np.uint8))" if array.dtype.kind == "f" else ""
-        raise TypeError(f"expected a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.dtype} {array.shape}{hint}")
+        raise TypeError(
+            f"expected a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.dtype} {array.shape}{hint}"
+        )
     if array.size == 0:
         raise ValueError(f"expected an image with pixels, got an array of shape {array.shape}")
     return Image.fromarray(np.ascontiguousarray(array))
@@ -102,7 +104,11 @@ class Segmenter(nn.Module):
         scale = max_side / max(photo.size) if max_side else 1.0
         # A large photo is shrunk before normalising and its mask enlarged after: neither the
         # float input nor the (C, H, W) logits ever exist at full size.
-        small = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR) if scale < 1 else photo
+        small = (
+            photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
+            if scale < 1
+            else photo
+        )
         was_training = self.training
         self.eval()
         batch = self.normalize(small)

@@ -35,7 +35,9 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()} for row in history)
+    writer.writerows(
+        {key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()} for row in history
+    )
     write_atomically(path, buffer.getvalue())
 
 
@@ -44,7 +46,12 @@ def _is_run_config(path: Path) -> bool:
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
         known = {field.name for field in fields(TrainConfig)}
-        return isinstance(values, dict) and set(values) <= known and SAVED_KEYS <= set(values) and bool(TrainConfig.from_dict(values))
+        return (
+            isinstance(values, dict)
+            and set(values) <= known
+            and SAVED_KEYS <= set(values)
+            and bool(TrainConfig.from_dict(values))
+        )
     except (OSError, UnicodeDecodeError, ValueError, TypeError, PixelwiseError):
         return False
 
@@ -58,16 +65,24 @@ def _is_run_metrics(path: Path) -> bool:
 
 
 def refuse_foreign_folder(run_dir: Path) -> None:
-    """A new run writes only into a new or empty folder, or one that holds a pixelwise run: never over a user's own files."""
+    """A new run writes only into a new or empty folder, or a pixelwise run's: never over a user's own files."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: is a file, not a folder for the run")
     if not run_dir.is_dir():
         return
     entries = sorted(path.name for path in run_dir.iterdir())
-    foreign = [name for name in entries if name not in (*RUN_FILES, CONFIG_FILE) and not (name.startswith(".") and name.endswith(".tmp"))]
-    if entries and (foreign or not _is_run_config(run_dir / CONFIG_FILE) or not _is_run_metrics(run_dir / "metrics.csv")):
+    foreign = [
+        name
+        for name in entries
+        if name not in (*RUN_FILES, CONFIG_FILE) and not (name.startswith(".") and name.endswith(".tmp"))
+    ]
+    if entries and (
+        foreign or not _is_run_config(run_dir / CONFIG_FILE) or not _is_run_metrics(run_dir / "metrics.csv")
+    ):
         shown = ", ".join((foreign or entries)[:3]) + (" ..." if len(foreign or entries) > 3 else "")
-        raise TrainingError(f"{run_dir}: holds files that are not a pixelwise run ({shown}); give a new or empty folder for the run")
+        raise TrainingError(
+            f"{run_dir}: holds files that are not a pixelwise run ({shown}); give a new or empty folder for the run"
+        )
 
 
 def earlier_checkpoints(run_dir: Path) -> list[str]:
@@ -80,13 +95,14 @@ def refuse_earlier_run(run_dir: Path) -> None:
     earlier = earlier_checkpoints(run_dir)
     if earlier:
         raise TrainingError(
-            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or give another --out "
+            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or "
+            "give another --out "
             "(in Python: train(config, resume=True), or overwrite=True to replace it)"
         )
 
 
 def prepare_run_dir(config: TrainConfig, replace_earlier: bool, log: Callable[[str], None]) -> Path:
-    """Create the run directory (emptied of an earlier run's files if `replace_earlier`), write config.json, prove it is writable."""
+    """Create the run directory (emptied of an earlier run if `replace_earlier`) and write config.json into it."""
     run_dir = Path(config.out)
     if replace_earlier and earlier_checkpoints(run_dir):  # so a crash before the first save leaves no mix of two runs
         log(f"replacing the earlier run in {run_dir}")

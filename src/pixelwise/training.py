@@ -36,8 +36,20 @@ from pixelwise.visualize import plot_curves
 
 Log = Callable[[str], None]
 RATES = ("lr", "initial_lr")  # optimiser group entries the schedule moves
-RESUME_MAY_CHANGE = ("epochs", "out", "data", "root", "download", "device", "workers", "lr", "deterministic", "save_every_steps", "on_bad_sample")
-"""Settings a resumed run may give anew: where things are, how fast it runs, how long, and the learning rate (logged)."""
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "out",
+    "data",
+    "root",
+    "download",
+    "device",
+    "workers",
+    "lr",
+    "deterministic",
+    "save_every_steps",
+    "on_bad_sample",
+)
+"""Settings a resume may give anew: where things are, how fast and how long it runs, the learning rate (logged)."""
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -59,7 +71,9 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule over the whole run."""
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
@@ -76,7 +90,14 @@ class TrainResult:
     history: list[dict]
 
 
-def metrics_row(epoch: int, done: EpochProgress, lr: float, metrics: SegmentationMetrics, class_names: tuple[str, ...], val_skipped: int) -> dict:
+def metrics_row(
+    epoch: int,
+    done: EpochProgress,
+    lr: float,
+    metrics: SegmentationMetrics,
+    class_names: tuple[str, ...],
+    val_skipped: int,
+) -> dict:
     """One metrics.csv row; `val_skipped` validation photos were left out of the metrics."""
     row = {"epoch": epoch, "loss": done.loss, "lr": lr}
     row.update({key: value for key, value in metrics.as_dict().items() if key != "iou"})
@@ -86,7 +107,9 @@ def metrics_row(epoch: int, done: EpochProgress, lr: float, metrics: Segmentatio
     return row
 
 
-def checkpoint_payload(segmenter: Segmenter, config: TrainConfig, epoch: int, history: list[dict], best: tuple[float, int]) -> dict:
+def checkpoint_payload(
+    segmenter: Segmenter, config: TrainConfig, epoch: int, history: list[dict], best: tuple[float, int]
+) -> dict:
     """What predict and eval need, plus the metrics so far."""
     return {
         "model": {"name": config.model, "num_classes": len(segmenter.class_names)},
@@ -105,10 +128,7 @@ def checkpoint_payload(segmenter: Segmenter, config: TrainConfig, epoch: int, hi
 
 
 def resume_config(run_dir: Path | str, **changes) -> TrainConfig:
-    """The config a run was saved with (in its last.pt), with `changes` to the settings in RESUME_MAY_CHANGE."""
-    refused = sorted(set(changes) - set(RESUME_MAY_CHANGE))
-    if refused:
-        raise TrainingError(f"a resumed run keeps its {refused[0].replace('_', ' ')}; it may change only {', '.join(RESUME_MAY_CHANGE)}")
+    """The config a run saved in its last.pt, with `changes` (`train` refuses those outside RESUME_MAY_CHANGE)."""
     path = Path(run_dir) / "last.pt"
     config = _saved_config(path, load_checkpoint(path, for_resume=True))
     return replace(config, out=str(run_dir), **{name: value for name, value in changes.items() if value is not None})
@@ -145,14 +165,14 @@ class CheckedData:
 def _apply_bad_sample_policy(report: SplitReport, skip_bad: bool) -> None:
     """Stop on the split's first problem (unless skipping), or on what makes the whole split unusable."""
     if report.problems and not skip_bad:
-        more = f" (and {len(report.problems) - 1} more problem(s) in split {report.name!r}; `pixelwise data check` lists them)"
+        more = f" (and {len(report.problems) - 1} more in split {report.name!r}; `pixelwise data check` lists them)"
         raise DatasetError(report.problems[0] + (more if len(report.problems) > 1 else ""))
     if report.fatal:
         raise DatasetError(report.fatal[0])
 
 
 def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
-    """Both splits checked as `data check` does, before any training: bad samples stop the run or are left out and logged."""
+    """Both splits checked as `data check` does, before training: bad samples stop the run, or are left out."""
     report = check_dataset(folder, splits=[config.train_split, config.val_split], train_split=config.train_split)
     train_report, val_report = report.split(config.train_split), report.split(config.val_split)
     for split in (train_report, val_report):
@@ -170,11 +190,15 @@ def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
     )
 
 
-def _class_weights(config: TrainConfig, report: SplitReport, class_names: tuple[str, ...], log: Log) -> torch.Tensor | None:
+def _class_weights(
+    config: TrainConfig, report: SplitReport, class_names: tuple[str, ...], log: Log
+) -> torch.Tensor | None:
     """The loss's class weights from the training split's pixel counts, or None for plain cross-entropy."""
     if config.class_weighting == "none":
         return None
-    weights = median_frequency_weights(report.class_pixels, report.pixels_where_present, CLASS_WEIGHTING_POWERS[config.class_weighting])
+    weights = median_frequency_weights(
+        report.class_pixels, report.pixels_where_present, CLASS_WEIGHTING_POWERS[config.class_weighting]
+    )
     log("class weights: " + ", ".join(f"{name} {weight:.2f}" for name, weight in zip(class_names, weights.tolist())))
     return weights
 
@@ -182,7 +206,11 @@ def _class_weights(config: TrainConfig, report: SplitReport, class_names: tuple[
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool):
     """Ask torch for deterministic kernels while the block runs, then restore its settings."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
@@ -201,20 +229,28 @@ def _settings_changed(saved: TrainConfig, config: TrainConfig, log: Log) -> None
         if before == now or setting.name == "out":
             continue
         if setting.name not in RESUME_MAY_CHANGE:
-            raise TrainingError(f"{config.out}: a resumed run keeps its {setting.name.replace('_', ' ')} ({before!r}, asked {now!r}); start a new run to change it")
+            raise TrainingError(
+                f"{config.out}: a resumed run keeps its {setting.name.replace('_', ' ')} ({before!r}, asked "
+                f"{now!r}); start a new run to change it"
+            )
         log(f"resume changes {setting.name.replace('_', ' ')}: {before} -> {now}")
 
 
 def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, steps: int, log: Log) -> RunState:
-    """Load last.pt of the run (epochs of `steps` steps) into the model, optimiser and scheduler; where to go on from."""
+    """Load the run's last.pt (epochs of `steps` steps) into model, optimiser and scheduler; where to go on from."""
     path = Path(config.out) / "last.pt"
     state = load_checkpoint(path, for_resume=True)
     if tuple(state["class_names"]) != segmenter.class_names:
         raise TrainingError(
-            f"{path}: was trained on classes {', '.join(state['class_names'])}; the data now has {', '.join(segmenter.class_names)} "
+            f"{path}: was trained on classes {', '.join(state['class_names'])}; the data now has "
+            f"{', '.join(segmenter.class_names)} "
             "(a resumed run keeps its classes; start a new run for the new table)"
         )
-    recoloured = [name for name, before, now in zip(segmenter.class_names, state["palette"], segmenter.palette) if tuple(before) != now]
+    recoloured = [
+        name
+        for name, before, now in zip(segmenter.class_names, state["palette"], segmenter.palette)
+        if tuple(before) != now
+    ]
     if recoloured:
         log(f"resume changes the colours of {', '.join(recoloured)} (from the data's class table)")
     saved = _saved_config(path, state)
@@ -226,45 +262,78 @@ def _restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, st
         scheduler.load_state_dict(state["scheduler"])
         _require_run_optimizer(optimizer, settings, scheduler, config)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"{path}: damaged checkpoint: its optimiser or schedule state is not {config.optimizer}'s for this model ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its optimiser or schedule state is not {config.optimizer}'s for this model "
+            f"({str(error).splitlines()[0]})"
+        ) from None
     if config.lr != saved.lr:
         _set_peak_lr(scheduler, config.lr)
     best = (state["best"]["miou"], state["best"]["epoch"])
     finished = state["epoch"] - (1 if state.get("progress") else 0)
     if finished > config.epochs:  # refused before config.json is rewritten with the shorter count
-        raise TrainingError(f"{config.out}: has finished {finished} epochs; --epochs {config.epochs} would shorten it (give more to train longer)")
+        raise TrainingError(
+            f"{config.out}: has finished {finished} epochs; --epochs {config.epochs} would shorten it (give more to "
+            "train longer)"
+        )
     if state.get("progress"):
         progress = EpochProgress(**state["progress"])
         if progress.steps >= steps or progress.images > progress.steps * config.batch_size:
-            raise CheckpointError(f"{path}: damaged checkpoint: field 'progress' says {progress.steps} steps and {progress.images} images of an epoch of {steps} steps")
+            raise CheckpointError(
+                f"{path}: damaged checkpoint: field 'progress' says {progress.steps} steps and {progress.images} "
+                f"images of an epoch of {steps} steps"
+            )
         log(f"resuming {config.out} in epoch {state['epoch']} after step {progress.steps}")
         resumed = RunState(state["epoch"], progress, state["history"], best)
     else:
         log(f"resuming {config.out} after epoch {state['epoch']}")
         resumed = RunState(state["epoch"] + 1, None, state["history"], best)
     if finished == config.epochs:
-        log(f"{config.out} has finished its {config.epochs} epochs: nothing to train (--epochs {config.epochs + 10} would add 10)")
+        log(
+            f"{config.out} has finished its {config.epochs} epochs: nothing to train (--epochs {config.epochs + 10} "
+            "would add 10)"
+        )
     return resumed
 
 
-def _require_run_optimizer(optimizer: torch.optim.Optimizer, settings: list[dict], scheduler, config: TrainConfig) -> None:
-    """ValueError unless the loaded optimiser and schedule are what the run's config builds (settings, rates, buffers)."""
+def _require_run_optimizer(
+    optimizer: torch.optim.Optimizer, settings: list[dict], scheduler, config: TrainConfig
+) -> None:
+    """ValueError unless the loaded optimiser and schedule are what the config builds (settings, rates, buffers)."""
     for group, expected in zip(optimizer.param_groups, settings, strict=True):
-        changed = sorted(key for key in set(group) | set(expected) if key != "params" and key not in RATES and group.get(key) != expected.get(key))
+        changed = sorted(
+            key
+            for key in set(group) | set(expected)
+            if key != "params" and key not in RATES and group.get(key) != expected.get(key)
+        )
         if changed:
-            raise ValueError(f"optimiser setting {changed[0]} is {group.get(changed[0])!r}, the run's config gives {expected.get(changed[0])!r}")
+            raise ValueError(
+                f"optimiser setting {changed[0]} is {group.get(changed[0])!r}, the run's config gives "
+                f"{expected.get(changed[0])!r}"
+            )
         if not all(isinstance(group[key], (int, float)) and 0 <= group[key] <= BOUNDS["lr"][1] for key in RATES):
             raise ValueError(f"learning rate {group['lr']!r} outside 0..{BOUNDS['lr'][1]}")
-    if len(scheduler.base_lrs) != len(optimizer.param_groups) or not all(0 < lr <= BOUNDS["lr"][1] for lr in scheduler.base_lrs):
-        raise ValueError(f"schedule base rates {scheduler.base_lrs!r} for {len(optimizer.param_groups)} parameter group(s)")
-    buffers = {"sgd": {"momentum_buffer"} if config.momentum else set(), "adamw": {"step", "exp_avg", "exp_avg_sq"}}[config.optimizer]
+    if len(scheduler.base_lrs) != len(optimizer.param_groups) or not all(
+        0 < lr <= BOUNDS["lr"][1] for lr in scheduler.base_lrs
+    ):
+        raise ValueError(
+            f"schedule base rates {scheduler.base_lrs!r} for {len(optimizer.param_groups)} parameter group(s)"
+        )
+    buffers = {"sgd": {"momentum_buffer"} if config.momentum else set(), "adamw": {"step", "exp_avg", "exp_avg_sq"}}[
+        config.optimizer
+    ]
     for parameter, values in optimizer.state.items():
         if not isinstance(parameter, torch.Tensor) or set(values) != buffers:
             raise ValueError(f"optimiser state holds {sorted(values)}, {config.optimizer} keeps {sorted(buffers)}")
         for name, value in values.items():
             wanted = ((), torch.float32) if name == "step" else (parameter.shape, parameter.dtype)
-            if not isinstance(value, torch.Tensor) or (value.shape, value.dtype) != wanted or not bool(torch.isfinite(value).all()):
-                raise ValueError(f"optimiser buffer {name} is not a finite {wanted[1]} tensor of shape {tuple(wanted[0])}")
+            if (
+                not isinstance(value, torch.Tensor)
+                or (value.shape, value.dtype) != wanted
+                or not bool(torch.isfinite(value).all())
+            ):
+                raise ValueError(
+                    f"optimiser buffer {name} is not a finite {wanted[1]} tensor of shape {tuple(wanted[0])}"
+                )
             if name == "step" and value < 0:
                 raise ValueError(f"optimiser step count {float(value)} is negative")
 
@@ -272,7 +341,9 @@ def _require_run_optimizer(optimizer: torch.optim.Optimizer, settings: list[dict
 def _set_peak_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
     """Make `lr` the schedule's peak from the current step on (a resume that changes the learning rate)."""
     scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
-    for group, factor in zip(scheduler.optimizer.param_groups, (fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas)):
+    for group, factor in zip(
+        scheduler.optimizer.param_groups, (fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas)
+    ):
         group["initial_lr"], group["lr"] = lr, lr * factor
 
 
@@ -281,7 +352,9 @@ def _save(payload: dict, path: Path) -> None:
     try:
         save_checkpoint(payload, path)
     except OSError as error:
-        raise TrainingError(f"{path}: cannot write checkpoint ({error.strerror or error}); the previous file is intact") from None
+        raise TrainingError(
+            f"{path}: cannot write checkpoint ({error.strerror or error}); the previous file is intact"
+        ) from None
 
 
 def train(
@@ -326,7 +399,14 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
     class_names = data.train_set.class_names
     network = build_model(config.model, num_classes=len(class_names), backbone_weights=config.backbone_weights)
     refuse_impossible_batch(network, min(config.batch_size, len(data.train_set)), config.crop_size, device)
-    segmenter = Segmenter(network, model_name=config.model, class_names=class_names, palette=data.train_set.palette, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    segmenter = Segmenter(
+        network,
+        model_name=config.model,
+        class_names=class_names,
+        palette=data.train_set.palette,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
     segmenter.to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config, segmenter)
     steps = steps_per_epoch(len(data.train_set), config.batch_size)
@@ -344,20 +424,41 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
 class EpochLoop:
     """One run's epochs: train, log what was skipped, validate, save the checkpoints and curves."""
 
-    def __init__(self, config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, device: torch.device, data: CheckedData, class_weights, run_dir: Path, log: Log):
+    def __init__(
+        self,
+        config: TrainConfig,
+        segmenter: Segmenter,
+        optimizer,
+        scheduler,
+        device: torch.device,
+        data: CheckedData,
+        class_weights,
+        run_dir: Path,
+        log: Log,
+    ):
         self.config, self.segmenter, self.optimizer, self.scheduler = config, segmenter, optimizer, scheduler
         self.device, self.data, self.run_dir, self.log = device, data, run_dir, log
         self.class_weights = None if class_weights is None else class_weights.to(device)
         self.steps = steps_per_epoch(len(data.train_set), config.batch_size)
-        samples = training_samples(data.train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip")
-        self.loader = train_loader(samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda")
-        self.val_loader = DataLoader(data.val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda")
+        samples = training_samples(
+            data.train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip"
+        )
+        self.loader = train_loader(
+            samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda"
+        )
+        self.val_loader = DataLoader(
+            data.val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda"
+        )
         self.logged_skips = set(data.train_report.problems)
 
     def _save_state(self, epoch: int, state: RunState, progress: EpochProgress | None) -> None:
         """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end."""
         payload = checkpoint_payload(self.segmenter, self.config, epoch, state.history, state.best)
-        resume = {"progress": asdict(progress) if progress else None, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        resume = {
+            "progress": asdict(progress) if progress else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
         _save({**payload, **resume}, self.run_dir / "last.pt")
         if progress is None and state.best[1] == epoch:
             _save(payload, self.run_dir / "best.pt")
@@ -368,10 +469,20 @@ class EpochLoop:
         done = state.progress or EpochProgress(skipped=list(self.data.train_report.problems))
         state.progress = None
         self.loader.batch_sampler.set_epoch(epoch, done.steps)
-        bar = tqdm(self.loader, desc=f"epoch {epoch}/{config.epochs}", total=self.steps, initial=done.steps, disable=not progress, leave=False, unit="batch")
+        bar = tqdm(
+            self.loader,
+            desc=f"epoch {epoch}/{config.epochs}",
+            total=self.steps,
+            initial=done.steps,
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
 
         def on_step(done: EpochProgress, lr: float) -> None:
-            bar.set_postfix(loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}")
+            bar.set_postfix(
+                loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}"
+            )
             if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < self.steps:
                 self._save_state(epoch, state, done)
 
@@ -400,9 +511,13 @@ class EpochLoop:
     def _finish_epoch(self, epoch: int, state: RunState, done: EpochProgress) -> None:
         """Validate, record the epoch, save the checkpoints and curves, log one line."""
         class_names = self.segmenter.class_names
-        metrics = evaluate(self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization)
+        metrics = evaluate(
+            self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization
+        )
         val_skipped = len(self.data.val_report.problems)
-        state.history.append(metrics_row(epoch, done, self.optimizer.param_groups[0]["lr"], metrics, class_names, val_skipped))
+        state.history.append(
+            metrics_row(epoch, done, self.optimizer.param_groups[0]["lr"], metrics, class_names, val_skipped)
+        )
         if metrics.miou > state.best[0]:
             state.best = (metrics.miou, epoch)
         self._save_state(epoch, state, None)
@@ -417,7 +532,13 @@ class EpochLoop:
 
 
 def evaluate_split(
-    model: Segmenter, data: str | Path, split: str = "val", *, root: str | None = None, workers: int = 0, precision: str = "fp32"
+    model: Segmenter,
+    data: str | Path,
+    split: str = "val",
+    *,
+    root: str | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> SegmentationMetrics:
     """Metrics of `model` on a dataset split, whole images at their own size."""
     folder = prepare_data(str(data), root=root)
@@ -428,4 +549,6 @@ def evaluate_split(
         )
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=1, num_workers=workers)
-    return evaluate(model, loader, len(model.class_names), device, normalization=(model.mean, model.std), precision=precision)
+    return evaluate(
+        model, loader, len(model.class_names), device, normalization=(model.mean, model.std), precision=precision
+    )

@@ -25,7 +25,11 @@ def colorize(mask: np.ndarray, palette: Palette) -> Image.Image:
 def legend(class_ids: Sequence[int], class_names: Sequence[str], palette: Palette, width: int) -> Image.Image:
     """A white strip listing a colour swatch and name per class id, wrapped at `width` (wider if one entry needs it)."""
     font = ImageFont.load_default()
-    entries = [(palette[i], class_names[i], SWATCH + 6 + int(font.getlength(class_names[i])) + 14) for i in class_ids if i < len(class_names)]
+    entries = [
+        (palette[i], class_names[i], SWATCH + 6 + int(font.getlength(class_names[i])) + 14)
+        for i in class_ids
+        if i < len(class_names)
+    ]
     row_height, padding = SWATCH + 6, 6
     width = max([width, *(padding + entry_width for *_, entry_width in entries)])  # a name is never cut
     x, y, positions = padding, padding, []
@@ -60,7 +64,9 @@ def present_classes(*masks: np.ndarray) -> list[int]:
     return sorted(values - {IGNORE_INDEX})
 
 
-def overlay(photo: Image.Image, mask: np.ndarray, class_names: Sequence[str], palette: Palette, alpha: float = 0.5) -> Image.Image:
+def overlay(
+    photo: Image.Image, mask: np.ndarray, class_names: Sequence[str], palette: Palette, alpha: float = 0.5
+) -> Image.Image:
     """The photo blended with its class colours, above a legend of the classes present."""
     blended = Image.blend(photo.convert("RGB"), colorize(mask, palette), alpha)
     return stack_vertically(blended, legend(present_classes(mask), class_names, palette, blended.width))
@@ -70,13 +76,18 @@ def blur_background(photo: Image.Image, keep: np.ndarray, *, strength: float = 0
     """Portrait mode: pixels where `keep` is False are blurred, with a soft edge between."""
     size = max(photo.size)
     blurred = photo.filter(ImageFilter.GaussianBlur(radius=max(1.0, strength * size)))
-    alpha = Image.fromarray((keep * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius=max(1.0, 0.004 * size)))
+    alpha = Image.fromarray((keep * 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(radius=max(1.0, 0.004 * size))
+    )
     return Image.composite(photo, blurred, alpha)
 
 
 def grid(rows: Sequence[Sequence[Image.Image]], cell_height: int = 160, gap: int = 4) -> Image.Image:
     """Rows of images scaled to one height, on white."""
-    scaled = [[image.resize((max(1, round(image.width * cell_height / image.height)), cell_height)) for image in row] for row in rows]
+    scaled = [
+        [image.resize((max(1, round(image.width * cell_height / image.height)), cell_height)) for image in row]
+        for row in rows
+    ]
     width = max(sum(image.width for image in row) + gap * (len(row) - 1) for row in scaled)
     canvas = Image.new("RGB", (width, len(scaled) * (cell_height + gap) - gap), "white")
     for row_index, row in enumerate(scaled):
@@ -115,7 +126,9 @@ def pairs_figure(pairs: Sequence[tuple], class_names: Sequence[str], palette: Pa
     return stack_vertically(figure, legend(present_classes(*masks), class_names, palette, figure.width))
 
 
-def comparison_figure(rows: Sequence[tuple[Image.Image, Sequence[np.ndarray]]], class_names: Sequence[str], palette: Palette) -> Image.Image:
+def comparison_figure(
+    rows: Sequence[tuple[Image.Image, Sequence[np.ndarray]]], class_names: Sequence[str], palette: Palette
+) -> Image.Image:
     """One row per photo: the photo, then each of its masks (truth, predictions) in colour; a legend below."""
     masks = [mask for _, row_masks in rows for mask in row_masks]
     figure = grid([[photo, *(colorize(mask, palette) for mask in row_masks)] for photo, row_masks in rows])

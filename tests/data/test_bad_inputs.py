@@ -69,7 +69,8 @@ def test_undecodable_photos_are_named(tmp_path, name, content, message):
 
 def test_truncated_png_label_is_named(tmp_path):
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 3, (64, 64), dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 3, (64, 64), dtype=np.uint8), mode="L").save(buffer,
+        format="PNG")
     (tmp_path / "cut.png").write_bytes(buffer.getvalue()[:120])
     with pytest.raises(DatasetError, match=r"cut\.png: cannot decode image"):
         read_label_array(tmp_path / "cut.png")
@@ -129,7 +130,8 @@ def test_data_check_reports_every_problem(broken_voc):
     assert train.smaller_than_crop, "synthetic images of 40..90 px include some below 60x60"
     assert sum(train.class_pixels) > 0 and train.ignored_pixels > 0
     empty = next(split for split in report.splits if split.name == "empty")
-    assert empty.fatal == [f"{broken_voc / 'ImageSets' / 'Segmentation' / 'empty.txt'}: split is empty"] and not empty.problems
+    empty_split = broken_voc / "ImageSets" / "Segmentation" / "empty.txt"
+    assert empty.fatal == [f"{empty_split}: split is empty"] and not empty.problems
 
 
 def test_data_check_cli_exit_codes(broken_voc, synthetic_voc, capsys):
@@ -187,7 +189,9 @@ def test_the_overlay_legend_shows_whole_names_even_for_a_tiny_photo():
 
     name = "gridded disk"
     for width in (80, 1):
-        picture = overlay(Image.new("RGB", (width, width)), np.ones((width, width), dtype=np.uint8), ("background", name), ((0, 0, 0), (255, 0, 0)))
-        assert picture.width >= ImageFont.load_default().getlength(name) + 14 + 6, f"the legend of a {width}-pixel photo is cut"
+        picture = overlay(Image.new("RGB", (width, width)), np.ones((width, width), dtype=np.uint8), ("background",
+            name), ((0, 0, 0), (255, 0, 0)))
+        needed = ImageFont.load_default().getlength(name) + 14 + 6
+        assert picture.width >= needed, f"the legend of a {width}-pixel photo is cut"
         strip = np.asarray(picture)[width:]
         assert (strip < 100).any(axis=(0, 2)).nonzero()[0].max() > 40, "text is drawn past the photo's width"

@@ -10,7 +10,8 @@ from PIL import Image
 from pixelwise.cli import main
 
 CLASSES = "index,name,r,g,b,ignore\n0,ground,0,0,0,0\n1,thing,255,0,0,0\n"
-TRAIN = ["--epochs", "1", "--batch-size", "2", "--crop-size", "32x32", "--workers", "0", "--model", "fcn32s", "--quiet", "--device", "cpu"]
+TRAIN = ["--epochs", "1", "--batch-size", "2", "--crop-size", "32x32", "--workers", "0", "--model", "fcn32s",
+    "--quiet", "--device", "cpu"]
 
 
 def good_label(seed: int) -> np.ndarray:
@@ -120,7 +121,8 @@ BROKEN = [
 
 
 @pytest.mark.parametrize("breaks, split, message, trainable", BROKEN, ids=[f"{b.__name__}-{s}" for b, s, *_ in BROKEN])
-def test_what_data_check_calls_a_problem_stops_training_or_is_skipped(folder, tmp_path, capsys, breaks, split, message, trainable):
+def test_what_data_check_calls_a_problem_stops_training_or_is_skipped(folder, tmp_path, capsys, breaks, split,
+    message, trainable):
     breaks(folder, split)
     assert main(["data", "check", str(folder)]) == 1
     assert message in capsys.readouterr().out
@@ -139,7 +141,8 @@ def test_what_data_check_calls_a_problem_stops_training_or_is_skipped(folder, tm
     row = next(csv.DictReader(open(run / "metrics.csv")))
     counted = row["val_skipped"] if split == "val" else row["skipped"]
     assert counted == "1", f"the left-out {split} file is counted in metrics.csv"
-    assert ("val left out 1 bad photo(s)" if split == "val" else "skipped 1 bad sample(s)") in out, "and said in the epoch line"
+    said = "val left out 1 bad photo(s)" if split == "val" else "skipped 1 bad sample(s)"
+    assert said in out, "and said in the epoch line"
 
 
 def test_a_clean_folder_is_clean_for_both(folder, tmp_path, capsys):
@@ -181,13 +184,16 @@ def test_a_malformed_class_table_is_one_line_and_exit_2(folder, capsys):
 
 
 def test_two_photos_of_one_stem_and_unusable_split_names_are_problems(folder, tmp_path, capsys):
-    Image.new("RGB", (64, 48)).save(folder / "images" / "train" / "t0.png")  # beside t0.jpg: which one does t0.png label?
+    Image.new("RGB", (64,
+        48)).save(folder / "images" / "train" / "t0.png")  # beside t0.jpg: which one does t0.png label?
     assert main(["data", "check", str(folder)]) == 1
     out = capsys.readouterr().out
     assert "t0.jpg: another photo of split 'train' has the stem 't0'" in out and "t0.png: another photo" in out
-    assert main(["data", "synth", "--out", str(tmp_path / "voc"), "--num-train", "2", "--num-val", "1", "--classes", "3", "--min-size", "40", "--max-size", "60"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "voc"), "--num-train", "2", "--num-val", "1", "--classes",
+        "3", "--min-size", "40", "--max-size", "60"]) == 0
     split = tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt"
     split.write_bytes("\ufeff000000\r\n".encode() + b"x" * 300 + b"\nbad\x00name\n000001\n")
     assert main(["data", "check", str(split.parents[2]), "--split", "train"]) == 1
     out = capsys.readouterr().out
-    assert out.count("is not a file name") == 2 and "2 usable samples" in out, "the byte-order mark is not part of 000000"
+    assert out.count("is not a file name") == 2
+    assert "2 usable samples" in out, "the byte-order mark is not part of 000000"

@@ -38,14 +38,16 @@ def test_folder_dataset_errors_name_the_problem(tmp_path):
     with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing$"):
         FolderSegmentation(root)
     Image.new("L", (24, 18)).save(root / "labels" / "train" / "1.jpg")
-    with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing; found 1\.jpg, not 1\.png$"):
+    with pytest.raises(DatasetError,
+        match=r"labels/train/1\.png: file listed by .* is missing; found 1\.jpg, not 1\.png$"):
         FolderSegmentation(root)
 
 
 def test_folder_dataset_refuses_values_outside_the_table(tmp_path):
     root = make_folder_tree(tmp_path)
     Image.fromarray(np.full((16, 20), 4, dtype=np.uint8), mode="L").save(root / "labels" / "train" / "0.png")
-    with pytest.raises(DatasetError, match=r"0\.png: label values 4 \(320 px\) are neither a class \(0, 1\) nor ignored \(9, 255\)"):
+    with pytest.raises(DatasetError,
+        match=r"0\.png: label values 4 \(320 px\) are neither a class \(0, 1\) nor ignored \(9, 255\)"):
         FolderSegmentation(root)[0]
 
 

@@ -61,7 +61,8 @@ def test_palette_png_stores_indices_and_reads_back(tmp_path):
 def test_class_table_decodes_palette_values_and_refuses_unknown_values(tmp_path):
     table = voc_class_table()
     assert np.array_equal(table.decode(np.array([[0, 20, 255]], dtype=np.uint8), "x.png"), [[0, 20, 255]])
-    with pytest.raises(DatasetError, match=r"x\.png: label values 21 \(1 px\), 100 \(1 px\) are neither a class \(0\.\.20\) nor ignored \(255\)"):
+    with pytest.raises(DatasetError,
+        match=r"x\.png: label values 21 \(1 px\), 100 \(1 px\) are neither a class \(0\.\.20\) nor ignored \(255\)"):
         table.decode(np.array([[0, 21, 100]], dtype=np.uint8), "x.png")
 
 
@@ -91,7 +92,8 @@ def test_the_ignore_value_itself_may_name_the_ignored_colour(tmp_path):
 
 def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
     path = tmp_path / "classes.csv"
-    path.write_bytes("index, name, r, g, b, ignore\r\n0, sky , 1, 2, 3, 0\r\n\r\n1, road, 4, 5, 6, 0\r\n".encode("utf-8-sig"))
+    text = "index, name, r, g, b, ignore\r\n0, sky , 1, 2, 3, 0\r\n\r\n1, road, 4, 5, 6, 0\r\n"
+    path.write_bytes(text.encode("utf-8-sig"))
     table = read_classes_csv(path)
     assert table.class_names == ("sky", "road") and table.palette == ((1, 2, 3), (4, 5, 6))
     spreadsheets = (
@@ -111,12 +113,15 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
         ("name,r,g,b\nsky,1,2,3\n", "needs a header"),
         ("index,name,r,g,b\n0,sky,1,2,x\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
         ("index,name,r,g,b\n0,sky,1,2,300\n", r"classes\.csv:2: colour \(1, 2, 300\) must be three values in 0\.\.255"),
-        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n255,edge,4,5,6,0\n", r"classes\.csv:3: index 255 must be in 0\.\.254 \(255 only on a row with ignore=1\)"),
+        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n255,edge,4,5,6,0\n",
+            r"classes\.csv:3: index 255 must be in 0\.\.254 \(255 only on a row with ignore=1\)"),
         ("index,name,r,g,b\n-1,sky,1,2,3\n", r"index -1 must be in 0\.\.254"),
         ("index,name,r,g,b\n0,sky,1,2,3\n0,road,4,5,6\n", r"classes\.csv:3: label value 0 repeats line 2"),
         ("index,name,r,g,b\n0,road,1,2,3\n1,sky,4,5,6\n2,road,7,8,9\n", r"classes\.csv:4: name 'road' repeats line 2"),
-        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n1,road,1,2,3,0\n", r"classes\.csv:3: colour \(1, 2, 3\) repeats line 2"),
-        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n9,void,1,2,3,1\n", r"classes\.csv:3: colour \(1, 2, 3\) repeats line 2"),
+        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n1,road,1,2,3,0\n",
+            r"classes\.csv:3: colour \(1, 2, 3\) repeats line 2"),
+        ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n9,void,1,2,3,1\n",
+            r"classes\.csv:3: colour \(1, 2, 3\) repeats line 2"),
         ("index,name,r,g,b,ignore\n0,sky,1,2,3,2\n", r"classes\.csv:2: ignore must be 0 or 1, got 2"),
         ("index,name,r,g,b\n0,sky,1,2\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
         ("index,name,r,g,b\n1_0,sky,1,2,3\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
@@ -156,5 +161,6 @@ def test_voc_samples_decode_with_expected_classes(voc_samples_root):
         assert (decoded[boundary] == IGNORE_INDEX).all()
         assert (decoded[~boundary] < 21).all(), f"{target.name} has colours outside the VOC map"
         seen |= set(np.unique(decoded).tolist()) - {IGNORE_INDEX}
-    expected = {"background", "aeroplane", "bicycle", "bird", "bottle", "bus", "car", "cow", "horse", "motorbike", "person", "sheep"}
+    expected = {"background", "aeroplane", "bicycle", "bird", "bottle", "bus", "car", "cow", "horse", "motorbike",
+        "person", "sheep"}
     assert {VOC_CLASSES[i] for i in seen} == expected

@@ -58,7 +58,8 @@ def test_classes_are_not_separable_by_colour_alone():
     assert (nearest == classes).mean() < 0.4  # chance is 0.25 for 4 object classes
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"num_classes": 22}, {"size_range": (50, 20)}, {"num_train": 0}])
+@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"num_classes": 22}, {"size_range": (50, 20)},
+    {"num_train": 0}])
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         make_synthetic_voc(tmp_path, **kwargs)
@@ -67,7 +68,8 @@ def test_bad_arguments_are_refused(tmp_path, kwargs):
 def test_an_earlier_synthetic_tree_is_replaced_but_another_voc_tree_is_refused(tmp_path):
     root = make_synthetic_voc(tmp_path, num_train=3, num_val=1, num_classes=3, size_range=(16, 24))
     again = make_synthetic_voc(tmp_path, num_train=2, num_val=1, num_classes=4, size_range=(16, 24))
-    assert again == root and len(VOCSegmentation(root, "train")) == 2 and len(VOCSegmentation(root, "train").class_names) == 4
+    assert again == root and len(VOCSegmentation(root, "train")) == 2 and len(VOCSegmentation(root,
+        "train").class_names) == 4
     (root / "classes.csv").unlink()  # now it reads as VOC 2012 itself: its own split files must survive
     split_file = root / "ImageSets" / "Segmentation" / "train.txt"
     before = split_file.read_text()

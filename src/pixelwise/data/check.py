@@ -12,7 +12,15 @@ from pixelwise.data.dataset import Sample, require_same_size, same_name_hint
 from pixelwise.data.folder import folder_photos, folder_splits, is_folder_tree
 from pixelwise.data.io import read_image, read_label_file
 from pixelwise.data.labels import IGNORE_INDEX, ClassTable, read_classes_csv
-from pixelwise.data.voc import SPLIT_DIR, find_voc_root, is_voc_tree, scan_split_file, voc_class_table_of, voc_sample, voc_splits
+from pixelwise.data.voc import (
+    SPLIT_DIR,
+    find_voc_root,
+    is_voc_tree,
+    scan_split_file,
+    voc_class_table_of,
+    voc_sample,
+    voc_splits,
+)
 from pixelwise.errors import DatasetError
 
 TRAINING_SPLITS = ("train", "val")
@@ -98,15 +106,23 @@ class CheckReport:
 
 
 def _palette_disagreement(label: Path, raw: np.ndarray, palette: np.ndarray, classes: ClassTable) -> str:
-    """'value 1 is (0, 128, 0) in FILE, (128, 0, 0) in the class table' for the first class value whose colours differ, else ''."""
+    """'value 1 is (0, 128, 0) in FILE, (128, 0, 0) in the class table' for the first value that differs, else ''."""
     for value in np.flatnonzero(np.bincount(raw.ravel(), minlength=256)).tolist():
         index = int(classes.value_to_class[value])
         if 0 <= index < classes.num_classes and tuple(palette[value].tolist()) != classes.palette[index]:
-            return f"value {value} ({classes.class_names[index]}) is {tuple(palette[value].tolist())} in {label}, {classes.palette[index]} in the class table"
+            own = tuple(palette[value].tolist())
+            name, table_color = classes.class_names[index], classes.palette[index]
+            return f"value {value} ({name}) is {own} in {label}, {table_color} in the class table"
     return ""
 
 
-def _inspect_pair(sample: Sample, classes: ClassTable, crop_size: tuple[int, int] | None, report: SplitReport, palettes: PaletteMismatch) -> None:
+def _inspect_pair(
+    sample: Sample,
+    classes: ClassTable,
+    crop_size: tuple[int, int] | None,
+    report: SplitReport,
+    palettes: PaletteMismatch,
+) -> None:
     """Decode one pair as training does; count it as usable with its pixels, or add its problem to `report`."""
     photo, label = sample
     try:
@@ -124,7 +140,9 @@ def _inspect_pair(sample: Sample, classes: ClassTable, crop_size: tuple[int, int
     counts = np.bincount(mask.ravel(), minlength=256)
     class_counts = counts[: classes.num_classes]
     report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, class_counts)]
-    report.pixels_where_present = [a + (int(class_counts.sum()) if b else 0) for a, b in zip(report.pixels_where_present, class_counts)]
+    report.pixels_where_present = [
+        a + (int(class_counts.sum()) if b else 0) for a, b in zip(report.pixels_where_present, class_counts)
+    ]
     report.ignored_pixels += int(counts[IGNORE_INDEX])
     if crop_size and (image.height < crop_size[0] or image.width < crop_size[1]):
         report.smaller_than_crop.append(f"{photo.name} ({image.width}x{image.height})")
@@ -155,7 +173,9 @@ def _folder_samples(root: Path, split: str, report: SplitReport) -> tuple[list[S
     stems = Counter(photo.stem for photo in photos)
     for photo in photos:
         if stems[photo.stem] > 1:
-            report.problems.append(f"{photo}: another photo of split {split!r} has the stem {photo.stem!r}, so both would take one label")
+            report.problems.append(
+                f"{photo}: another photo of split {split!r} has the stem {photo.stem!r}, so both would take one label"
+            )
     photos = [photo for photo in photos if stems[photo.stem] == 1]
     labels = {p.stem: p for p in label_dir.glob("*.png")} if label_dir.is_dir() else {}
     for stem in sorted(set(labels) - {photo.stem for photo in photos}):
@@ -175,7 +195,9 @@ def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_
     try:
         samples, where = (_voc_samples if layout == "voc" else _folder_samples)(root, split, report)
     except DatasetError as error:  # the split itself is missing
-        report.fatal.append(f"{error}; `pixelwise train` reads splits {' and '.join(TRAINING_SPLITS)} unless told others")
+        report.fatal.append(
+            f"{error}; `pixelwise train` reads splits {' and '.join(TRAINING_SPLITS)} unless told others"
+        )
         return report
     if not samples and not report.problems:
         report.fatal.append(f"{where}: split is empty")
@@ -188,18 +210,19 @@ def _check_split(root: Path, layout: str, split: str, classes: ClassTable, crop_
 
 
 def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes: PaletteMismatch, trains: bool) -> None:
-    """Whole-split verdicts: fatal when nothing is usable or labelled, or (where a model `trains`) one class stands alone."""
+    """Whole-split verdicts: fatal when nothing is usable or labelled, or one class alone where a model `trains`."""
     if not report.usable:
         report.fatal.append(f"{where}: no usable sample in split {report.name!r} ({len(report.problems)} problem(s))")
     elif sum(report.class_pixels) == 0:
         report.fatal.append(
-            f"{where}: no labelled pixel in split {report.name!r}: every pixel of its {report.samples} label(s) is ignored "
+            f"{where}: no labelled pixel in split {report.name!r}: every pixel of its {report.samples} label(s) is "
+            "ignored "
             f"({IGNORE_INDEX} or an ignore colour), so there is nothing to learn or measure"
         )
     else:
         present = [name for name, count in zip(classes.class_names, report.class_pixels) if count]
         if len(present) == 1:
-            alone = f"only class {present[0]!r} is labelled in split {report.name!r}: there is nothing to tell it apart from"
+            alone = f"only class {present[0]!r} is labelled in split {report.name!r}: nothing to tell it apart from"
             (report.fatal if trains else report.warnings).append(f"{where}: {alone}" if trains else alone)
         absent = [name for name, count in zip(classes.class_names, report.class_pixels) if count == 0]
         if absent:
@@ -212,7 +235,11 @@ def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes:
 
 
 def check_dataset(
-    folder: Path | str, *, splits: list[str] | None = None, crop_size: tuple[int, int] | None = None, train_split: str = TRAINING_SPLITS[0]
+    folder: Path | str,
+    *,
+    splits: list[str] | None = None,
+    crop_size: tuple[int, int] | None = None,
+    train_split: str = TRAINING_SPLITS[0],
 ) -> CheckReport:
     """Report every problem in the named splits (default: all, and the training splits) of a VOC tree or folder dataset.
 
@@ -228,7 +255,10 @@ def check_dataset(
         root = folder
         layout, classes, available = "folder", read_classes_csv(root / "classes.csv"), folder_splits(root)
     else:
-        raise DatasetError(f"{folder}: neither a VOC tree (ImageSets/Segmentation) nor a folder dataset (classes.csv, images/, labels/)")
+        raise DatasetError(
+            f"{folder}: neither a VOC tree (ImageSets/Segmentation) nor a folder dataset (classes.csv, images/, "
+            "labels/)"
+        )
     if splits is None:
         names = [*available, *(split for split in TRAINING_SPLITS if split not in available)]
     else:

@@ -49,7 +49,9 @@ class SegmentationDataset(Dataset):
         """Decode sample `index` without transforms."""
         image_path, label_path = self.samples[index]
         image = read_image(image_path)
-        return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(self._read_mask(index, image.height, image.width))
+        return tv_tensors.Image(F.pil_to_tensor(image)), tv_tensors.Mask(
+            self._read_mask(index, image.height, image.width)
+        )
 
     def load_for_device(self, index: int) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
         """Sample `index` with its photo left for the training device to decode: (photo, (H, W), mask).
@@ -78,7 +80,9 @@ class SegmentationDataset(Dataset):
 def require_same_size(label: np.ndarray, height: int, width: int, label_path: Path, image_path: Path) -> None:
     """DatasetError unless the label array is `height` x `width`, the photo's upright size."""
     if label.shape[:2] != (height, width):
-        raise DatasetError(f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a {width}x{height} image ({image_path.name})")
+        raise DatasetError(
+            f"{label_path}: {label.shape[1]}x{label.shape[0]} label for a {width}x{height} image ({image_path.name})"
+        )
 
 
 def require_files(samples: list[Sample], listed_in: Path | str) -> None:
@@ -91,5 +95,9 @@ def require_files(samples: list[Sample], listed_in: Path | str) -> None:
 
 def same_name_hint(missing: Path) -> str:
     """'; found NAME.jpg, not NAME.png' when a file of the same name but another suffix sits where `missing` should be."""
-    others = sorted(p.name for p in missing.parent.glob(f"{glob.escape(missing.stem)}.*") if p.is_file()) if missing.parent.is_dir() else []
+    others = (
+        sorted(p.name for p in missing.parent.glob(f"{glob.escape(missing.stem)}.*") if p.is_file())
+        if missing.parent.is_dir()
+        else []
+    )
     return f"; found {', '.join(others)}, not {missing.name}" if others else ""

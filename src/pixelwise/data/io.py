@@ -59,7 +59,9 @@ def read_photo_header(path: Path | str, data: torch.Tensor) -> PhotoHeader:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError):
             orientation = 1  # read_image ignores a broken EXIF block too
-        return PhotoHeader(image.width, image.height, image.format == "JPEG" and image.mode in ("RGB", "L") and orientation == 1)
+        return PhotoHeader(
+            image.width, image.height, image.format == "JPEG" and image.mode in ("RGB", "L") and orientation == 1
+        )
 
 
 def read_bytes(path: Path | str) -> torch.Tensor:
@@ -83,12 +85,14 @@ def to_rgb(image: Image.Image, name: Path | str) -> Image.Image:
     if image.mode.startswith("I;16"):  # convert("RGB") would clip every value above 255 to white
         image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     elif image.mode in ("I", "F"):
-        raise DatasetError(f"{name}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel")
+        raise DatasetError(
+            f"{name}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel"
+        )
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
 def read_label_array(path: Path | str) -> np.ndarray:
-    """Raw label pixels: (H, W) uint8 for palette/grayscale PNGs, (H, W, 3) for RGB and (H, W, 4) for RGBA colour maps."""
+    """Raw label pixels: (H, W) uint8 for palette/grayscale PNGs, (H, W, 3|4) for RGB/RGBA colour maps."""
     return read_label_file(path)[0]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from pixelwise.errors import DatasetError
+from pixelwise.numbers import ascii_int
 
 IGNORE_INDEX = 255
 """Label value that losses and metrics skip: VOC boundaries, void pixels, padding."""
@@ -110,7 +111,9 @@ class ClassTable:
             unknown = mapped < 0
             if unknown.any():
                 values, counts = np.unique(label[unknown], return_counts=True)
-                raise DatasetError(f"{path}: {self._describe_unknown(dict(zip(values.tolist(), counts.tolist())), rgb=False)}")
+                raise DatasetError(
+                    f"{path}: {self._describe_unknown(dict(zip(values.tolist(), counts.tolist())), rgb=False)}"
+                )
             return mapped.astype(np.uint8)
         rgb, labelled = label[..., :3], self._opaque(label, path)
         positions = _color_positions(rgb, self.palette + self.ignore_colors)
@@ -135,7 +138,7 @@ class ClassTable:
         return alpha == 255
 
     def _describe_unknown(self, unknown: dict, rgb: bool) -> str:
-        """'label values 14 (30 px), 200 (2 px) are neither a class (0, 1, 2) nor ignored (255)', or the same for colours."""
+        """'label values 14 (30 px) are neither a class (0, 1, 2) nor ignored (255)', or the same for colours."""
         items = sorted(unknown.items(), key=lambda item: -item[1])[:5]
         shown = ", ".join(f"{value} ({count} px)" for value, count in items)
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -143,7 +146,10 @@ class ClassTable:
             return f"colours {shown}{more} are not in the class map (neither a class colour nor an ignore colour)"
         classes = np.flatnonzero((self.value_to_class >= 0) & (self.value_to_class != IGNORE_INDEX)).tolist()
         ignored = np.flatnonzero(self.value_to_class == IGNORE_INDEX).tolist()
-        return f"label values {shown}{more} are neither a class ({_short_list(classes)}) nor ignored ({_short_list(ignored)})"
+        return (
+            f"label values {shown}{more} are neither a class ({_short_list(classes)}) "
+            f"nor ignored ({_short_list(ignored)})"
+        )
 
 
 def _short_list(values: list[int], limit: int = 8) -> str:
@@ -176,7 +182,11 @@ def read_classes_csv(path: Path) -> ClassTable:
     """
     rows = _class_table_rows(path)
     parsed = [(line, _parse_class_row(row, path, line)) for line, row in rows]
-    for what, key in (("label value", lambda entry: entry[0]), ("name", lambda entry: entry[1]), ("colour", lambda entry: entry[2])):
+    for what, key in (
+        ("label value", lambda entry: entry[0]),
+        ("name", lambda entry: entry[1]),
+        ("colour", lambda entry: entry[2]),
+    ):
         _refuse_repeats(path, what, [(line, key(entry)) for line, entry in parsed])
     table = np.full(256, -1, dtype=np.int16)
     table[IGNORE_INDEX] = IGNORE_INDEX
@@ -210,7 +220,9 @@ def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     delimiter = declared.group(1) if declared else next((mark for mark in ",;\t" if mark in first_line), ",")
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
     try:
-        records = [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)][1 if declared else 0 :]
+        records = [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)][
+            1 if declared else 0 :
+        ]
         header = [column.strip().lower() for column in records[0][1]] if records else []
         rows = []
         for line, fields in records[1:]:
@@ -223,15 +235,10 @@ def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     if twice:
         raise DatasetError(f"{path}: the header names column {twice[0]!r} twice")
     if not rows or not set(CLASS_COLUMNS) <= set(header):
-        raise DatasetError(f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row")
+        raise DatasetError(
+            f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row"
+        )
     return rows
-
-
-def _whole_number(text: str | None) -> int:
-    """An int written with ASCII digits only (Python's int() would also take '1_0' or other scripts' digits)."""
-    if text is None or not re.fullmatch(r"-?[0-9]+", text):
-        raise ValueError(text)
-    return int(text)
 
 
 def _refuse_repeats(path: Path, what: str, keyed_lines: list[tuple[int, object]]) -> None:
@@ -239,23 +246,27 @@ def _refuse_repeats(path: Path, what: str, keyed_lines: list[tuple[int, object]]
     first_line: dict = {}
     for line, key in keyed_lines:
         if key in first_line:
-            raise DatasetError(f"{path}:{line}: {what} {key!r} repeats line {first_line[key]}; each class needs its own")
+            raise DatasetError(
+                f"{path}:{line}: {what} {key!r} repeats line {first_line[key]}; each class needs its own"
+            )
         first_line[key] = line
 
 
 def _parse_class_row(row: dict, path: Path, line: int) -> tuple[int, str, Color, bool]:
     """(label value, name, colour, ignored) of one classes.csv row."""
     try:
-        value = _whole_number(row.get("index"))
-        color = (_whole_number(row.get("r")), _whole_number(row.get("g")), _whole_number(row.get("b")))
-        ignore = _whole_number(row.get("ignore") or "0")
+        value = ascii_int(row.get("index"))
+        color = (ascii_int(row.get("r")), ascii_int(row.get("g")), ascii_int(row.get("b")))
+        ignore = ascii_int(row.get("ignore") or "0")
     except (TypeError, ValueError):
         raise DatasetError(f"{path}:{line}: index, r, g, b and ignore must be integers") from None
     if ignore not in (0, 1):
         raise DatasetError(f"{path}:{line}: ignore must be 0 or 1, got {ignore}")
     ignored = ignore == 1
     if not (0 <= value < IGNORE_INDEX or (value == IGNORE_INDEX and ignored)):
-        raise DatasetError(f"{path}:{line}: index {value} must be in 0..254 ({IGNORE_INDEX} only on a row with ignore=1)")
+        raise DatasetError(
+            f"{path}:{line}: index {value} must be in 0..254 ({IGNORE_INDEX} only on a row with ignore=1)"
+        )
     if not all(0 <= c <= 255 for c in color):
         raise DatasetError(f"{path}:{line}: colour {color} must be three values in 0..255")
     name = row.get("name", "")

@@ -12,7 +12,6 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.device_crops import DeviceCrops, PlannedCrop, PlannedPhotos
 from pixelwise.errors import DatasetError
 
-
 SEED_MODULUS = 2**64  # torch generators take seeds below it
 
 
@@ -56,7 +55,9 @@ class SeededSamples(Dataset):
             return SkippedSample(str(error))
 
 
-def collate_skipping(samples: list, skip_bad: bool = False) -> tuple[torch.Tensor | PlannedPhotos, torch.Tensor, list[str]]:
+def collate_skipping(
+    samples: list, skip_bad: bool = False
+) -> tuple[torch.Tensor | PlannedPhotos, torch.Tensor, list[str]]:
     """Stack the good samples; return the skipped ones' messages beside them.
 
     Samples from `DeviceCrops` give the batch's photos as PlannedPhotos, which decode on the
@@ -96,18 +97,24 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
         return steps_per_epoch(self.num_samples, self.batch_size) - self.start_step
 
     def __iter__(self):
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))).tolist()
+        order = torch.randperm(
+            self.num_samples, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        ).tolist()
         for step in range(self.start_step, steps_per_epoch(self.num_samples, self.batch_size)):
             yield [(self.epoch, index) for index in order[step * self.batch_size : (step + 1) * self.batch_size]]
 
 
-def training_samples(dataset: SegmentationDataset, seed: int, *, decode_on: str = "workers", skip_bad: bool = False) -> SeededSamples:
+def training_samples(
+    dataset: SegmentationDataset, seed: int, *, decode_on: str = "workers", skip_bad: bool = False
+) -> SeededSamples:
     """`pixelwise train`'s samples of `dataset` (whose transforms are a RandomScaleCrop), seeded.
 
     decode_on "workers" decodes and crops each photo in the loader workers; "device" leaves
     the photos for the training device to decode and resample (`DeviceCrops`).
     """
-    return SeededSamples(DeviceCrops(dataset, dataset.transforms) if decode_on == "device" else dataset, seed, skip_bad=skip_bad)
+    return SeededSamples(
+        DeviceCrops(dataset, dataset.transforms) if decode_on == "device" else dataset, seed, skip_bad=skip_bad
+    )
 
 
 def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
@@ -118,4 +125,11 @@ def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, p
     """
     sampler = EpochBatches(len(dataset), batch_size, dataset.seed)
     collate = functools.partial(collate_skipping, skip_bad=dataset.skip_bad)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )

@@ -48,8 +48,13 @@ def scan_split_file(path: Path) -> tuple[list[str], list[str]]:
             continue
         if "/" in name or "\\" in name or name.startswith("."):
             problems.append(f"{path}:{line_number}: name {name!r} escapes the dataset folder")
-        elif len(name.encode("utf-8")) > MAX_NAME_BYTES or any(unicodedata.category(c)[0] == "C" or c == "\ufffd" for c in name):
-            problems.append(f"{path}:{line_number}: name {name[:40]!r} is not a file name (too long, or control or undecodable characters)")
+        elif len(name.encode("utf-8")) > MAX_NAME_BYTES or any(
+            unicodedata.category(c)[0] == "C" or c == "\ufffd" for c in name
+        ):
+            problems.append(
+                f"{path}:{line_number}: name {name[:40]!r} is not a file name (too long, or control or undecodable "
+                "characters)"
+            )
         elif name in seen:
             problems.append(f"{path}:{line_number}: name {name!r} is listed twice")
         else:
@@ -74,7 +79,7 @@ def voc_splits(root: Path) -> list[str]:
 
 
 def voc_class_table_of(root: Path) -> ClassTable:
-    """The tree's classes.csv if it has one, else the 21 VOC classes; VOC's boundary colour is ignored in RGB labels unless a class uses it."""
+    """The tree's classes.csv, else the 21 VOC classes; VOC's boundary colour is ignored unless a class uses it."""
     csv_path = root / "classes.csv"
     if not csv_path.is_file():
         return voc_class_table()
