@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pixelwise.benchmarking import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, result_line
+from common import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, print_iou_table, result_line
 from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.transforms import normalize_batch
@@ -111,15 +111,6 @@ def merged_results(out: Path, epochs: int, new: dict) -> dict:
     return {side: merged[side] for side in ("pixelwise", "d2l") if side in merged}
 
 
-def print_table(results: dict, class_names: tuple[str, ...], epochs: int) -> None:
-    """mIoU, pixel accuracy, minutes and per-class IoU, one row per side."""
-    print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
-    print(f"{'':12}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
-    for side, value in results.items():
-        ious = " ".join(f"{value['iou'][name]:>8.3f}" for name in class_names)
-        print(f"{side:12}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = TrainConfig()
@@ -156,7 +147,8 @@ def main() -> None:
         new["d2l"] = {**evaluate_full(model, camvid).as_dict(class_names), "minutes": minutes, "epochs": epochs}
     results = merged_results(out, epochs, new)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    print_table(results, class_names, epochs)
+    print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
+    print_iou_table(results, class_names)
     write_figure(saved_models(out, results), camvid, out / "predictions.png")
     print(result_line(**{("miou" if side == "pixelwise" else "miou_d2l"): value["miou"] for side, value in results.items()}))
 

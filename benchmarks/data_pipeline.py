@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.benchmarking import PeakMemory, camvid_as_voc, find_camvid, result_line, timed
+from common import PeakMemory, camvid_as_voc, find_camvid, result_line, timed
 
 
 def measure_d2l(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:

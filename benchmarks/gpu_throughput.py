@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.benchmarking import camvid_as_voc, find_camvid, result_line
+from common import camvid_as_voc, find_camvid, result_line
 from pixelwise.config import TrainConfig
 from pixelwise.data.device_crops import decode_jpegs
 from pixelwise.data.io import read_bytes
@@ -42,8 +42,9 @@ from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transfo
 from pixelwise.data.voc import VOCSegmentation
 from pixelwise import engine
 from pixelwise.engine import prepare_batch, train_one_epoch
+from pixelwise.losses import build_criterion
 from pixelwise.models import build_model
-from pixelwise.training import build_optimizer
+from pixelwise.schedule import build_optimizer
 
 CLASSES = 11
 
@@ -82,7 +83,7 @@ class Trainer:
 
     def train(self, batches) -> int:
         """Train on `batches`; the number of images."""
-        progress = train_one_epoch(self.forward, batches, self.optimizer, None, self.device, precision=self.setting.precision)
+        progress = train_one_epoch(self.forward, build_criterion("ce"), batches, self.optimizer, None, self.device, precision=self.setting.precision)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return progress.images

@@ -23,7 +23,8 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line, with_torch_upsampling
+from pixelwise.models.fcn import with_torch_upsampling
+from common import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import autocast
 from pixelwise.models import build_model

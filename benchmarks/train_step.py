@@ -12,13 +12,15 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelwise.benchmarking import alternated_medians, chapter_fcn, chapter_loss, gemm_gflops, result_line, with_torch_upsampling
+from pixelwise.models.fcn import with_torch_upsampling
+from common import alternated_medians, chapter_fcn, chapter_loss, gemm_gflops, result_line
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import normalize_batch
-from pixelwise.engine import segmentation_loss, train_one_epoch
+from pixelwise.engine import train_one_epoch
+from pixelwise.losses import build_criterion, cross_entropy
 from pixelwise.models import build_model
 from pixelwise.runtime import keep_freed_memory
-from pixelwise.training import build_optimizer
+from pixelwise.schedule import build_optimizer
 
 NUM_CLASSES, HEIGHT, WIDTH = 21, 320, 480
 
@@ -37,7 +39,7 @@ def pixelwise_step(batch: tuple[torch.Tensor, torch.Tensor], *, gemm_upsampling:
     if not gemm_upsampling:
         model = with_torch_upsampling(model)
     optimizer = build_optimizer(TrainConfig(), model)
-    return lambda: train_one_epoch(model, [batch], optimizer, None, torch.device("cpu"))
+    return lambda: train_one_epoch(model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"))
 
 
 def contiguous_step(batch: tuple[torch.Tensor, torch.Tensor]):
@@ -46,7 +48,7 @@ def contiguous_step(batch: tuple[torch.Tensor, torch.Tensor]):
     optimizer = build_optimizer(TrainConfig(), model)
 
     def step():
-        loss = segmentation_loss(model(normalize_batch(batch[0])), batch[1].long())
+        loss = cross_entropy(model(normalize_batch(batch[0])), batch[1].long())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.cli import expand_inputs, main
+from pixelwise.cli import main
+from pixelwise.photo_files import expand_inputs
 from pixelwise.errors import PixelwiseError
 
 TINY_TRAIN = ["--epochs", "2", "--batch-size", "4", "--crop-size", "48x48", "--workers", "0", "--quiet", "--device",
@@ -53,8 +54,7 @@ def test_eval_prints_table_and_json(trained_run, capsys):
 
 
 def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tmp_path, monkeypatch, capsys):
-    engine, predict = (importlib.import_module(f"pixelwise.{name}") for name in ("engine",
-        "predict"))  # not the package's predict()
+    engine, segmenter = (importlib.import_module(f"pixelwise.{name}") for name in ("engine", "segmenter"))
     seen = []
     real_autocast = engine.autocast
 
@@ -63,7 +63,7 @@ def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tm
         return real_autocast(device, precision)
 
     monkeypatch.setattr(engine, "autocast", recording_autocast)
-    monkeypatch.setattr(predict, "autocast", recording_autocast)
+    monkeypatch.setattr(segmenter, "autocast", recording_autocast)
     data, run = trained_run
     one_epoch = ["--epochs", "1", *TINY_TRAIN[2:]]
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fcn32s", *one_epoch,
@@ -179,7 +179,7 @@ def test_a_new_run_refuses_a_directory_with_an_earlier_run(trained_run, capsys):
     data, run = trained_run
     before = (run / "best.pt").read_bytes()
     assert main(["train", "--data", str(data), "--out", str(run), *TINY_TRAIN]) == 2
-    assert f"{run}: holds an earlier run (last.pt and best.pt); continue it with --resume {run}" in capsys.readouterr().err
+    assert f"{run}: holds an earlier run; continue it with --resume {run}, or give another --out" in capsys.readouterr().err
     assert (run / "best.pt").read_bytes() == before
 
 
@@ -190,9 +190,9 @@ def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_ru
     finished = shutil.copytree(run, tmp_path / "finished")
     before = (finished / "last.pt").read_bytes()
     assert main(["train", "--resume", str(finished), "--epochs", "1"]) == 2
-    assert "has finished 2 epochs; --epochs 1 would shorten it" in capsys.readouterr().err
+    assert "has finished 2 epochs; 1 would shorten it" in capsys.readouterr().err
     assert main(["train", "--resume", str(finished), "--quiet"]) == 0
-    assert "has finished its 2 epochs: nothing to train (--epochs 12 would add 10)" in capsys.readouterr().out
+    assert "has finished its 2 epochs: nothing to train (12 epochs would add 10)" in capsys.readouterr().out
     assert (finished / "last.pt").read_bytes() == before
     assert json.loads((finished / "config.json").read_text())["epochs"] == 2
 
@@ -212,7 +212,8 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     [
         (["train", "--crop-size", "big"], "expected HxW"),
         (["train", "--epochs", "0"], "must be at least 1"),
-        (["train", "--model", "unet"], "invalid choice"),
+        (["train", "--model", "unet++"], "invalid choice"),
+        (["train", "--loss", "bce"], "invalid choice"),
         (["train", "--precision", "fp16"], "invalid choice"),
         (["train", "--decode-on", "gpu"], "invalid choice"),
         (["train", "--workers", "-1"], "--workers: must be in 0..256, got -1"),
@@ -246,7 +247,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     "argv, message",
     [
         (["train", "--data", "/nonexistent/data"], "/nonexistent/data: no such dataset folder"),
-        (["train", "--data", "voc2012", "--root", "/nonexistent"], "add --download"),
+        (["train", "--data", "voc2012", "--root", "/nonexistent"], "no VOC2012 tree here; download it (2 GB)"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
         (["train", "--resume", "/nonexistent-run"], "last.pt: checkpoint not found"),
         (["train", "--resume", "/nonexistent-run", "--model", "fcn32s"],
@@ -368,6 +369,8 @@ def test_keep_names_a_class_whose_name_holds_a_comma():
     names = ("background", "a,x", "b")
     assert _keep_mask(mask, names, "a,x").tolist() == [[False, True, False]]
     assert _keep_mask(mask, names, "background, b").tolist() == [[True, False, True]]
+    with pytest.raises(PixelwiseError, match="^--keep: unknown class 'c'; the model knows background, a,x, b$"):
+        _keep_mask(mask, names, "c")
 
 
 def test_a_picture_format_pillow_cannot_write_this_in_is_one_line(trained_run, tmp_path, capsys):

@@ -9,10 +9,11 @@ from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.loading import train_loader, training_samples
 from pixelwise.data.transforms import train_transforms
 from pixelwise.data.voc import VOCSegmentation
-from pixelwise.engine import evaluate, segmentation_loss, train_one_epoch
+from pixelwise.engine import evaluate, train_one_epoch
+from pixelwise.losses import build_criterion, cross_entropy as segmentation_loss
 from pixelwise.errors import TrainingError
 from pixelwise.models import build_model
-from pixelwise.training import build_optimizer, build_scheduler, lr_factor
+from pixelwise.schedule import build_optimizer, build_scheduler, lr_factor
 
 
 def test_loss_ignores_255_and_is_zero_not_nan_when_all_ignored():
@@ -54,7 +55,7 @@ def test_config_rejects_impossible_values():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(TrainingError, match="scale range"):
         TrainConfig(scale_range=(2.0, 1.0))
-    with pytest.raises(TrainingError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(TrainingError, match="precision must be one of fp32, bf16, auto"):
         TrainConfig(precision="fp16")
     with pytest.raises(TrainingError, match="decode_on must be one of workers, device"):
         TrainConfig(decode_on="gpu")
@@ -78,7 +79,10 @@ def test_config_rejects_impossible_values():
         ({"scale_range": (0.5,)}, r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(0.5,\)"),
         ({"scale_range": (1, 1e300)},
             r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)"),
-        ({"model": "unet"}, "model must be one of fcn32s, fcn8s, got 'unet'"),
+        ({"model": "unet++"},
+            r"model must be one of fcn32s, fcn8s, unet, fpn, deeplabv3plus, segformer, lraspp, got 'unet\+\+'"),
+        ({"model": "fcn8s", "encoder": "mit_b0"}, "model fcn8s has no encoder 'mit_b0'; choose one of resnet18, resnet34, resnet50"),
+        ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, got 'bce'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
     ],
@@ -97,7 +101,7 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, f
     before = model.score32.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (2, 32, 32)))
-    progress = train_one_epoch(model, [batch], optimizer, None, torch.device("cpu"), precision=precision)
+    progress = train_one_epoch(model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"), precision=precision)
     assert seen == [forward_dtype]
     assert model.score32.weight.dtype == torch.float32 and not torch.equal(model.score32.weight, before)
     assert progress.steps == 1 and progress.loss > 0
@@ -109,9 +113,9 @@ def test_non_finite_loss_stops_with_the_step():
     good = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.zeros(2, 32, 32, dtype=torch.long))
     bad = (torch.full((2, 3, 32, 32), float("nan")), torch.zeros(2, 32, 32, dtype=torch.long))
     with pytest.raises(TrainingError, match="loss became nan at step 2"):
-        train_one_epoch(model, [good, bad], optimizer, None, torch.device("cpu"))
+        train_one_epoch(model, build_criterion("ce"), [good, bad], optimizer, None, torch.device("cpu"))
     with pytest.raises(TrainingError, match="loss became nan at step 1"):
-        train_one_epoch(model, [bad], optimizer, None, torch.device("cpu"))
+        train_one_epoch(model, build_criterion("ce"), [bad], optimizer, None, torch.device("cpu"))
     assert all(torch.isfinite(parameter).all() for parameter in model.parameters()), "checked before the optimiser step"
     assert len(optimizer.state) > 0 and all(torch.isfinite(state["momentum_buffer"]).all() for state in optimizer.state.values())
 
@@ -130,7 +134,7 @@ def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(optimizer, config, len(loader))
     for _ in range(config.epochs):
-        train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"))
+        train_one_epoch(model, build_criterion("ce"), loader, optimizer, scheduler, torch.device("cpu"))
     metrics = evaluate(model, DataLoader(val_set, batch_size=4, num_workers=2), 11, torch.device("cpu"))
     counts = torch.zeros(11)
     for _, mask in DataLoader(val_set, batch_size=8):
@@ -182,11 +186,32 @@ def test_training_steps_never_wait_for_all_queued_gpu_work(synthetic_voc, decode
     model = build_model("fcn32s", num_classes=len(dataset.class_names)).to(cuda).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     weights = torch.rand(len(dataset.class_names), device=cuda)
-    train_one_epoch(model, batches[:1], optimizer, None, cuda,
-        class_weights=weights)  # first-use set-up may synchronise
+    train_one_epoch(model, build_criterion("ce", weights), batches[:1], optimizer, None, cuda)  # first-use set-up may synchronise
     torch.cuda.set_sync_debug_mode("error")  # an implicit stream or device synchronisation raises
     try:
-        progress = train_one_epoch(model, batches[1:], optimizer, None, cuda, class_weights=weights)
+        progress = train_one_epoch(model, build_criterion("ce", weights), batches[1:], optimizer, None, cuda)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert progress.steps == 2 and progress.images == 8 and progress.loss > 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_exactly_where_the_device_has_bfloat16_units(monkeypatch, native):
+    from pixelwise import engine
+
+    monkeypatch.setattr(engine, "bf16_is_native", lambda device: native)
+    with engine.autocast(torch.device("cpu"), "auto"):
+        result = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert result.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_the_cpu_flags_decide_whether_bf16_is_native(monkeypatch, tmp_path):
+    from pixelwise import device
+
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx512f", False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        monkeypatch.setattr(device, "Path", lambda _: cpuinfo)
+        device._cpu_has_bf16_units.cache_clear()
+        assert device.bf16_is_native(torch.device("cpu")) is expected
+    device._cpu_has_bf16_units.cache_clear()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pixelwise.checkpoint
+import pixelwise.files
 import pixelwise.engine
 from pixelwise import TrainConfig, train
 from pixelwise.checkpoint import load_checkpoint
@@ -148,14 +149,19 @@ def test_skip_logs_each_bad_file_once_and_counts_it(data_with_a_broken_photo, tm
 
 def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     calls = {"count": 0, "nan_at": 9}
-    real_loss = pixelwise.engine.segmentation_loss
+    real_build_criterion = pixelwise.training.build_criterion
 
-    def loss_that_diverges(*args):
-        calls["count"] += 1
-        loss = real_loss(*args)
-        return loss * float("nan") if calls["count"] == calls["nan_at"] else loss
+    def criterion_that_diverges(name, class_weights=None):
+        real_loss = real_build_criterion(name, class_weights)
 
-    monkeypatch.setattr(pixelwise.engine, "segmentation_loss", loss_that_diverges)
+        def loss(*args):
+            calls["count"] += 1
+            value = real_loss(*args)
+            return value * float("nan") if calls["count"] == calls["nan_at"] else value
+
+        return loss
+
+    monkeypatch.setattr(pixelwise.training, "build_criterion", criterion_that_diverges)
     config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=3, batch_size=4, crop_size=(64, 64),
         workers=0, model="fcn32s", save_every_steps=0)
     with pytest.raises(TrainingError,
@@ -227,10 +233,14 @@ def test_ctrl_c_while_saving_says_interrupted_and_keeps_the_previous_checkpoint(
     assert main(["train", *one_epoch]) == 0
     before = (run / "last.pt").read_bytes()
 
-    def interrupted(*args):
-        raise KeyboardInterrupt
+    real_write = pixelwise.files.os.write
 
-    monkeypatch.setattr(pixelwise.checkpoint.os, "write", interrupted)
+    def interrupted(handle, data):
+        if len(data) > 100_000:  # a checkpoint, not config.json
+            raise KeyboardInterrupt
+        return real_write(handle, data)
+
+    monkeypatch.setattr(pixelwise.files.os, "write", interrupted)
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 130
     assert capsys.readouterr().err.strip() == "pixelwise: interrupted"
     assert (run / "last.pt").read_bytes() == before

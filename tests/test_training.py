@@ -12,13 +12,13 @@ from pixelwise.training import train
     0.5)])
 def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, weighting, power):
     used = []
-    real_train_one_epoch = pixelwise.training.train_one_epoch
+    real_build_criterion = pixelwise.training.build_criterion
 
-    def recording(*args, class_weights=None, **kwargs):
+    def recording(name, class_weights=None):
         used.append(class_weights)
-        return real_train_one_epoch(*args, class_weights=class_weights, **kwargs)
+        return real_build_criterion(name, class_weights)
 
-    monkeypatch.setattr(pixelwise.training, "train_one_epoch", recording)
+    monkeypatch.setattr(pixelwise.training, "build_criterion", recording)
     config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(32,
         32), workers=0, model="fcn32s", class_weighting=weighting)
     train(config, progress=False)

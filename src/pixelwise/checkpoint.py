@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +14,13 @@ from pixelwise.config import SAVED_KEYS
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.engine import EpochProgress
 from pixelwise.errors import CheckpointError
-from pixelwise.models import MODELS
+from pixelwise.files import replace_file
+from pixelwise.models import LEGACY_ENCODER, MODELS, build_from_record
+from pixelwise.segmenter import Segmenter
 from pixelwise.torchfile import load_weights_only
 
 FORMAT = "pixelwise-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model record names an encoder, and models beyond the FCNs on ResNet-18 exist
 REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -46,34 +46,16 @@ def serialize(payload: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _write_new_file(path: Path, data: bytes) -> None:
-    """Create `path` (mode 0666 less the umask, as other run files) and write `data` to disk, fsynced."""
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(handle, view) :]  # a full disk raises OSError(ENOSPC) here, not inside torch
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
 def save_checkpoint(payload: dict, path: Path | str) -> None:
-    """Write `payload` to a temporary file beside `path`, fsync it, then rename over `path`."""
-    path = Path(path)
-    data = serialize({"format": FORMAT, "format_version": FORMAT_VERSION, **payload})
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        _write_new_file(temporary, data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    """Write `payload` atomically and durably (`files.replace_file`): a crash leaves the previous file intact."""
+    replace_file(path, serialize({"format": FORMAT, "format_version": _version_needed(payload), **payload}))
+
+
+def _version_needed(payload: dict) -> int:
+    """1 for an FCN on ResNet-18, which the first release reads; 2 otherwise, which it refuses as newer."""
+    model = payload.get("model", {})
+    first_release = model.get("name") in ("fcn32s", "fcn8s") and model.get("encoder", LEGACY_ENCODER) == LEGACY_ENCODER
+    return 1 if first_release else FORMAT_VERSION
 
 
 def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
@@ -125,6 +107,40 @@ def load_weights(path: Path | str, network: torch.nn.Module, state_dict: dict, m
     network.load_state_dict(state_dict)
 
 
+def model_fields(segmenter: Segmenter) -> dict:
+    """What a checkpoint holds to rebuild `segmenter` alone: its model record, weights, classes and normalisation."""
+    return {
+        "model": dict(segmenter.model_record),
+        "state_dict": segmenter.network.state_dict(),
+        "class_names": list(segmenter.class_names),
+        "palette": [list(color) for color in segmenter.palette],
+        "ignore_index": IGNORE_INDEX,
+        "normalization": {"mean": list(segmenter.mean), "std": list(segmenter.std)},
+    }
+
+
+def segmenter_from(payload: dict, path: Path | str) -> Segmenter:
+    """The Segmenter a checked payload (from `load_checkpoint(path)`) describes, its weights loaded."""
+    record = payload["model"]
+    network = build_from_record(record)
+    load_weights(path, network, payload["state_dict"], record["name"])
+    normalization = payload["normalization"]
+    return Segmenter(
+        network,
+        model_name=record["name"],
+        encoder=record.get("encoder"),
+        class_names=tuple(payload["class_names"]),
+        palette=tuple(tuple(color) for color in payload["palette"]),
+        mean=tuple(normalization["mean"]),
+        std=tuple(normalization["std"]),
+    )
+
+
+def load_segmenter(path: Path | str) -> Segmenter:
+    """A Segmenter on the CPU from a checkpoint file, schema checked; nothing else is needed to rebuild it."""
+    return segmenter_from(load_checkpoint(path), path)
+
+
 def _is_whole(value) -> bool:
     """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -155,11 +171,16 @@ def _class_names_ok(payload: dict) -> bool:
 
 
 def _model_ok(payload: dict) -> bool:
-    """{'name': a registered model, 'num_classes': the number of class names}."""
+    """{'name': a registered model, 'num_classes': the number of class names, 'encoder': one the model takes}.
+
+    Checkpoints written before models had encoders hold no 'encoder': theirs was the default, ResNet-18.
+    """
     model = payload["model"]
     return (
-        isinstance(model, dict) and model.get("name") in MODELS
+        isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"] in MODELS
+        and set(model) <= {"name", "num_classes", "encoder"}
         and _is_whole(model.get("num_classes")) and model["num_classes"] == len(payload["class_names"])
+        and model.get("encoder", LEGACY_ENCODER) in MODELS[model["name"]].encoders
     )  # fmt: skip
 
 
@@ -272,7 +293,10 @@ MODEL_FIELDS: dict[str, Check] = {
         lambda p: _is_whole(p["format_version"]) and p["format_version"] >= 1,
     ),
     "class_names": ("a list of 1 to 254 distinct class names", _class_names_ok),
-    "model": (f"{{'name': one of {', '.join(MODELS)}, 'num_classes': the number of classes}}", _model_ok),
+    "model": (
+        f"{{'name': one of {', '.join(MODELS)}, 'num_classes': the number of classes, 'encoder': one the model takes}}",
+        _model_ok,
+    ),
     "palette": (
         "one [r, g, b] colour (0..255) per class",
         lambda p: _is_list(p["palette"], len(p["class_names"])) and all(map(_is_color, p["palette"])),

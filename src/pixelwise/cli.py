@@ -23,8 +23,10 @@ from pixelwise.config import (
     SCHEDULES,
     TrainConfig,
 )
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import EarlierRunError, PixelwiseError
+from pixelwise.inference import DEFAULT_OVERLAP, MS_SCALES, TTA_MODES
 from pixelwise.jsontext import strict_json
+from pixelwise.losses import LOSSES
 from pixelwise.models import MODELS
 from pixelwise.numbers import ascii_int
 from pixelwise.photo_files import (
@@ -171,7 +173,7 @@ def _flag(name: str) -> str:
 
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's config: --resume's with the settings a resume may change, or the defaults with the options given."""
-    from pixelwise.training import RESUME_MAY_CHANGE, resume_config
+    from pixelwise.resume import RESUME_MAY_CHANGE, resume_config
 
     names = [field.name for field in dataclasses.fields(TrainConfig)]
     given = {
@@ -208,7 +210,8 @@ def add_train(subparsers) -> None:
         run_train,
         "train a segmentation model and write a run directory",
         "  pixelwise train --data synthetic --out runs/synth --epochs 10\n"
-        "  pixelwise train --data voc2012 --root data --download --out runs/voc --backbone-weights imagenet\n"
+        "  pixelwise train --data voc2012 --root data --download --out runs/voc --encoder-weights imagenet\n"
+        "  pixelwise train --data ../camvid --out runs/unet --model unet --encoder resnet34 --loss ce+dice\n"
         "  pixelwise train --data ../camvid --out runs/camvid --crop-size 256x320 --epochs 40\n"
         "  pixelwise train --resume runs/camvid --epochs 60",
     )
@@ -218,10 +221,23 @@ def add_train(subparsers) -> None:
         metavar="RUN_DIR",
         help=f"run directory: new, empty, or a run without checkpoints (default: {defaults.out})",
     )
-    parser.add_argument("--model", choices=sorted(MODELS), help=f"network (default: {defaults.model})")
     parser.add_argument(
-        "--backbone-weights", metavar="W", help="imagenet, none, or a ResNet-18 state-dict file (default: none)"
+        "--model", choices=list(MODELS), help=f"network; `pixelwise models` lists them (default: {defaults.model})"
     )
+    parser.add_argument(
+        "--encoder", metavar="NAME", help="the model's encoder (backbone), one `pixelwise models` lists for it "
+        "(default: the model's, resnet18 for the FCNs, U-Net, FPN and DeepLabV3+)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encoder-weights", "--backbone-weights", dest="encoder_weights", metavar="W",
+        help="imagenet (downloaded once), none, or a state-dict file of the encoder's classifier (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--loss", choices=LOSSES,
+        help="ce: cross-entropy; dice, focal, lovasz (segmentation_models.pytorch's); ce+dice: their sum. All leave "
+        "pixels labelled 255 out; --class-weighting applies to ce, focal and dice, not lovasz "
+        f"(default: {defaults.loss})",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
     parser.add_argument("--batch-size", type=positive_int, help=f"images per step (default: {defaults.batch_size})")
     parser.add_argument(
@@ -270,7 +286,9 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help=f"bf16: forward pass under bfloat16 autocast, for GPUs with bfloat16 (default: {defaults.precision})",
+        help="bf16: forward pass under bfloat16 autocast (weights and optimiser stay float32); auto: bf16 where the "
+        "CPU (AVX-512 BF16, AMX) or GPU has bfloat16 units, fp32 elsewhere; BENCHMARKS.md has speed and accuracy "
+        f"(default: {defaults.precision})",
     )
     parser.add_argument(
         "--decode-on", choices=DECODE_PLACES,
@@ -292,12 +310,42 @@ def add_train(subparsers) -> None:
 # ---------------------------------------------------------------- eval
 
 
+def _inference_arguments(parser: ArgumentParser) -> None:
+    """--tta, --sliding-window and --overlap, shared by eval and predict."""
+    scales = ", ".join(f"{scale:g}" for scale in MS_SCALES)
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default="none",
+        help="test-time augmentation: flip averages the photo and its mirror image, ms the photo at scales "
+        f"{scales}; slower, see BENCHMARKS.md for whether it helps (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sliding-window", type=size_pair, metavar="HxW",
+        help="segment photos larger than HxW window by window (for photos much larger than the training crops)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=real_number, default=DEFAULT_OVERLAP,
+        help=f"with --sliding-window: share of a window's side that neighbours overlap, 0 to 0.9 "
+        f"(default: {DEFAULT_OVERLAP:.2f})",
+    )  # fmt: skip
+
+
+def _inference_model(args: argparse.Namespace):
+    """The checkpoint's Segmenter for eval and predict: folded for inference, in the mode the options ask for."""
+    from pixelwise.predict import load_model
+
+    if not 0 <= args.overlap <= 0.9:
+        raise PixelwiseError(f"--overlap must be between 0 and 0.9, got {args.overlap:g}")
+    if args.overlap != DEFAULT_OVERLAP and args.sliding_window is None:
+        raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
+    model = load_model(args.checkpoint, args.device).for_inference()
+    return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=args.overlap)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """pixelwise eval."""
-    from pixelwise.predict import load_model
     from pixelwise.training import evaluate_split
 
-    model = load_model(args.checkpoint, args.device).for_inference()
+    model = _inference_model(args)
     metrics = evaluate_split(
         model, args.data, args.split, root=args.root, workers=args.workers, precision=args.precision
     )
@@ -347,55 +395,37 @@ def add_eval(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32", help="bf16: network under bfloat16 autocast (default: fp32)"
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: network under bfloat16 autocast; auto: bf16 where the device has bfloat16 units (default: fp32)",
     )
     parser.add_argument("--workers", type=worker_count, default=2, help="data-loading processes (default: 2)")
+    _inference_arguments(parser)
 
 
 # ---------------------------------------------------------------- predict
 
 
-def _kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
-    """--keep's classes: the whole text when it names a class (names may hold commas), else its comma list."""
-    pieces = [name.strip() for name in keep.split(",")]
-    if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
-        raise PixelwiseError(
-            f"--keep {keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it "
-            "ambiguous"
-        )
-    names = [keep] if keep in class_names else pieces
-    if not all(names):
-        raise PixelwiseError(f"--keep: expected class names separated by commas, got {keep!r}")
-    return names
-
-
 def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:
-    """Pixels of the kept classes: the named ones, or every class but 'background'."""
-    if keep is not None:
-        keep = _kept_classes(keep, class_names)
-        unknown = [name for name in keep if name not in class_names]
-        if unknown:
-            raise PixelwiseError(f"--keep: unknown class {unknown[0]!r}; the model knows {', '.join(class_names)}")
-        ids = [class_names.index(name) for name in keep]
-    elif "background" in class_names:
-        ids = [i for i, name in enumerate(class_names) if name != "background"]
-    else:
-        raise PixelwiseError(
-            f"this model has no 'background' class; name the classes to keep with --keep ({', '.join(class_names)})"
-        )
-    return np.isin(mask, ids)
+    """`predict.keep_mask`, its refusal as a --keep error."""
+    from pixelwise.predict import keep_mask
+
+    try:
+        return keep_mask(mask, class_names, keep)
+    except ValueError as error:
+        raise PixelwiseError(f"--keep: {error}") from None
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """pixelwise predict."""
     from pixelwise.data.io import read_image
     from pixelwise.data.labels import palette_png
-    from pixelwise.predict import load_model
     from pixelwise.visualize import blur_background, overlay
 
     if args.keep is not None and not args.blur_background:
         raise PixelwiseError("--keep chooses the classes that --blur-background keeps sharp; add --blur-background")
-    model = load_model(args.checkpoint, args.device).for_inference()
+    model = _inference_model(args)
     if args.blur_background:
         _keep_mask(np.zeros(1, dtype=np.uint8), model.class_names, args.keep)  # validate the classes before any work
     paths, failures = expand_inputs(args.inputs)
@@ -477,7 +507,44 @@ def add_predict(subparsers) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="bf16: network under bfloat16 autocast, about 2x faster on CPUs with bfloat16 units (default: fp32)",
+        help="bf16: network under bfloat16 autocast, faster on CPUs and GPUs with bfloat16 units; auto: bf16 where "
+        "the device has them (default: fp32)",
+    )
+    _inference_arguments(parser)
+
+
+# ---------------------------------------------------------------- models
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """pixelwise models."""
+    from pixelwise.models import model_table
+
+    table = model_table(num_classes=args.classes)
+    if args.json:
+        print(strict_json(table))
+        return 0
+    print(f"{'model':<15}{'default encoder':<20}{'parameters':>12}  encoders; summary ({args.classes} classes)")
+    for row in table:
+        default = row["default_encoder"] + (" *" if row["default"] else "")
+        print(f"{row['name']:<15}{default:<20}{row['parameters'] / 1e6:>11.1f}M  {', '.join(row['encoders'])}")
+        print(f"{'':<47}{row['summary']}")
+    print("\n* the default model of `pixelwise train`; parameters at the default encoder")
+    return 0
+
+
+def add_models(subparsers) -> None:
+    """pixelwise models's options."""
+    parser = _command(
+        subparsers,
+        "models",
+        run_models,
+        "list the models `train --model` takes, with their encoders, parameter counts and defaults",
+        "  pixelwise models\n  pixelwise models --json",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    parser.add_argument(
+        "--classes", type=positive_int, default=21, help="count parameters for this many classes (default: 21)"
     )
 
 
@@ -681,15 +748,17 @@ def add_demo(subparsers) -> None:
 def build_parser() -> ArgumentParser:
     """The whole command tree."""
     parser = ArgumentParser(
-        prog="pixelwise", description="Semantic segmentation: train, evaluate and predict with FCNs."
+        prog="pixelwise",
+        description="Semantic segmentation: train, evaluate and predict with FCN, U-Net, FPN, "
+        "DeepLabV3+, SegFormer or LR-ASPP.",
     )
     from pixelwise import __version__
 
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,predict,data,demo}", parser_class=ArgumentParser
+        dest="command", required=True, metavar="{train,eval,predict,models,data,demo}", parser_class=ArgumentParser
     )
-    for add in (add_train, add_eval, add_predict, add_data, add_demo):
+    for add in (add_train, add_eval, add_predict, add_models, add_data, add_demo):
         add(subparsers)
     return parser
 
@@ -724,6 +793,13 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         return args.handler(args)
+    except EarlierRunError as error:
+        print(
+            f"pixelwise: error: {error.run_dir}: holds an earlier run; continue it with --resume {error.run_dir}, "
+            "or give another --out",
+            file=sys.stderr,
+        )
+        return 2
     except PixelwiseError as error:
         print(f"pixelwise: error: {one_line(error)}", file=sys.stderr)
         return 2

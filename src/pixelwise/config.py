@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from pixelwise.errors import TrainingError
-from pixelwise.models import MODELS
+from pixelwise.errors import ModelError, TrainingError
+from pixelwise.losses import LOSSES
+from pixelwise.models import DEFAULT_MODEL, LEGACY_ENCODER, MODELS, resolve_encoder
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -16,14 +17,15 @@ CLASS_WEIGHTING_POWERS = {
     "sqrt-median-frequency": 0.5,
 }  # exponent of the median-frequency weights
 CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTING_POWERS)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has bfloat16 units
 DECODE_PLACES = ("workers", "device")
 CHOICES = {
     "model": tuple(MODELS), "optimizer": OPTIMIZERS, "class_weighting": CLASS_WEIGHTINGS, "schedule": SCHEDULES,
-    "precision": PRECISIONS, "decode_on": DECODE_PLACES, "on_bad_sample": BAD_SAMPLE_POLICIES,
+    "precision": PRECISIONS, "decode_on": DECODE_PLACES, "on_bad_sample": BAD_SAMPLE_POLICIES, "loss": LOSSES,
 }  # fmt: skip
 # A config saved before a setting existed trained as this value does, not as today's default.
-BEFORE_THE_SETTING = {"class_weighting": "none"}
+BEFORE_THE_SETTING = {"class_weighting": "none", "loss": "ce", "encoder": LEGACY_ENCODER}
+RENAMED = {"backbone_weights": "encoder_weights"}  # a saved config's old name -> today's
 MAX_SEED = 2**63 - 1
 MAX_WORKERS = 256
 MAX_CROP_SIDE = 65_536
@@ -37,7 +39,7 @@ BOUNDS = {
 ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
 """Settings every saved config has held since the first release: a dict without them is not a run's config."""
-TEXTS = ("data", "train_split", "val_split", "out", "backbone_weights", "device")
+TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
@@ -69,8 +71,10 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     out: str = "runs/latest"
-    model: str = "fcn8s"
-    backbone_weights: str = "none"
+    model: str = DEFAULT_MODEL
+    encoder: str | None = None  # the model's default encoder
+    encoder_weights: str = "none"
+    loss: str = "ce"
     epochs: int = 30
     batch_size: int = 8
     crop_size: tuple[int, int] = (256, 320)
@@ -110,6 +114,11 @@ class TrainConfig:
         ]
         if problems:  # the range checks below assume the right types
             raise TrainingError("; ".join(problems))
+        if self.encoder is not None:
+            try:
+                resolve_encoder(self.model, self.encoder)
+            except ModelError as error:
+                problems.append(str(error))
         problems += [problem for name in BOUNDS if (problem := _out_of_bounds(name, getattr(self, name)))]
         if len(self.crop_size) != 2 or not all(
             isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size
@@ -143,6 +152,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys (from other versions) are dropped, missing ones mean what they did then."""
+        """Inverse of `to_dict`; unknown keys (other versions) are dropped, missing ones mean what they did then."""
         known = {field.name for field in fields(cls)}
-        return cls(**{**BEFORE_THE_SETTING, **{key: value for key, value in values.items() if key in known}})
+        renamed = {RENAMED.get(key, key): value for key, value in values.items()}
+        return cls(**{**BEFORE_THE_SETTING, **{key: value for key, value in renamed.items() if key in known}})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 from pixelwise.errors import DeviceError
 
 USABLE = "auto, cpu, cuda or cuda:N"
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 bfloat16 arithmetic
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -30,3 +34,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r} cannot run pixelwise; use {USABLE}")
     return device
+
+
+@functools.cache
+def _cpu_has_bf16_units() -> bool:
+    """Whether this x86 CPU computes in bfloat16 (AVX-512 BF16 or AMX); False where /proc/cpuinfo is absent."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 arithmetic units: a CUDA GPU that supports it, or a CPU with the flags above."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8  # Ampere on; older GPUs emulate bfloat16
+    return device.type == "cpu" and _cpu_has_bf16_units()

@@ -8,24 +8,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.config import PRECISIONS
 from pixelwise.data.device_crops import PlannedPhotos
-from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.device import bf16_is_native
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
+from pixelwise.losses import Criterion
 from pixelwise.metrics import ConfusionMatrix, SegmentationMetrics
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel cross-entropy over labelled pixels, optionally class-weighted; 0 (not NaN) when a batch has none."""
-    total = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
-    labelled = target != IGNORE_INDEX
-    # Weights gathered at every pixel and zeroed where ignored: boolean indexing would wait for the GPU.
-    normalizer = (class_weights[target.where(labelled, 0)] * labelled).sum() if class_weights is not None else labelled.sum()
-    return total / normalizer.clamp(min=1e-12)
 
 
 @dataclass
@@ -88,26 +79,28 @@ def read_later(scalar: torch.Tensor) -> Callable[[], float]:
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """bfloat16 autocast on `device` for precision "bf16"; a disabled one for "fp32"."""
+    """bfloat16 autocast on `device` for precision "bf16" (and "auto" where the device has bfloat16 units)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    enabled = precision == "bf16" or (precision == "auto" and bf16_is_native(device))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def train_one_epoch(
     model: nn.Module,
+    criterion: Criterion,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     device: torch.device,
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
-    class_weights: torch.Tensor | None = None,
     precision: str = "fp32",
     progress: EpochProgress | None = None,
     on_step: StepCallback | None = None,
+    min_batch: int = 1,
 ) -> EpochProgress:
-    """One pass over `loader`, stepping the scheduler per iteration; stops on a non-finite loss.
+    """One pass over `loader` minimising `criterion`, stepping the scheduler per iteration; stops on a non-finite loss.
 
     Batches are (images, masks) or (images, masks, skipped messages), images uint8 or
     PlannedPhotos (`--decode-on device`), which `prepare_batch` decodes on `device`. `precision`
@@ -115,6 +108,7 @@ def train_one_epoch(
     stay float32). Pass the `progress` of an interrupted epoch to continue its totals. The
     loss is checked after its backward pass is queued and before the optimiser step, so a
     non-finite loss leaves the parameters and optimiser state as the last good step left them.
+    A batch that skipped samples left with fewer than `min_batch` images is passed over.
     """
     progress = progress or EpochProgress()
     model.train()
@@ -122,14 +116,15 @@ def train_one_epoch(
     for images, target, *rest in loader:
         if rest:
             progress.skipped += rest[0]
-        if len(target) == 0:
-            continue  # every sample of this batch was skipped
+        if len(target) < max(1, min_batch):
+            continue  # (nearly) every sample of this batch was skipped
         images, target, dropped = prepare_batch(images, target, device, normalization)
         progress.skipped += dropped
-        if len(target) == 0:
+        if len(target) < max(1, min_batch):
             continue
         with autocast(device, precision):
-            loss = segmentation_loss(model(images), target, class_weights)
+            logits = model(images)
+        loss = criterion(logits.float(), target)  # losses in float32 whatever the forward pass ran in
         loss_value = read_later(loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,7 +135,11 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         now = time.perf_counter()
-        progress.steps, progress.loss_sum, progress.images = progress.steps + 1, progress.loss_sum + value, progress.images + len(images)
+        progress.steps, progress.loss_sum, progress.images = (
+            progress.steps + 1,
+            progress.loss_sum + value,
+            progress.images + len(images),
+        )
         progress.seconds, last = progress.seconds + now - last, now
         if on_step:
             on_step(progress, optimizer.param_groups[0]["lr"])
@@ -161,7 +160,7 @@ def evaluate(
 ) -> SegmentationMetrics:
     """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size.
 
-    `model` is a Segmenter or an FCN: its `segment` gives the class indices.
+    `model` is a Segmenter: its `segment` gives the class indices.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes)

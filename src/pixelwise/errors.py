@@ -25,5 +25,13 @@ class TrainingError(PixelwiseError):
     """Training cannot start or cannot go on (unwritable output, diverged loss, ...)."""
 
 
+class EarlierRunError(TrainingError):
+    """A new run was pointed at a folder that holds an earlier run's checkpoints."""
+
+    def __init__(self, message: str, run_dir):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 class DeviceError(PixelwiseError):
     """The requested device does not exist here or cannot run a model."""

@@ -21,9 +21,7 @@ def transposed_output_size(n: int, k: int, s: int = 1, p: int = 0) -> int:
     return s * n + k - 2 * p - s
 
 
-def conv_transpose2d(
-    x: torch.Tensor, weight: torch.Tensor, *, stride: int = 1, padding: int = 0
-) -> torch.Tensor:
+def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int = 1, padding: int = 0) -> torch.Tensor:
     """Batched multi-channel transposed convolution, equal to torch's `conv_transpose2d`.
 
     Args:
@@ -63,7 +61,7 @@ def conv_transpose2d_by_phases(x: torch.Tensor, weight: torch.Tensor, *, stride:
     unfolded, (m - 1)-zero-padded input with the kernel rearranged to
     (C_in * m * m, stride * stride * C_out) (`phase_blocks`), then a copy that interleaves the
     blocks (`interleave_blocks`). oneDNN's scatter of overlapping 64x64 patches (FCN-32s) ran
-    at a small fraction of the GEMM rate on the CPU, forward and backward (BENCHMARKS.md).
+    at a small fraction of the GEMM rate on the CPU, forward and backward.
     Equal to `F.conv_transpose2d(x, weight, stride=stride, padding=padding)`; the result is a
     channels-last view.
     """
@@ -80,7 +78,9 @@ def phase_blocks(x: torch.Tensor, weight: torch.Tensor, *, stride: int) -> torch
     """
     in_channels, out_channels, kernel_h, kernel_w = weight.shape
     if kernel_h != kernel_w or kernel_h % stride:
-        raise ValueError(f"kernel {kernel_h}x{kernel_w} is not square with a side that is a multiple of stride {stride}")
+        raise ValueError(
+            f"kernel {kernel_h}x{kernel_w} is not square with a side that is a multiple of stride {stride}"
+        )
     taps = kernel_h // stride
     batch, _, height, width = x.shape
     blocks_h, blocks_w = height + taps - 1, width + taps - 1
@@ -93,7 +93,7 @@ def phase_blocks(x: torch.Tensor, weight: torch.Tensor, *, stride: int) -> torch
 
 
 def interleave_blocks(blocks: torch.Tensor, *, top: int, left: int, height: int, width: int) -> torch.Tensor:
-    """(N, blocks_h, blocks_w, s, s, ...) blocks -> the (N, height, width, ...) window at (top, left) of the image they tile."""
+    """(N, blocks_h, blocks_w, s, s, ...) blocks -> the (N, height, width, ...) window at (top, left) of their image."""
     batch, blocks_h, blocks_w, stride = blocks.shape[:4]
     rest = blocks.shape[5:]
     image = blocks.transpose(2, 3).reshape(batch, blocks_h * stride, blocks_w * stride, *rest)

@@ -6,117 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
-from pixelwise.checkpoint import load_checkpoint, load_weights
-from pixelwise.data.io import read_image, to_rgb
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from pixelwise.checkpoint import load_segmenter
 from pixelwise.device import resolve_device
-from pixelwise.engine import autocast
-from pixelwise.models import build_model, fold_batch_norms
+from pixelwise.segmenter import ImageLike, Segmenter, array_to_image, as_rgb_image
 
-ImageLike = str | Path | Image.Image | np.ndarray
-
-
-def as_rgb_image(image: ImageLike) -> Image.Image:
-    """A PIL RGB image from a path (EXIF-upright), a PIL image (16-bit grayscale scaled) or an (H, W[, 3|4]) uint8 array."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if isinstance(image, np.ndarray):
-        image = array_to_image(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
-    return to_rgb(image, "the image given")
-
-
-def array_to_image(array: np.ndarray) -> Image.Image:
-    """A PIL image from an (H, W), (H, W, 3) or (H, W, 4) uint8 array; anything else is a one-line error."""
-    channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
-    if array.dtype != np.uint8 or not channels_ok:
-        hint = " (scale floats in [0, 1] by 255 and convert with .astype(np.uint8))" if array.dtype.kind == "f" else ""
-        raise TypeError(
-            f"expected a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.dtype} {array.shape}{hint}"
-        )
-    if array.size == 0:
-        raise ValueError(f"expected an image with pixels, got an array of shape {array.shape}")
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
-class Segmenter(nn.Module):
-    """A segmentation network with its class names, palette and input normalisation."""
-
-    def __init__(
-        self,
-        network: nn.Module,
-        *,
-        model_name: str,
-        class_names: tuple[str, ...],
-        palette: tuple[tuple[int, int, int], ...],
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-    ):
-        super().__init__()
-        self.network = network
-        self.model_name = model_name
-        self.class_names = tuple(class_names)
-        self.palette = tuple(tuple(color) for color in palette)
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, C, H, W) for normalised images (N, 3, H, W)."""
-        return self.network(x)
-
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        """Class indices (N, H, W) for normalised images (N, 3, H, W): the argmax of the logits, found without full-size logits on CPU."""
-        return self.network.segment(x)
-
-    def for_inference(self) -> Segmenter:
-        """A copy for prediction and evaluation only: eval mode, channels-last, BatchNorm folded into the convolutions.
-
-        Same masks, faster on the CPU (BENCHMARKS.md, section 3); with no BatchNorm left it
-        is not a model to train further. `pixelwise predict` and `pixelwise eval` use it.
-        """
-        inference = Segmenter(
-            fold_batch_norms(self.network), model_name=self.model_name, class_names=self.class_names,
-            palette=self.palette, mean=self.mean, std=self.std,
-        )  # fmt: skip
-        return inference.to(memory_format=torch.channels_last).eval()
-
-    def normalize(self, image: Image.Image) -> torch.Tensor:
-        """PIL RGB photo -> normalised (1, 3, H, W) float tensor on the model's device."""
-        batch = TF.pil_to_tensor(image).unsqueeze(0).to(next(self.parameters()).device)
-        return normalize_batch(batch, self.mean, self.std)
-
-    @torch.inference_mode()
-    def predict(self, image: ImageLike, *, max_side: int | None = 2048, precision: str = "fp32") -> np.ndarray:
-        """Class-index mask (H, W) uint8 of a photo, at the photo's own size.
-
-        Photos whose longer side exceeds `max_side` are segmented at that size and the mask
-        resized back (nearest neighbour), which bounds memory; `None` always uses full resolution.
-        `precision` "bf16" runs the network under bfloat16 autocast (faster on CPUs and GPUs
-        with bfloat16 units).
-        """
-        if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
-            raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
-        photo = as_rgb_image(image)
-        scale = max_side / max(photo.size) if max_side else 1.0
-        # A large photo is shrunk before normalising and its mask enlarged after: neither the
-        # float input nor the (C, H, W) logits ever exist at full size.
-        small = (
-            photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
-            if scale < 1
-            else photo
-        )
-        was_training = self.training
-        self.eval()
-        batch = self.normalize(small)
-        with autocast(batch.device, precision):
-            classes = self.segment(batch)
-        self.train(was_training)
-        mask = classes[0].to(torch.uint8).cpu().numpy()
-        return np.asarray(Image.fromarray(mask).resize(photo.size, Image.NEAREST)) if small is not photo else mask
+__all__ = [
+    "ImageLike", "Segmenter", "array_to_image", "as_rgb_image", "keep_mask", "kept_classes", "load_model", "predict",
+]  # fmt: skip
 
 
 def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048, precision: str = "fp32") -> np.ndarray:
@@ -130,18 +27,33 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmente
     Call `.for_inference()` on it for a faster copy that only predicts. `device` is
     "cpu", "cuda", "cuda:N" or "auto"; one that is not there raises DeviceError.
     """
-    device = resolve_device(device)
-    payload = load_checkpoint(path)
-    class_names = tuple(payload["class_names"])
-    network = build_model(payload["model"]["name"], num_classes=len(class_names))
-    load_weights(path, network, payload["state_dict"], payload["model"]["name"])
-    normalization = payload["normalization"]
-    segmenter = Segmenter(
-        network,
-        model_name=payload["model"]["name"],
-        class_names=class_names,
-        palette=tuple(tuple(color) for color in payload["palette"]),
-        mean=tuple(normalization["mean"]),
-        std=tuple(normalization["std"]),
-    )
-    return segmenter.to(device).to(memory_format=torch.channels_last).eval()
+    return load_segmenter(path).to(resolve_device(device)).to(memory_format=torch.channels_last).eval()
+
+
+def kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
+    """The classes `keep` names: the whole text when it names a class (names may hold commas), else its comma list."""
+    pieces = [name.strip() for name in keep.split(",")]
+    if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
+        raise ValueError(
+            f"{keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it "
+            "ambiguous"
+        )
+    names = [keep] if keep in class_names else pieces
+    if not all(names):
+        raise ValueError(f"expected class names separated by commas, got {keep!r}")
+    return names
+
+
+def keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:
+    """Pixels of the kept classes (comma-separated names in `keep`), or of every class but 'background' when None."""
+    if keep is not None:
+        keep = kept_classes(keep, class_names)
+        unknown = [name for name in keep if name not in class_names]
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r}; the model knows {', '.join(class_names)}")
+        ids = [class_names.index(name) for name in keep]
+    elif "background" in class_names:
+        ids = [i for i, name in enumerate(class_names) if name != "background"]
+    else:
+        raise ValueError(f"this model has no 'background' class; name the classes to keep ({', '.join(class_names)})")
+    return np.isin(mask, ids)

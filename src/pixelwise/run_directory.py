@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from pixelwise.config import SAVED_KEYS, TrainConfig
-from pixelwise.errors import PixelwiseError, TrainingError
+from pixelwise.config import RENAMED, SAVED_KEYS, TrainConfig
+from pixelwise.errors import EarlierRunError, PixelwiseError, TrainingError
+from pixelwise.files import replace_file
 from pixelwise.jsontext import strict_json
 
 CHECKPOINT_FILES = ("last.pt", "best.pt")
@@ -21,10 +21,8 @@ METRICS_HEADER = "epoch,loss,lr,"
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write text to a temporary file, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    """Replace `path` with `text` (UTF-8) atomically and durably."""
+    replace_file(path, text.encode("utf-8"))
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
@@ -48,7 +46,7 @@ def _is_run_config(path: Path) -> bool:
         known = {field.name for field in fields(TrainConfig)}
         return (
             isinstance(values, dict)
-            and set(values) <= known
+            and {RENAMED.get(key, key) for key in values} <= known  # names of earlier releases count
             and SAVED_KEYS <= set(values)
             and bool(TrainConfig.from_dict(values))
         )
@@ -94,10 +92,10 @@ def refuse_earlier_run(run_dir: Path) -> None:
     """A new run may not replace an earlier run's checkpoints unless told to."""
     earlier = earlier_checkpoints(run_dir)
     if earlier:
-        raise TrainingError(
-            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); continue it with --resume {run_dir}, or "
-            "give another --out "
-            "(in Python: train(config, resume=True), or overwrite=True to replace it)"
+        raise EarlierRunError(
+            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); resume it, train into another folder, or "
+            "replace it (train(config, resume=True) or overwrite=True)",
+            run_dir,
         )
 
 

@@ -12,7 +12,10 @@ from pixelwise.errors import PixelwiseError
 
 
 def load_weights_only(path: Path, what: str, error: type[PixelwiseError]) -> object:
-    """`torch.load(path, weights_only=True)` onto the CPU; a missing or unloadable file raises `error` naming it and `what` it should be."""
+    """`torch.load(path, weights_only=True)` onto the CPU; a missing or unloadable file raises `error` naming it.
+
+    `what` says what the file should be ("checkpoint"), for the message.
+    """
     if not path.is_file():
         raise error(f"{path}: {what} not found")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's errors for other files say little

@@ -100,13 +100,11 @@ def grid(rows: Sequence[Sequence[Image.Image]], cell_height: int = 160, gap: int
 
 def plot_curves(history: Sequence[dict], path: Path) -> None:
     """curves.png: training loss and validation mIoU / pixel accuracy per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # drawn without pyplot: no backend or global state to set
 
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure = Figure(figsize=(9, 3.4))
+    loss_axis, score_axis = figure.subplots(1, 2)
     loss_axis.plot(epochs, [row["loss"] for row in history], marker=".")
     loss_axis.set(title="training loss", xlabel="epoch")
     score_axis.plot(epochs, [row["miou"] for row in history], marker=".", label="val mIoU")
@@ -115,7 +113,6 @@ def plot_curves(history: Sequence[dict], path: Path) -> None:
     score_axis.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def pairs_figure(pairs: Sequence[tuple], class_names: Sequence[str], palette: Palette) -> Image.Image:
@@ -144,7 +141,7 @@ def show_samples(dataset, count: int) -> Image.Image:
 def show_crops(dataset, index: int, count: int, crop_size: tuple[int, int]) -> Image.Image:
     """`count` random crops of photo `index` above their labels: a check that crops stay paired."""
     if not 0 <= index < len(dataset):
-        raise DatasetError(f"--index {index} is outside the split (0..{len(dataset) - 1})")
+        raise DatasetError(f"photo index {index} is outside the split (0..{len(dataset) - 1})")
     crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
     image, mask = dataset.load(index)
     return pairs_figure([crop(image, mask) for _ in range(count)], dataset.class_names, dataset.palette)

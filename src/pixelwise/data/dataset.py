@@ -94,7 +94,7 @@ def require_files(samples: list[Sample], listed_in: Path | str) -> None:
 
 
 def same_name_hint(missing: Path) -> str:
-    """'; found NAME.jpg, not NAME.png' when a file of the same name but another suffix sits where `missing` should be."""
+    """'; found NAME.jpg, not NAME.png' when a file of that name but another suffix sits where `missing` should."""
     others = (
         sorted(p.name for p in missing.parent.glob(f"{glob.escape(missing.stem)}.*") if p.is_file())
         if missing.parent.is_dir()

@@ -37,7 +37,11 @@ def sampling_coordinates(window: AxisWindow, crop: int, flip: bool = False) -> t
     if flip:
         offsets = window.kept - 1 - offsets
     step = (window.source_stop - window.source_start) / window.resized
-    coordinates = np.clip((window.kept_start + offsets + 0.5) * step - 0.5 + window.source_start, window.source_start, window.source_stop - 1)
+    coordinates = np.clip(
+        (window.kept_start + offsets + 0.5) * step - 0.5 + window.source_start,
+        window.source_start,
+        window.source_stop - 1,
+    )
     return torch.from_numpy(np.where(inside, coordinates, OUTSIDE).astype(np.float32))
 
 
@@ -45,7 +49,9 @@ def sampling_coordinates(window: AxisWindow, crop: int, flip: bool = False) -> t
 class PlannedCrop:
     """One training sample for the device: its photo, where to sample it, its mask already cropped."""
 
-    photo: torch.Tensor  # JPEG bytes (1-D uint8), or uint8 (3, H, W) when a JPEG decoder cannot give read_image's pixels
+    photo: (
+        torch.Tensor
+    )  # JPEG bytes (1-D uint8), or uint8 (3, H, W) when a JPEG decoder cannot give read_image's pixels
     path: str
     rows: torch.Tensor  # (crop height,) float32 source row of each crop row
     cols: torch.Tensor  # (crop width,) float32 source column of each crop column
@@ -84,8 +90,8 @@ def decode_jpegs(photos: list[torch.Tensor], device: torch.device) -> list[torch
     On CUDA the decoder runs under a stream of its own. torchvision's decoder takes its output
     memory from the current stream's pool but nvJPEG's hardware engine writes it without waiting
     for that stream's queued work (pytorch/vision#9606): on the training stream it overwrote
-    memory the previous step's kernels still read, and training turned NaN within 15 steps on
-    an H200. A block of the private stream's pool is only handed out once every stream that used
+    memory the previous step's kernels still read, and training turned NaN within a few steps.
+    A block of the private stream's pool is only handed out once every stream that used
     it is done with it (`record_stream`).
     """
     with warnings.catch_warnings():
@@ -171,7 +177,7 @@ class PlannedPhotos:
     def render(
         self, masks: torch.Tensor, device: torch.device, normalization: tuple[tuple[float, ...], tuple[float, ...]]
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Normalised channels-last float crops and int64 masks on `device`, and the messages of photos that failed to decode.
+        """Normalised channels-last float crops and int64 masks on `device`, and messages of photos that failed.
 
         Every copy to the device is non-blocking: a blocking one would wait for the queued training step.
         """
@@ -184,13 +190,21 @@ class PlannedPhotos:
             return torch.empty(0), torch.empty(0), messages
         batch = normalize_batch(stack_padded(sources), *normalization)  # (N, 3, H, W) float
         grid = sampling_grid(rows.to(device, non_blocking=True), cols.to(device, non_blocking=True), batch.shape[-2:])
-        images = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # zero = mean colour
-        return images.contiguous(memory_format=torch.channels_last), masks.to(device, non_blocking=True).long(), messages
+        images = F.grid_sample(
+            batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # zero = mean colour
+        return (
+            images.contiguous(memory_format=torch.channels_last),
+            masks.to(device, non_blocking=True).long(),
+            messages,
+        )
 
     def _decode(self, device: torch.device) -> tuple[list[torch.Tensor | None], list[str]]:
         """Every photo as uint8 (3, H, W) on `device` (None where it failed and bad samples are skipped)."""
         photos = self.photos
-        sources: list[torch.Tensor | None] = [photo.to(device, non_blocking=True) if photo.dim() == 3 else None for photo in photos]
+        sources: list[torch.Tensor | None] = [
+            photo.to(device, non_blocking=True) if photo.dim() == 3 else None for photo in photos
+        ]
         encoded = [index for index, photo in enumerate(photos) if photo.dim() == 1]
         messages: list[str] = []
         if not encoded:
@@ -203,7 +217,9 @@ class PlannedPhotos:
             sources[index] = image
         return sources, messages
 
-    def _decode_alone(self, photo: torch.Tensor, path: str, device: torch.device, messages: list[str]) -> torch.Tensor | None:
+    def _decode_alone(
+        self, photo: torch.Tensor, path: str, device: torch.device, messages: list[str]
+    ) -> torch.Tensor | None:
         """One photo decoded by itself; a failure raises DatasetError, or is noted when bad samples are skipped."""
         try:
             return decode_jpegs([photo], device)[0]

@@ -29,7 +29,9 @@ def sha1_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, destination: Path, sha1: str | None = None, *, progress: bool = True, timeout: float = 60) -> Path:
+def download_file(
+    url: str, destination: Path, sha1: str | None = None, *, progress: bool = True, timeout: float = 60
+) -> Path:
     """Fetch `url` into `destination` via a `.part` file, verifying its SHA-1 before the rename."""
     partial = destination.with_name(destination.name + ".part")
     destination.parent.mkdir(parents=True, exist_ok=True)

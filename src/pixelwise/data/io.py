@@ -53,7 +53,7 @@ class PhotoHeader:
 
 
 def read_photo_header(path: Path | str, data: torch.Tensor) -> PhotoHeader:
-    """The header of the photo whose file `path` holds the bytes `data` (no pixels are decoded, nothing is read again)."""
+    """The header of the photo whose file `path` holds the bytes `data` (no pixels decoded, nothing read again)."""
     with _decoder_errors(path), Image.open(io.BytesIO(data.numpy())) as image:
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)

@@ -20,6 +20,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 100_003 + epoch) % SEED_MODULUS
 
 
+def seed_random_layers(seed: int, epoch: int, step: int) -> None:
+    """Seed the generators that dropout and other random layers draw from, for training step `step` of `epoch`.
+
+    Called before every step, so those draws depend on (seed, epoch, step) only: a resumed run
+    makes the same ones as an uninterrupted run, whichever process loaded the batch.
+    """
+    torch.manual_seed((epoch_seed(seed, epoch) * 1_000_033 + step) % SEED_MODULUS)
+
+
 @dataclass(frozen=True)
 class SkippedSample:
     """A sample that failed to load, kept as its error message."""
@@ -46,13 +55,15 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        torch.default_generator.manual_seed((epoch_seed(self.seed, epoch) * 1_000_003 + index) % SEED_MODULUS)
-        try:
-            return self.dataset[index]
-        except DatasetError as error:
-            if not self.skip_bad:
-                raise
-            return SkippedSample(str(error))
+        # Forked: with workers=0 this runs in the caller's process, whose global generator stays as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed((epoch_seed(self.seed, epoch) * 1_000_003 + index) % SEED_MODULUS)
+            try:
+                return self.dataset[index]
+            except DatasetError as error:
+                if not self.skip_bad:
+                    raise
+                return SkippedSample(str(error))
 
 
 def collate_skipping(
@@ -121,7 +132,7 @@ def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, p
     """The run's training loader; before each epoch call `loader.batch_sampler.set_epoch(epoch, start_step)`.
 
     Its workers persist across epochs: starting a worker pool every epoch cost about a quarter
-    of the end-to-end rate on a GPU machine (BENCHMARKS.md section 5).
+    of the end-to-end rate on a GPU machine (benchmarks/gpu_throughput.py).
     """
     sampler = EpochBatches(len(dataset), batch_size, dataset.seed)
     collate = functools.partial(collate_skipping, skip_bad=dataset.skip_bad)

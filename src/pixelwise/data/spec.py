@@ -24,7 +24,7 @@ def prepare_data(spec: str, *, root: str | Path | None = None, download: bool = 
         if download:
             return download_voc2012(folder)
         if not is_voc_tree(folder):
-            raise DatasetError(f"{folder}: no VOC2012 tree here; add --download to fetch it (2 GB) or set --root")
+            raise DatasetError(f"{folder}: no VOC2012 tree here; download it (2 GB) or give the folder that holds one")
         return folder
     folder = Path(spec)
     if not folder.exists():

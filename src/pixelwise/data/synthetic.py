@@ -162,7 +162,7 @@ def make_synthetic_voc(
     table = synthetic_class_table(num_classes)
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
     if root.is_dir() and any(root.iterdir()) and not is_synthetic_tree(root):
-        raise DatasetError(f"{root}: holds files that pixelwise data synth did not write; give another --out")
+        raise DatasetError(f"{root}: holds files that pixelwise data synth did not write; give another folder")
     for folder in ("JPEGImages", "SegmentationClass", SPLIT_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
     names = [f"{index:06d}" for index in range(num_train + num_val)]

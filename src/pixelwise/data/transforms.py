@@ -158,7 +158,9 @@ def normalize_batch(
 
 
 @functools.lru_cache(maxsize=8)
-def _channel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _channel_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, C, 1, 1) mean and std in 0-255 units on `device`, made once.
 
     Copying them to a GPU for every batch would be a host-to-device transfer per batch, and a

@@ -1,19 +1,16 @@
-"""Fully convolutional networks on a ResNet-18 backbone: the seed's FCN-32s and FCN-8s."""
+"""Fully convolutional networks on a ResNet backbone: the seed's FCN-32s and FCN-8s (ResNet-18 by default)."""
 
 from __future__ import annotations
 
-import copy
-from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import resnet18, resnet34, resnet50
 
 from pixelwise.errors import ModelError
 from pixelwise.ops import bilinear_kernel, conv_transpose2d_by_phases, interleave_blocks, phase_blocks
-from pixelwise.torchfile import load_weights_only
+from pixelwise.models.encoders import load_encoder_weights, without_head
 
 VARIANTS = ("32s", "8s")
 
@@ -22,7 +19,7 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
     """A bias-free ConvTranspose2d whose kernel is a multiple of its stride, computed on CPU as one GEMM.
 
     Same parameters and state dict as `nn.ConvTranspose2d`; see `conv_transpose2d_by_phases`.
-    On other devices torch's own kernel runs: cuDNN's was faster on an H200 (BENCHMARKS.md).
+    On other devices torch's own kernel runs: cuDNN's was the faster there.
     Set `by_phases = False` on a layer to run torch's kernel on CPU too.
     """
 
@@ -35,11 +32,13 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
         return conv_transpose2d_by_phases(x, self.weight, stride=self.stride[0], padding=self.padding[0])
 
     def argmax_channels(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """`self(x)[..., :height, :width].argmax(dim=1)`; by phases, taken on the GEMM's blocks before the copy that interleaves them."""
+        """`self(x)[..., :height, :width].argmax(dim=1)`; by phases, on the GEMM's blocks before interleaving."""
         if not self._runs_by_phases(x):
             return _crop(self(x), height, width).argmax(dim=1)
         blocks = phase_blocks(x, self.weight, stride=self.stride[0])  # (N, H', W', s, s, C)
-        return interleave_blocks(blocks.argmax(dim=-1), top=self.padding[0], left=self.padding[1], height=height, width=width)
+        return interleave_blocks(
+            blocks.argmax(dim=-1), top=self.padding[0], left=self.padding[1], height=height, width=width
+        )
 
     def _runs_by_phases(self, x: torch.Tensor) -> bool:
         """Whether the GEMM form computes this layer for `x`: on CPU, without a bias, unless switched off."""
@@ -48,7 +47,9 @@ class BlockConvTranspose2d(nn.ConvTranspose2d):
 
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     """ConvTranspose2d(k=2f, s=f, p=f/2) initialised to per-channel bilinear upsampling by f."""
-    layer = BlockConvTranspose2d(channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False)
+    layer = BlockConvTranspose2d(
+        channels, channels, kernel_size=2 * factor, stride=factor, padding=factor // 2, bias=False
+    )
     with torch.no_grad():
         layer.weight.copy_(bilinear_kernel(channels, channels, 2 * factor))
     return layer
@@ -68,7 +69,7 @@ def _crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class FCN(nn.Module):
-    """ResNet-18 without pooling and fc, 1x1 class scores, transposed-convolution upsampling.
+    """A ResNet without pooling and fc, 1x1 class scores, transposed-convolution upsampling.
 
     `variant="32s"` is the seed's network (one x32 upsampler, kernel 64, padding 16, stride 32);
     `"8s"` fuses scores from the stride-16 and stride-8 stages (Long et al. 2015).
@@ -84,12 +85,14 @@ class FCN(nn.Module):
         self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
         self.layer1, self.layer2 = backbone.layer1, backbone.layer2
         self.layer3, self.layer4 = backbone.layer3, backbone.layer4
-        self.score32 = nn.Conv2d(512, num_classes, kernel_size=1)
+        last_block = backbone.layer4[-1]
+        channels = getattr(last_block, "bn3", last_block.bn2).num_features  # 512 (BasicBlock), 2048 (Bottleneck)
+        self.score32 = nn.Conv2d(channels, num_classes, kernel_size=1)
         if variant == "32s":
             self.upsample32 = bilinear_upsampler(num_classes, 32)
         else:
-            self.score16 = _zero_conv1x1(256, num_classes)
-            self.score8 = _zero_conv1x1(128, num_classes)
+            self.score16 = _zero_conv1x1(channels // 2, num_classes)
+            self.score8 = _zero_conv1x1(channels // 4, num_classes)
             self.upsample32to16 = bilinear_upsampler(num_classes, 2)
             self.upsample16to8 = bilinear_upsampler(num_classes, 2)
             self.upsample8 = bilinear_upsampler(num_classes, 8)
@@ -106,8 +109,8 @@ class FCN(nn.Module):
 
     def _coarse_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, BlockConvTranspose2d]:
         """Class scores before the last upsampling, and the upsampler that takes them to the input's size."""
-        features8 = self.layer2(self.layer1(self.stem(x)))  # (N, 128, H/8, W/8)
-        features16 = self.layer3(features8)  # (N, 256, H/16, W/16)
+        features8 = self.layer2(self.layer1(self.stem(x)))  # (N, channels/4, H/8, W/8)
+        features16 = self.layer3(features8)  # (N, channels/2, H/16, W/16)
         scores = self.score32(self.layer4(features16))  # (N, C, H/32, W/32)
         if self.variant == "32s":
             return scores, self.upsample32
@@ -116,78 +119,34 @@ class FCN(nn.Module):
         return scores, self.upsample8  # (N, C, H/8, W/8)
 
 
-def _imagenet_state_dict() -> dict:
-    """torchvision's ImageNet ResNet-18 weights, downloaded on first use."""
-    try:
-        return torch.hub.load_state_dict_from_url(ResNet18_Weights.IMAGENET1K_V1.url, progress=True, check_hash=True)
-    except Exception as error:  # urllib, SSL, hash and disk errors all mean "not available"
-        raise ModelError(
-            f"could not get ImageNet ResNet-18 weights ({error}); train without them "
-            f"(backbone weights 'none') or pass the path of a local ResNet-18 weights file"
-        ) from None
+def with_torch_upsampling(model: nn.Module) -> nn.Module:
+    """`model` with its GEMM upsamplers running nn.ConvTranspose2d's own kernels (the "before" figure)."""
+    for module in model.modules():
+        if isinstance(module, BlockConvTranspose2d):
+            module.by_phases = False
+    return model
 
 
-def _state_dict_from_file(path: Path) -> dict:
-    """A ResNet-18 state dict saved with torch.save, loaded without running pickled code."""
-    state = load_weights_only(path, "backbone weights file", ModelError)
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: expected a ResNet-18 state dict, found {type(state).__name__}")
-    return state
+RESNETS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 
 
-def resnet18_backbone(weights: str | Path | None = None) -> nn.Module:
-    """A torchvision ResNet-18 with random, ImageNet (`"imagenet"`) or file weights."""
-    backbone = resnet18(weights=None)
-    if weights is None or weights == "none":
-        return backbone
-    state = _imagenet_state_dict() if weights == "imagenet" else _state_dict_from_file(Path(weights))
-    try:
-        result = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # tensors of the wrong shape
-        raise ModelError(f"{weights}: not ResNet-18 weights ({str(error).splitlines()[-1].strip()})") from None
-    missing = [key for key in result.missing_keys if not key.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        raise ModelError(
-            f"{weights}: not ResNet-18 weights (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
+def resnet_backbone(encoder: str = "resnet18", weights: str | Path | None = None) -> nn.Module:
+    """A torchvision ResNet without its fc head, with random, ImageNet (`"imagenet"`) or file weights."""
+    backbone = RESNETS[encoder](weights=None)
+    backbone.fc = nn.Identity()
+    load_encoder_weights(backbone, weights, encoder=encoder, rename=without_head("fc."))
     return backbone
 
 
+def fcn_resnet(
+    *, num_classes: int, variant: str = "32s", encoder: str = "resnet18", encoder_weights: str | Path | None = None
+) -> FCN:
+    """FCN on a ResNet; `encoder_weights` is None, "none", "imagenet" or a state-dict path."""
+    if encoder not in RESNETS:
+        raise ModelError(f"FCN has no encoder {encoder!r}; choose one of {', '.join(RESNETS)}")
+    return FCN(resnet_backbone(encoder, encoder_weights), num_classes=num_classes, variant=variant)
+
+
 def fcn_resnet18(*, num_classes: int, variant: str = "32s", backbone_weights: str | Path | None = None) -> FCN:
-    """FCN on ResNet-18; `backbone_weights` is None, "none", "imagenet" or a state-dict path."""
-    return FCN(resnet18_backbone(backbone_weights), num_classes=num_classes, variant=variant)
-
-
-MODELS = {
-    "fcn32s": partial(fcn_resnet18, variant="32s"),
-    "fcn8s": partial(fcn_resnet18, variant="8s"),
-}
-
-
-def build_model(name: str, *, num_classes: int, backbone_weights: str | Path | None = None) -> FCN:
-    """The model registered as `name` in MODELS."""
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](num_classes=num_classes, backbone_weights=backbone_weights)
-
-
-def _conv_norm_pairs(module: nn.Module) -> list[tuple[str, str]]:
-    """Names of (Conv2d, BatchNorm2d) children where the norm is applied right after the conv.
-
-    Neighbours in a Sequential (the stem, a residual block's shortcut), and torchvision's
-    `convN` / `bnN` of a residual block.
-    """
-    children = dict(module.named_children())
-    names = list(children)
-    pairs = zip(names, names[1:]) if isinstance(module, nn.Sequential) else ((name, "bn" + name[4:]) for name in names if name.startswith("conv"))
-    return [(conv, norm) for conv, norm in pairs if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(norm), nn.BatchNorm2d)]
-
-
-def fold_batch_norms(network: nn.Module) -> nn.Module:
-    """An eval-mode copy of `network` with each BatchNorm2d folded into the Conv2d before it: same outputs, fewer passes."""
-    folded = copy.deepcopy(network).eval()
-    for module in list(folded.modules()):
-        for conv, norm in _conv_norm_pairs(module):
-            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
-            setattr(module, norm, nn.Identity())
-    return folded
+    """The seed's FCN on ResNet-18; `backbone_weights` is None, "none", "imagenet" or a state-dict path."""
+    return fcn_resnet(num_classes=num_classes, variant=variant, encoder="resnet18", encoder_weights=backbone_weights)

@@ -20,10 +20,9 @@ from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
 from pixelwise.errors import DatasetError
-from pixelwise.models.fcn import BlockConvTranspose2d
 from pixelwise.ops import bilinear_kernel
 
-SHARED_CAMVID = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
+SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
 
 
 def find_camvid(path: str | Path | None = None) -> Path:
@@ -165,9 +164,9 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
 
 
-def with_torch_upsampling(model: nn.Module) -> nn.Module:
-    """`model` with its GEMM upsamplers running nn.ConvTranspose2d's own kernels (the "before" figure)."""
-    for module in model.modules():
-        if isinstance(module, BlockConvTranspose2d):
-            module.by_phases = False
-    return model
+def print_iou_table(results: dict[str, dict], class_names: tuple[str, ...]) -> None:
+    """One row per entry of `results`: mIoU, pixel accuracy, minutes and per-class IoU."""
+    print(f"{'':14}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
+    for label, value in results.items():
+        ious = " ".join(f"{value['iou'][name]:>8.3f}" for name in class_names)
+        print(f"{label:14}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")

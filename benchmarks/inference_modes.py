@@ -1,0 +1,53 @@
+"""Do test-time augmentation and sliding windows help? One checkpoint on CamVid val in every inference mode.
+
+Each mode evaluates the same checkpoint (folded for inference) on CamVid val, whole 480x360
+photos, and reports val mIoU, pixel accuracy, the IoU of poles and signs, and seconds per
+photo on this CPU, so a mode's gain can be weighed against its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import find_camvid, result_line
+from pixelwise.predict import load_model
+from pixelwise.training import evaluate_split
+
+MODES = {
+    "plain": {},
+    "flip": {"tta": "flip"},
+    "ms": {"tta": "ms"},
+    "window 256x320": {"window": (256, 320)},  # the training crop
+    "window 256x320 + flip": {"window": (256, 320), "tta": "flip"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a pixelwise checkpoint trained on CamVid")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    args = parser.parse_args()
+    camvid = find_camvid(args.camvid)
+    model = load_model(args.checkpoint).for_inference()
+    print(f"{args.checkpoint} ({model.model_name}, {model.model_record['encoder']}), CamVid val, {args.precision}")
+    print(f"{'mode':24}{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}")
+    results = {}
+    for name, settings in MODES.items():
+        model.set_inference(**{"tta": "none", "window": None, **settings})
+        started = time.perf_counter()
+        metrics = evaluate_split(model, camvid, "val", workers=2, precision=args.precision)
+        seconds = (time.perf_counter() - started) / 101
+        iou = metrics.as_dict(model.class_names)["iou"]
+        results[name] = metrics.miou
+        print(
+            f"{name:24}{metrics.miou:>7.3f}{metrics.pixel_accuracy:>9.3f}{iou['pole']:>7.3f}{iou['sign']:>7.3f}"
+            f"{seconds:>9.2f}",
+            flush=True,
+        )
+    print(result_line(**{name.replace(" ", "_").replace("+", "plus"): value for name, value in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

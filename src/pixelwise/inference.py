@@ -1,0 +1,89 @@
+"""Ways to turn a network's logits into class indices at test time: plain, flipped, multi-scale, window by window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TTA_MODES = ("none", "flip", "ms")
+MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
+DEFAULT_OVERLAP = 1 / 3
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InferenceMode:
+    """Test-time augmentation (`tta`: none, flip or ms) and an optional sliding window (height, width).
+
+    "flip" averages the softmax of the photo and its mirror image; "ms" averages it over MS_SCALES.
+    With `window`, a photo larger than it is segmented window by window, windows overlapping by
+    `overlap` of their side, and logits averaged where they overlap.
+    """
+
+    tta: str = "none"
+    window: tuple[int, int] | None = None
+    overlap: float = DEFAULT_OVERLAP
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        if self.window is not None and not (
+            len(self.window) == 2 and all(isinstance(side, int) and side >= 1 for side in self.window)
+        ):
+            raise ValueError(f"window must be two positive whole numbers (height, width), got {self.window!r}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
+
+    @property
+    def plain(self) -> bool:
+        """One pass over the whole photo: the argmax of the logits, nothing averaged."""
+        return self.tta == "none" and self.window is None
+
+
+def _starts(length: int, window: int, overlap: float) -> list[int]:
+    """Window offsets along one side: `window` apart less the overlap, the last flush with the end."""
+    if length <= window:
+        return [0]
+    step = max(1, int(window * (1 - overlap)))
+    starts = list(range(0, length - window + 1, step))
+    return starts if starts[-1] == length - window else [*starts, length - window]
+
+
+def window_logits(logits: Logits, x: torch.Tensor, window: tuple[int, int], overlap: float) -> torch.Tensor:
+    """`logits(x)` computed one window at a time, averaged where windows overlap; (N, C, H, W)."""
+    height, width = x.shape[-2:]
+    total, counts = None, torch.zeros((1, 1, height, width), device=x.device)
+    for top in _starts(height, window[0], overlap):
+        for left in _starts(width, window[1], overlap):
+            rows, columns = slice(top, top + window[0]), slice(left, left + window[1])
+            part = logits(x[..., rows, columns]).float()  # (N, C, h, w)
+            if total is None:
+                total = x.new_zeros((x.shape[0], part.shape[1], height, width), dtype=torch.float32)
+            total[..., rows, columns] += part
+            counts[..., rows, columns] += 1
+    return total / counts
+
+
+def averaged_probabilities(logits: Logits, x: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
+    """Softmax probabilities (N, C, H, W) averaged over the views `mode` asks for."""
+    height, width = x.shape[-2:]
+
+    def run(view: torch.Tensor) -> torch.Tensor:
+        return window_logits(logits, view, mode.window, mode.overlap) if mode.window else logits(view).float()
+
+    scales = MS_SCALES if mode.tta == "ms" else (1.0,)
+    flips = (False, True) if mode.tta == "flip" else (False,)
+    total = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = x if scale == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        for flip in flips:
+            view = run(scaled.flip(-1)).flip(-1) if flip else run(scaled)
+            probabilities = view.softmax(dim=1)
+            if scale != 1.0:
+                probabilities = F.interpolate(probabilities, size=(height, width), mode="bilinear", align_corners=False)
+            total = probabilities if total is None else total + probabilities
+    return total / (len(scales) * len(flips))

@@ -1,0 +1,66 @@
+"""Training losses by name; every one leaves pixels labelled with the ignore index out of value and gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from pixelwise.data.labels import IGNORE_INDEX
+
+LOSSES = ("ce", "dice", "focal", "lovasz", "ce+dice")
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(logits (N, C, H, W) float32, target (N, H, W) int64 with IGNORE_INDEX) -> scalar loss."""
+
+
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pixel cross-entropy over labelled pixels, optionally class-weighted; 0 (not NaN) when a batch has none."""
+    total = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
+    labelled = target != IGNORE_INDEX
+    # Weights gathered at every pixel and zeroed where ignored: boolean indexing would wait for the GPU.
+    normalizer = (
+        (class_weights[target.where(labelled, 0)] * labelled).sum() if class_weights is not None else labelled.sum()
+    )
+    return total / normalizer.clamp(min=1e-12)
+
+
+def build_criterion(name: str, class_weights: torch.Tensor | None = None) -> Criterion:
+    """The loss `name` (one of LOSSES). Class weights weight CE's pixels and focal's and dice's per-class terms;
+    Lovasz optimises the mean IoU directly and takes none.
+
+    Dice, focal and Lovasz are segmentation_models.pytorch's (multiclass, softmax for dice and Lovasz,
+    one-vs-rest sigmoid for focal as in RetinaNet and mmsegmentation).
+    """
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
+    if name == "ce":
+        return lambda logits, target: cross_entropy(logits, target, class_weights)
+    from segmentation_models_pytorch import losses
+
+    if name == "lovasz":
+        return _zero_without_labels(losses.LovaszLoss("multiclass", ignore_index=IGNORE_INDEX))
+    kind = losses.FocalLoss if name == "focal" else losses.DiceLoss
+    weighted = kind("multiclass", ignore_index=IGNORE_INDEX, class_weights=None)
+    weighted.class_weights = class_weights  # smp copies a list to the CPU and back at every step; keep it in place
+    if name == "focal":
+        return _zero_without_labels(weighted)
+    if name == "dice":
+        return weighted
+    return lambda logits, target: cross_entropy(logits, target, class_weights) + weighted(logits, target)
+
+
+def _zero_without_labels(criterion: Criterion) -> Criterion:
+    """`criterion`, but 0 (zero gradient) for a batch with every pixel ignored, where smp's focal and Lovasz fail.
+
+    The check reads one boolean from the device; these two losses index by a mask, which waits anyway.
+    """
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not bool((target != IGNORE_INDEX).any()):
+            return logits.sum() * 0
+        return criterion(logits, target)
+
+    return loss

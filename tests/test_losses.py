@@ -1,0 +1,104 @@
+"""Every loss leaves ignored pixels out, and each equals a computation by hand on a tiny example."""
+
+import pytest
+import torch
+
+from pixelwise.losses import LOSSES, build_criterion
+
+WEIGHTS = torch.tensor([1.0, 2.0, 0.5])
+
+
+def example() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits for 3 classes on a 1x2x4 picture, and its labels with two ignored pixels."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 2, 4)
+    target = torch.tensor([[[0, 1, 2, 255], [2, 2, 255, 0]]])
+    return logits, target
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_ignored_pixels_change_neither_the_value_nor_the_gradient(name):
+    logits, target = example()
+    criterion = build_criterion(name, WEIGHTS)
+    first = logits.clone().requires_grad_()
+    value = criterion(first, target)
+    value.backward()
+    changed = logits.clone()
+    changed[..., target[0] == 255] = torch.tensor([9.0, -7.0, 3.0]).unsqueeze(1)
+    changed.requires_grad_()
+    again = criterion(changed, target)
+    again.backward()
+    assert torch.isfinite(value) and value > 0
+    assert torch.allclose(value, again)
+    ignored = (target == 255).unsqueeze(1).expand_as(logits)
+    assert first.grad[ignored].abs().max() == 0 and changed.grad[ignored].abs().max() == 0
+    assert torch.allclose(first.grad, changed.grad)
+
+
+def labelled(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled pixels' probabilities (P, C) and labels (P,)."""
+    keep = target[0] != 255
+    return logits[0].softmax(dim=0)[:, keep].T, target[0][keep]
+
+
+def test_dice_is_one_minus_the_weighted_mean_soft_dice_of_the_classes_present():
+    logits, target = example()
+    probabilities, labels = labelled(logits, target)
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    dice = 2 * (probabilities * one_hot).sum(0) / (probabilities.sum(0) + one_hot.sum(0))
+    expected = ((1 - dice) * WEIGHTS).sum() / WEIGHTS.sum()  # every class is present here
+    assert torch.allclose(build_criterion("dice", WEIGHTS)(logits, target), expected, atol=1e-6)
+    cross_entropy = torch.nn.functional.cross_entropy(logits, target, weight=WEIGHTS, ignore_index=255)
+    assert torch.allclose(build_criterion("ce+dice", WEIGHTS)(logits, target), cross_entropy + expected, atol=1e-6)
+
+
+def test_focal_is_the_weighted_mean_of_one_versus_rest_focal_terms():
+    logits, target = example()
+    keep = target[0] != 255
+    scores, labels = logits[0][:, keep], target[0][keep]  # (C, P), (P,)
+    terms = []
+    for index in range(3):
+        is_class = (labels == index).float()
+        p = torch.sigmoid(scores[index])
+        p_true = torch.where(is_class == 1, p, 1 - p)
+        terms.append((-(1 - p_true) ** 2 * torch.log(p_true)).mean())
+    expected = (torch.stack(terms) * WEIGHTS).sum() / WEIGHTS.sum()
+    assert torch.allclose(build_criterion("focal", WEIGHTS)(logits, target), expected, atol=1e-6)
+
+
+def lovasz_by_hand(errors: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Lovasz extension of the Jaccard loss (Berman et al. 2018, eq. 8) for one class, written out."""
+    order = errors.argsort(descending=True)
+    errors, truth = errors[order], truth[order]
+    jaccard = []
+    for k in range(1, len(errors) + 1):
+        intersection = truth.sum() - truth[:k].sum()
+        union = truth.sum() + (1 - truth[:k]).sum()
+        jaccard.append(1 - intersection / union)
+    jaccard = torch.stack(jaccard)
+    gradient = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return (errors * gradient).sum()
+
+
+def test_lovasz_is_the_mean_over_present_classes_of_the_lovasz_extension():
+    logits, target = example()
+    probabilities, labels = labelled(logits, target)
+    losses = []
+    for index in range(3):
+        truth = (labels == index).float()
+        if truth.sum() > 0:
+            losses.append(lovasz_by_hand((truth - probabilities[:, index]).abs(), truth))
+    assert torch.allclose(build_criterion("lovasz")(logits, target), torch.stack(losses).mean(), atol=1e-6)
+
+
+def test_unknown_loss_names_the_choices():
+    with pytest.raises(ValueError, match="loss must be one of ce, dice, focal, lovasz, ce\\+dice, got 'bce'"):
+        build_criterion("bce")
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_batch_without_labelled_pixels_gives_zero_not_nan(name):
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = build_criterion(name, None if name == "lovasz" else WEIGHTS)(logits, torch.full((2, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0 and logits.grad.abs().max() == 0
