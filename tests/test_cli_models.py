@@ -62,6 +62,7 @@ def test_eval_and_predict_in_every_inference_mode(fpn_run, tmp_path, capsys, opt
     (["train", "--model", "fcn8s", "--encoder", "mit_b0"], "model fcn8s has no encoder 'mit_b0'; choose one of"),
     (["train", "--model", "segformer", "--encoder", "resnet101"], "choose one of mit_b0, mit_b1, mit_b2, resnet18"),
     (["eval", "--checkpoint", "x.pt", "--data", "d", "--sliding-window", "0x5"], "sizes must be positive"),
+    (["models", "--classes", "100000"], "--classes: must be in 1..254, got 100000"),
 ])
 def test_bad_model_arguments_give_one_line_and_exit_2(argv, message, capsys):
     try:

@@ -36,6 +36,7 @@ def test_every_model_trains_resumes_exactly_evaluates_and_predicts(synthetic_voc
 
     checkpoint = load_checkpoint(tmp_path / "whole" / "best.pt")
     assert checkpoint["model"] == {"name": name, "num_classes": 4, "encoder": MODELS[name].default_encoder}
+    assert checkpoint["format_version"] == (1 if name.startswith("fcn") else 2), "the first release refuses as newer"
     model = load_model(tmp_path / "whole" / "best.pt")
     photo = np.random.default_rng(0).integers(0, 255, size=(97, 131, 3), dtype=np.uint8)
     assert model.predict(photo).shape == (97, 131)

@@ -53,7 +53,7 @@ def save_checkpoint(payload: dict, path: Path | str) -> None:
 
 def _version_needed(payload: dict) -> int:
     """1 for an FCN on ResNet-18, which the first release reads; 2 otherwise, which it refuses as newer."""
-    model = payload.get("model", {})
+    model = payload.get("model") if isinstance(payload.get("model"), dict) else {}
     first_release = model.get("name") in ("fcn32s", "fcn8s") and model.get("encoder", LEGACY_ENCODER) == LEGACY_ENCODER
     return 1 if first_release else FORMAT_VERSION
 

@@ -129,6 +129,11 @@ def picture_file(text: str) -> str:
     return text
 
 
+def class_count(text: str) -> int:
+    """A number of classes a checkpoint can hold: 1..254 (masks are uint8 and 255 is the ignore value)."""
+    return whole_number(text, 1, 254)
+
+
 def positive_int(text: str) -> int:
     """An int >= 1."""
     return whole_number(text, 1)
@@ -544,7 +549,7 @@ def add_models(subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
     parser.add_argument(
-        "--classes", type=positive_int, default=21, help="count parameters for this many classes (default: 21)"
+        "--classes", type=class_count, default=21, help="count parameters for this many classes, 1..254 (default: 21)"
     )
 
 

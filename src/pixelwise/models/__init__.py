@@ -7,7 +7,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
 from pixelwise.errors import ModelError
@@ -96,9 +95,8 @@ def model_table(num_classes: int = 21) -> list[dict]:
 
 
 def _parameter_count(name: str, num_classes: int) -> int:
-    """Parameters of `name` at its default encoder, counted on the meta device (no memory, no arithmetic)."""
-    with torch.device("meta"):
-        return sum(parameter.numel() for parameter in build_model(name, num_classes=num_classes).parameters())
+    """Parameters of `name` at its default encoder (built for real: some builders read values back)."""
+    return sum(parameter.numel() for parameter in build_model(name, num_classes=num_classes).parameters())
 
 
 def model_record(name: str, *, num_classes: int, encoder: str | None = None) -> dict:
