@@ -31,13 +31,13 @@ RECIPES = {name: {} if name.startswith("fcn") else DECODER_RECIPE for name in MO
 
 
 def result_key(name: str, precision: str) -> str:
-    """A model's entry in results.json: its name, with the precision when that is not bf16."""
-    return name if precision == "bf16" else f"{name} ({precision})"
+    """A model's entry in results.json and its run folder: its name, with the precision when that is not bf16."""
+    return name if precision == "bf16" else f"{name}-{precision}"
 
 
 def train_and_measure(name: str, camvid: Path, out: Path, epochs: int, precision: str) -> dict:
     """Train `name` with its recipe; its val metrics, minutes, recipe and precision."""
-    key = result_key(name, precision).replace(" ", "_").replace("(", "").replace(")", "")
+    key = result_key(name, precision)
     config = TrainConfig(
         data=str(camvid), out=str(out / key), model=name, epochs=epochs, precision=precision, **RECIPES[name]
     )
@@ -85,14 +85,7 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=1))
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))
     write_figure(results, out / "miou_vs_minutes.png")
-    print(
-        result_line(
-            **{
-                f"{name.split()[0]}_{value.get('precision', 'bf16')}_miou": value["miou"]
-                for name, value in results.items()
-            }
-        )
-    )
+    print(result_line(**{f"{key.replace('-', '_')}_miou": value["miou"] for key, value in results.items()}))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,10 @@ class Trainer:
 
     def train(self, batches) -> int:
         """Train on `batches`; the number of images."""
-        progress = train_one_epoch(self.forward, build_criterion("ce"), batches, self.optimizer, None, self.device, precision=self.setting.precision)
+        progress = train_one_epoch(
+            self.forward, build_criterion("ce"), batches, self.optimizer, None, self.device,
+            precision=self.setting.precision,
+        )
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return progress.images

@@ -179,7 +179,8 @@ def test_a_new_run_refuses_a_directory_with_an_earlier_run(trained_run, capsys):
     data, run = trained_run
     before = (run / "best.pt").read_bytes()
     assert main(["train", "--data", str(data), "--out", str(run), *TINY_TRAIN]) == 2
-    assert f"{run}: holds an earlier run; continue it with --resume {run}, or give another --out" in capsys.readouterr().err
+    expected = f"{run}: holds an earlier run; continue it with --resume {run}, or give another --out"
+    assert expected in capsys.readouterr().err
     assert (run / "best.pt").read_bytes() == before
 
 

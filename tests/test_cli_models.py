@@ -17,10 +17,48 @@ TINY = ["--epochs", "1", "--batch-size", "4", "--crop-size", "32x32", "--workers
 def fpn_run(tmp_path_factory):
     """An FPN trained one epoch with ce+dice on a tiny synthetic dataset: (data folder, run folder)."""
     base = tmp_path_factory.mktemp("models")
-    assert main(["data", "synth", "--out", str(base / "data"), "--num-train", "8", "--num-val", "3", "--classes", "3",
-        "--min-size", "40", "--max-size", "72"]) == 0
-    assert main(["train", "--data", str(base / "data"), "--out", str(base / "run"), "--model", "fpn", "--encoder",
-        "resnet18", "--loss", "ce+dice", "--backbone-weights", "none", *TINY]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(base / "data"),
+                "--num-train",
+                "8",
+                "--num-val",
+                "3",
+                "--classes",
+                "3",
+                "--min-size",
+                "40",
+                "--max-size",
+                "72",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(base / "data"),
+                "--out",
+                str(base / "run"),
+                "--model",
+                "fpn",
+                "--encoder",
+                "resnet18",
+                "--loss",
+                "ce+dice",
+                "--backbone-weights",
+                "none",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return base / "data", base / "run"
 
 
@@ -41,29 +79,54 @@ def test_train_records_the_model_encoder_and_loss(fpn_run):
     _, run = fpn_run
     config = json.loads((run / "config.json").read_text())
     assert (config["model"], config["encoder"], config["loss"], config["encoder_weights"]) == (
-        "fpn", "resnet18", "ce+dice", "none")
+        "fpn",
+        "resnet18",
+        "ce+dice",
+        "none",
+    )
 
 
-@pytest.mark.parametrize("options", [["--tta", "flip"], ["--tta", "ms"], ["--sliding-window", "32x40"],
-    ["--sliding-window", "32x32", "--overlap", "0.5", "--tta", "flip"]])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--tta", "flip"],
+        ["--tta", "ms"],
+        ["--sliding-window", "32x40"],
+        ["--sliding-window", "32x32", "--overlap", "0.5", "--tta", "flip"],
+    ],
+)
 def test_eval_and_predict_in_every_inference_mode(fpn_run, tmp_path, capsys, options):
     data, run = fpn_run
-    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0",
-        *options]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0", *options])
+        == 0
+    )
     assert 0 <= json.loads(capsys.readouterr().out)["miou"] <= 1
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (97, 131, 3), dtype=np.uint8)).save(photo)
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(photo), "--out", str(tmp_path / "out"),
-        *options]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(run / "best.pt"), str(photo), "--out", str(tmp_path / "out"), *options])
+        == 0
+    )
     assert Image.open(tmp_path / "out" / "photo_mask.png").size == (131, 97)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "fcn8s", "--encoder", "mit_b0"], "model fcn8s has no encoder 'mit_b0'; choose one of"),
-    (["train", "--model", "segformer", "--encoder", "resnet101"], "choose one of mit_b0, mit_b1, mit_b2, resnet18"),
-    (["eval", "--checkpoint", "x.pt", "--data", "d", "--sliding-window", "0x5"], "sizes must be positive"),
-    (["models", "--classes", "100000"], "--classes: must be in 1..254, got 100000"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "fcn8s", "--encoder", "mit_b0"], "model fcn8s has no encoder 'mit_b0'; choose one of"),
+        (["train", "--model", "segformer", "--encoder", "resnet101"], "choose one of mit_b0, mit_b1, mit_b2, resnet18"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--sliding-window", "0x5"], "sizes must be positive"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--sliding-window", "1x1"], "sides must be at least 32"),
+        (["predict", "--checkpoint", "x.pt", "p.jpg", "--out", "o", "--sliding-window", "64"], "expected HxW"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--overlap", "0.95"], "--overlap: must be between 0 and 0.9"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--overlap", "nan"], "--overlap: must be between 0 and 0.9"),
+        (["predict", "--checkpoint", "x.pt", "p.jpg", "--out", "o", "--tta", "rotate"], "invalid choice: 'rotate'"),
+        (["train", "--precision", "fast"], "invalid choice: 'fast'"),
+        (["train", "--loss", "dice+focal"], "invalid choice: 'dice+focal'"),
+        (["models", "--classes", "100000"], "--classes: must be in 1..254, got 100000"),
+    ],
+)
 def test_bad_model_arguments_give_one_line_and_exit_2(argv, message, capsys):
     try:
         code = main(argv)
@@ -77,20 +140,30 @@ def test_bad_model_choices_fail_before_any_training(fpn_run, tmp_path, capsys):
     data, run = fpn_run
     base = ["train", "--data", str(data), *TINY]
     cases = [
-        (["--out", str(tmp_path / "a"), "--encoder-weights", str(tmp_path / "missing.pth")],
-            "missing.pth: resnet18 weights file not found"),
-        (["--out", str(tmp_path / "b"), "--model", "deeplabv3plus", "--batch-size", "1"],
-            "deeplabv3plus trains on at least 2 images per step"),
-        (["--out", str(tmp_path / "c"), "--model", "unet", "--encoder-weights", str(run / "best.pt")],
-            "expected a resnet18 state dict of tensors"),
-        (["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--overlap", "0.5"],
-            "--overlap sets how --sliding-window's windows overlap; add --sliding-window"),
-        (["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--sliding-window", "8x8", "--overlap",
-            "0.95"], "--overlap must be between 0 and 0.9"),
+        (
+            ["--out", str(tmp_path / "a"), "--encoder-weights", str(tmp_path / "missing.pth")],
+            "missing.pth: resnet18 weights file not found",
+        ),
+        (
+            ["--out", str(tmp_path / "b"), "--model", "deeplabv3plus", "--batch-size", "1"],
+            "deeplabv3plus trains on at least 2 images per step",
+        ),
+        (
+            ["--out", str(tmp_path / "c"), "--model", "unet", "--encoder-weights", str(run / "best.pt")],
+            "expected a resnet18 state dict of tensors",
+        ),
+        (
+            ["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--overlap", "0.5"],
+            "--overlap sets how --sliding-window's windows overlap; add --sliding-window",
+        ),
     ]
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "small.pth")
-    cases.append((["--out", str(tmp_path / "d"), "--encoder-weights", str(tmp_path / "small.pth")],
-        "small.pth: not resnet18 weights (missing ["))
+    cases.append(
+        (
+            ["--out", str(tmp_path / "d"), "--encoder-weights", str(tmp_path / "small.pth")],
+            "small.pth: not resnet18 weights (missing [",
+        )
+    )
     for options, message in cases:
         argv = options if options[0] == "eval" else base + options
         assert main(argv) == 2, options

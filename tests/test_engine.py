@@ -81,7 +81,11 @@ def test_config_rejects_impossible_values():
             r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)"),
         ({"model": "unet++"},
             r"model must be one of fcn32s, fcn8s, unet, fpn, deeplabv3plus, segformer, lraspp, got 'unet\+\+'"),
-        ({"model": "fcn8s", "encoder": "mit_b0"}, "model fcn8s has no encoder 'mit_b0'; choose one of resnet18, resnet34, resnet50"),
+        ({"model": "fcn8s", "encoder": "mit_b0"},
+            "model fcn8s has no encoder 'mit_b0'; choose one of resnet18, resnet34, resnet50"),
+        ({"model": "deeplabv3plus", "batch_size": 1},
+            r"deeplabv3plus trains on at least 2 images per step \(BatchNorm on a pooled 1x1 map\), got a batch "
+            "size of 1"),
         ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, got 'bce'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
@@ -101,7 +105,8 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, f
     before = model.score32.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (2, 32, 32)))
-    progress = train_one_epoch(model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"), precision=precision)
+    progress = train_one_epoch(model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"),
+        precision=precision)
     assert seen == [forward_dtype]
     assert model.score32.weight.dtype == torch.float32 and not torch.equal(model.score32.weight, before)
     assert progress.steps == 1 and progress.loss > 0
@@ -186,7 +191,7 @@ def test_training_steps_never_wait_for_all_queued_gpu_work(synthetic_voc, decode
     model = build_model("fcn32s", num_classes=len(dataset.class_names)).to(cuda).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     weights = torch.rand(len(dataset.class_names), device=cuda)
-    train_one_epoch(model, build_criterion("ce", weights), batches[:1], optimizer, None, cuda)  # first-use set-up may synchronise
+    train_one_epoch(model, build_criterion("ce", weights), batches[:1], optimizer, None, cuda)  # set-up may sync
     torch.cuda.set_sync_debug_mode("error")  # an implicit stream or device synchronisation raises
     try:
         progress = train_one_epoch(model, build_criterion("ce", weights), batches[1:], optimizer, None, cuda)

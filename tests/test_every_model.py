@@ -13,7 +13,7 @@ from pixelwise.training import evaluate_split, train
 
 
 def tiny_config(data, out, name: str, **changes) -> TrainConfig:
-    """Two short epochs in bf16 with deterministic kernels, at a constant rate so one epoch then one more is the same run."""
+    """Two short epochs in bf16, deterministic kernels, a constant rate: one epoch then one more is the same run."""
     settings = dict(
         data=str(data), out=str(out), model=name, epochs=2, batch_size=4, crop_size=(32, 32), workers=0,
         lr=0.01, warmup_epochs=0, schedule="constant", precision="bf16", deterministic=True, save_every_steps=2, seed=4,
@@ -22,7 +22,9 @@ def tiny_config(data, out, name: str, **changes) -> TrainConfig:
 
 
 def without_times(history: list[dict]) -> list[dict]:
-    return [{key: value for key, value in row.items() if key not in ("seconds", "images_per_second")} for row in history]
+    return [
+        {key: value for key, value in row.items() if key not in ("seconds", "images_per_second")} for row in history
+    ]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -31,7 +33,9 @@ def test_every_model_trains_resumes_exactly_evaluates_and_predicts(synthetic_voc
     train(tiny_config(synthetic_voc, tmp_path / "parts", name, epochs=1), progress=False)
     parts = train(resume_config(tmp_path / "parts", epochs=2), resume=True, progress=False)
     assert without_times(parts.history) == without_times(whole.history)
-    saved, resumed = (load_checkpoint(run / "last.pt")["state_dict"] for run in (tmp_path / "whole", tmp_path / "parts"))
+    saved, resumed = (
+        load_checkpoint(run / "last.pt")["state_dict"] for run in (tmp_path / "whole", tmp_path / "parts")
+    )
     assert all(torch.equal(saved[key], resumed[key]) for key in saved), "bit for bit the uninterrupted run"
 
     checkpoint = load_checkpoint(tmp_path / "whole" / "best.pt")

@@ -52,8 +52,9 @@ def test_multi_scale_averages_the_scales_resized_back():
     expected = 0
     for scale in MS_SCALES:
         scaled = F.interpolate(x, size=(round(12 * scale), round(16 * scale)), mode="bilinear", align_corners=False)
-        expected = expected + F.interpolate(position_network(scaled).softmax(1), size=(12, 16), mode="bilinear",
-            align_corners=False)
+        expected = expected + F.interpolate(
+            position_network(scaled).softmax(1), size=(12, 16), mode="bilinear", align_corners=False
+        )
     result = averaged_probabilities(position_network, x, InferenceMode(tta="ms"))
     assert torch.allclose(result, expected / len(MS_SCALES), atol=1e-6)
 
@@ -73,12 +74,17 @@ def test_segmenter_segments_in_its_inference_mode():
         assert segmenter.for_inference().inference == InferenceMode(tta="flip"), "the copy keeps the mode"
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"tta": "rotate"}, "tta must be one of none, flip, ms"),
-    ({"window": (0, 5)}, "window must be two positive whole numbers"),
-    ({"window": (5,)}, "window must be two positive whole numbers"),
-    ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"tta": "rotate"}, "tta must be one of none, flip, ms"),
+        ({"window": (0, 5)}, "window must be two whole numbers .height, width. of at least 32"),
+        ({"window": (16, 64)}, "of at least 32, got \\(16, 64\\)"),
+        ({"window": (64,)}, "window must be two whole numbers"),
+        ({"overlap": 0.95}, "overlap must be between 0 and 0.9"),
+        ({"overlap": float("nan")}, "overlap must be between 0 and 0.9"),
+    ],
+)
 def test_impossible_modes_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         InferenceMode(**settings)

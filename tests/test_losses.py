@@ -61,7 +61,7 @@ def test_focal_is_the_weighted_mean_of_one_versus_rest_focal_terms():
         is_class = (labels == index).float()
         p = torch.sigmoid(scores[index])
         p_true = torch.where(is_class == 1, p, 1 - p)
-        terms.append((-(1 - p_true) ** 2 * torch.log(p_true)).mean())
+        terms.append((-((1 - p_true) ** 2) * torch.log(p_true)).mean())
     expected = (torch.stack(terms) * WEIGHTS).sum() / WEIGHTS.sum()
     assert torch.allclose(build_criterion("focal", WEIGHTS)(logits, target), expected, atol=1e-6)
 

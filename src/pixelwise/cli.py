@@ -24,7 +24,7 @@ from pixelwise.config import (
     TrainConfig,
 )
 from pixelwise.errors import EarlierRunError, PixelwiseError
-from pixelwise.inference import DEFAULT_OVERLAP, MS_SCALES, TTA_MODES
+from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MIN_WINDOW_SIDE, MS_SCALES, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES
 from pixelwise.models import MODELS
@@ -64,17 +64,32 @@ def real_number(text: str) -> float:
     return float(text)
 
 
-def size_pair(text: str, largest: int | None = None) -> tuple[int, int]:
-    """'256x320' -> (256, 320), height first; each side at least 1 and at most `largest` if given."""
+def size_pair(text: str, largest: int | None = None, smallest: int = 1) -> tuple[int, int]:
+    """'256x320' -> (256, 320), height first; each side at least `smallest` and at most `largest` if given."""
     try:
         height, width = (ascii_int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from None
     if height < 1 or width < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    if min(height, width) < smallest:
+        raise argparse.ArgumentTypeError(f"sides must be at least {smallest}, got {text!r}")
     if largest and max(height, width) > largest:
         raise argparse.ArgumentTypeError(f"sides must be at most {largest}, got {text!r}")
     return height, width
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """A sliding window: sides of at least MIN_WINDOW_SIDE."""
+    return size_pair(text, smallest=MIN_WINDOW_SIDE)
+
+
+def overlap_share(text: str) -> float:
+    """A share of a window's side: 0..MAX_OVERLAP."""
+    value = real_number(text)
+    if not 0 <= value <= MAX_OVERLAP:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_OVERLAP}, got {text!r}")
+    return value
 
 
 def picture_size(text: str) -> tuple[int, int]:
@@ -324,12 +339,12 @@ def _inference_arguments(parser: ArgumentParser) -> None:
         f"{scales}; slower, see BENCHMARKS.md for whether it helps (default: none)",
     )  # fmt: skip
     parser.add_argument(
-        "--sliding-window", type=size_pair, metavar="HxW",
+        "--sliding-window", type=window_size, metavar="HxW",
         help="segment photos larger than HxW window by window (for photos much larger than the training crops)",
     )  # fmt: skip
     parser.add_argument(
-        "--overlap", type=real_number, default=DEFAULT_OVERLAP,
-        help=f"with --sliding-window: share of a window's side that neighbours overlap, 0 to 0.9 "
+        "--overlap", type=overlap_share,
+        help=f"with --sliding-window: share of a window's side that neighbours overlap, 0 to {MAX_OVERLAP} "
         f"(default: {DEFAULT_OVERLAP:.2f})",
     )  # fmt: skip
 
@@ -338,12 +353,11 @@ def _inference_model(args: argparse.Namespace):
     """The checkpoint's Segmenter for eval and predict: folded for inference, in the mode the options ask for."""
     from pixelwise.predict import load_model
 
-    if not 0 <= args.overlap <= 0.9:
-        raise PixelwiseError(f"--overlap must be between 0 and 0.9, got {args.overlap:g}")
-    if args.overlap != DEFAULT_OVERLAP and args.sliding_window is None:
+    if args.overlap is not None and args.sliding_window is None:
         raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
     model = load_model(args.checkpoint, args.device).for_inference()
-    return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=args.overlap)
+    overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
+    return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=overlap)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 from pixelwise.errors import ModelError, TrainingError
 from pixelwise.losses import LOSSES
-from pixelwise.models import DEFAULT_MODEL, LEGACY_ENCODER, MODELS, resolve_encoder
+from pixelwise.models import DEFAULT_MODEL, LEGACY_ENCODER, MODELS, model_spec, resolve_encoder
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -119,6 +119,12 @@ class TrainConfig:
                 resolve_encoder(self.model, self.encoder)
             except ModelError as error:
                 problems.append(str(error))
+        min_batch = model_spec(self.model).min_batch
+        if self.batch_size < min_batch:
+            problems.append(
+                f"{self.model} trains on at least {min_batch} images per step (BatchNorm on a pooled 1x1 map), "
+                f"got a batch size of {self.batch_size}"
+            )
         problems += [problem for name in BOUNDS if (problem := _out_of_bounds(name, getattr(self, name)))]
         if len(self.crop_size) != 2 or not all(
             isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 TTA_MODES = ("none", "flip", "ms")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
 DEFAULT_OVERLAP = 1 / 3
+MAX_OVERLAP = 0.9  # beyond it windows step by a few pixels: thousands of passes for one photo
+MIN_WINDOW_SIDE = 32  # the largest output stride: smaller windows are padded up to it anyway
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -31,11 +33,13 @@ class InferenceMode:
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
         if self.window is not None and not (
-            len(self.window) == 2 and all(isinstance(side, int) and side >= 1 for side in self.window)
+            len(self.window) == 2 and all(isinstance(side, int) and side >= MIN_WINDOW_SIDE for side in self.window)
         ):
-            raise ValueError(f"window must be two positive whole numbers (height, width), got {self.window!r}")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
+            raise ValueError(
+                f"window must be two whole numbers (height, width) of at least {MIN_WINDOW_SIDE}, got {self.window!r}"
+            )
+        if not 0 <= self.overlap <= MAX_OVERLAP:
+            raise ValueError(f"overlap must be between 0 and {MAX_OVERLAP}, got {self.overlap!r}")
 
     @property
     def plain(self) -> bool:

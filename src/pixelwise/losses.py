@@ -40,16 +40,17 @@ def build_criterion(name: str, class_weights: torch.Tensor | None = None) -> Cri
         return lambda logits, target: cross_entropy(logits, target, class_weights)
     from segmentation_models_pytorch import losses
 
+    # A tensor, not a list: smp keeps it where it is, so no copy to the device at every step.
     if name == "lovasz":
         return _zero_without_labels(losses.LovaszLoss("multiclass", ignore_index=IGNORE_INDEX))
-    kind = losses.FocalLoss if name == "focal" else losses.DiceLoss
-    weighted = kind("multiclass", ignore_index=IGNORE_INDEX, class_weights=None)
-    weighted.class_weights = class_weights  # smp copies a list to the CPU and back at every step; keep it in place
     if name == "focal":
-        return _zero_without_labels(weighted)
+        return _zero_without_labels(
+            losses.FocalLoss("multiclass", ignore_index=IGNORE_INDEX, class_weights=class_weights)
+        )
+    dice = losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX, class_weights=class_weights)
     if name == "dice":
-        return weighted
-    return lambda logits, target: cross_entropy(logits, target, class_weights) + weighted(logits, target)
+        return dice
+    return lambda logits, target: cross_entropy(logits, target, class_weights) + dice(logits, target)
 
 
 def _zero_without_labels(criterion: Criterion) -> Criterion:

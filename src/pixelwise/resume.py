@@ -16,6 +16,7 @@ from pixelwise.models import resolve_encoder
 from pixelwise.segmenter import Segmenter
 
 Log = Callable[[str], None]
+"""Where library code sends its progress lines (the CLI passes print)."""
 RATES = ("lr", "initial_lr")  # optimiser group entries the schedule moves
 RESUME_MAY_CHANGE = (
     "epochs",

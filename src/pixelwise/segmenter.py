@@ -88,7 +88,7 @@ class Segmenter(nn.Module):
         return fast(x) if fast is not None else self.network(x).argmax(dim=1)
 
     def set_inference(self, **settings) -> Segmenter:
-        """Change this Segmenter's InferenceMode `settings` (tta, window, overlap) in place; returns it, for chaining."""
+        """Change this Segmenter's InferenceMode `settings` (tta, window, overlap) in place; returns it."""
         self.inference = replace(self.inference, **settings)
         return self
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,12 +27,10 @@ from pixelwise.losses import Criterion, build_criterion
 from pixelwise.models import build_model, model_spec, resolve_encoder
 from pixelwise.run_directory import prepare_run_dir, refuse_earlier_run, refuse_foreign_folder, write_metrics_csv
 from pixelwise.segmenter import Segmenter
-from pixelwise.resume import RunState, restore
+from pixelwise.resume import Log, RunState, restore
 from pixelwise.runtime import deterministic_algorithms
 from pixelwise.schedule import build_optimizer, build_scheduler
 from pixelwise.visualize import plot_curves
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -172,15 +169,12 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
         refuse_earlier_run(Path(config.out))
     device = resolve_device(config.device)
     config = replace(config, encoder=resolve_encoder(config.model, config.encoder))
-    min_batch = model_spec(config.model).min_batch
-    if config.batch_size < min_batch:
-        raise TrainingError(
-            f"{config.model} trains on at least {min_batch} images per step (BatchNorm on a pooled 1x1 map), "
-            f"got a batch size of {config.batch_size}"
-        )
     weights_file = Path(config.encoder_weights)
     if not resume and config.encoder_weights not in ("none", "imagenet") and not weights_file.is_file():
-        raise ModelError(f"{weights_file}: {config.encoder} weights file not found")  # before the data check
+        raise ModelError(  # before the minutes of the data check
+            f"{weights_file}: {config.encoder} weights file not found (encoder weights are imagenet, none or the path "
+            "of a state-dict file)"
+        )
     torch.default_generator.manual_seed(config.seed)  # the model's initial weights
     try:
         folder = prepare_data(config.data, root=config.root, download=config.download)

@@ -85,7 +85,8 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "not found"), ({"conv1.weight": torch.zeros(1)}, "not resnet18 weights"), ([1, 2], "expected a resnet18 state dict")],
+    [(None, "not found"), ({"conv1.weight": torch.zeros(1)}, "not resnet18 weights"),
+        ([1, 2], "expected a resnet18 state dict")],
 )
 def test_bad_backbone_weight_files_are_refused(tmp_path, content, message):
     path = tmp_path / "weights.pth"

@@ -137,7 +137,10 @@ def test_imagenet_weights_offline_name_what_to_download_and_where(tmp_path, monk
         build_model("fpn", num_classes=3, encoder="resnet34", encoder_weights="imagenet")
     message = str(caught.value)
     assert "\n" not in message and message.startswith("could not get ImageNet resnet34 weights (")
-    assert f"download http://127.0.0.1:9/resnet34-b627a593.pth into {tmp_path / 'torch' / 'hub' / 'checkpoints'}" in message
+    assert (
+        f"download http://127.0.0.1:9/resnet34-b627a593.pth into {tmp_path / 'torch' / 'hub' / 'checkpoints'}"
+        in message
+    )
 
 
 def test_lraspp_batch_norms_track_a_short_from_scratch_run():

@@ -73,7 +73,7 @@ def build_model(
     name: str, *, num_classes: int, encoder: str | None = None, encoder_weights: str | Path | None = None
 ) -> nn.Module:
     """The model registered as `name` on `encoder` (default: the model's); encoder weights none, imagenet or a file."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive whole number, got {num_classes!r}")
     encoder = resolve_encoder(name, encoder)
     return MODELS[name].build(num_classes=num_classes, encoder=encoder, encoder_weights=encoder_weights)
@@ -110,6 +110,7 @@ def build_from_record(record: dict) -> nn.Module:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "FCN", "LEGACY_ENCODER", "MODELS", "ModelSpec", "build_from_record", "build_model", "fcn_resnet", "fcn_resnet18",
+    "DEFAULT_MODEL", "FCN", "LEGACY_ENCODER", "MODELS", "ModelSpec", "build_from_record", "build_model", "fcn_resnet",
+    "fcn_resnet18",
     "fold_batch_norms", "model_record", "model_spec", "resolve_encoder",
 ]  # fmt: skip
