@@ -10,13 +10,15 @@ from pixelwise.errors import (
     PixelwiseError,
     TrainingError,
 )
+from pixelwise.export import export_onnx
 from pixelwise.models import MODELS, build_model, fcn_resnet18
+from pixelwise.onnx_model import OnnxSegmenter, load_onnx
 from pixelwise.predict import Segmenter, load_model, predict
 from pixelwise.training import evaluate_split as evaluate
 from pixelwise.training import train
 
 __all__ = [
-    "CheckpointError", "DatasetError", "DownloadError", "MODELS", "ModelError", "PixelwiseError",
-    "Segmenter", "TrainConfig", "TrainingError", "__version__", "build_model", "evaluate",
-    "fcn_resnet18", "load_model", "predict", "train",
+    "CheckpointError", "DatasetError", "DownloadError", "MODELS", "ModelError", "OnnxSegmenter", "PixelwiseError",
+    "Segmenter", "TrainConfig", "TrainingError", "__version__", "build_model", "evaluate", "export_onnx",
+    "fcn_resnet18", "load_model", "load_onnx", "predict", "train",
 ]  # fmt: skip

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import itertools
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -16,19 +15,38 @@ import torch
 from pixelwise.config import (
     CLASS_WEIGHTINGS,
     DECODE_PLACES,
-    MAX_SEED,
-    MAX_WORKERS,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
     TrainConfig,
 )
+from pixelwise.cli_arguments import (
+    ArgumentParser,
+    MAX_CROP_PICTURE_SIDE,
+    MAX_PICTURES,
+    MAX_PICTURE_SIDE,
+    class_count,
+    command_parser,
+    non_negative_int,
+    overlap_share,
+    picture_count,
+    picture_file,
+    picture_side,
+    picture_size,
+    positive_int,
+    real_number,
+    seed_number,
+    size_pair,
+    window_size,
+    worker_count,
+)
+from pixelwise.cli_deploy import add_export, add_serve
 from pixelwise.errors import EarlierRunError, PixelwiseError
-from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MIN_WINDOW_SIDE, MS_SCALES, TTA_MODES
+from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES
 from pixelwise.models import MODELS
-from pixelwise.numbers import ascii_int
+from pixelwise.onnx_model import is_onnx_file
 from pixelwise.photo_files import (
     BLUR_SUFFIX,
     MASK_SUFFIX,
@@ -41,135 +59,7 @@ from pixelwise.photo_files import (
 )
 from pixelwise.runtime import keep_freed_memory
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line and exits with code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-MAX_PICTURE_SIDE = 8192  # data synth: pictures for people, not allocations of gigabytes
-MAX_CROP_PICTURE_SIDE = 2048  # data show: up to MAX_PICTURES crops of this size fit in a few GiB
-MAX_PICTURES = 64
-
-
-REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", re.IGNORECASE)
-
-
-def real_number(text: str) -> float:
-    """A number written with ASCII digits ('0.02', '1e-4'); ranges are checked by TrainConfig."""
-    if not REAL.fullmatch(text.strip()):
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return float(text)
-
-
-def size_pair(text: str, largest: int | None = None, smallest: int = 1) -> tuple[int, int]:
-    """'256x320' -> (256, 320), height first; each side at least `smallest` and at most `largest` if given."""
-    try:
-        height, width = (ascii_int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    if min(height, width) < smallest:
-        raise argparse.ArgumentTypeError(f"sides must be at least {smallest}, got {text!r}")
-    if largest and max(height, width) > largest:
-        raise argparse.ArgumentTypeError(f"sides must be at most {largest}, got {text!r}")
-    return height, width
-
-
-def window_size(text: str) -> tuple[int, int]:
-    """A sliding window: sides of at least MIN_WINDOW_SIDE."""
-    return size_pair(text, smallest=MIN_WINDOW_SIDE)
-
-
-def overlap_share(text: str) -> float:
-    """A share of a window's side: 0..MAX_OVERLAP."""
-    value = real_number(text)
-    if not 0 <= value <= MAX_OVERLAP:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_OVERLAP}, got {text!r}")
-    return value
-
-
-def picture_size(text: str) -> tuple[int, int]:
-    """A crop size for `data show`."""
-    return size_pair(text, MAX_CROP_PICTURE_SIDE)
-
-
-def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
-    """An int in minimum..maximum, or an argparse error naming the text."""
-    try:
-        value = ascii_int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise argparse.ArgumentTypeError(
-            f"must be in {minimum}..{maximum}, got {value}"
-            if maximum is not None
-            else f"must be at least {minimum}, got {value}"
-        )
-    return value
-
-
-def seed_number(text: str) -> int:
-    """A random seed: 0..2**63-1."""
-    return whole_number(text, 0, MAX_SEED)
-
-
-def worker_count(text: str) -> int:
-    """Loader processes: 0..MAX_WORKERS."""
-    return whole_number(text, 0, MAX_WORKERS)
-
-
-def picture_count(text: str) -> int:
-    """How many pictures to draw: 1..MAX_PICTURES."""
-    return whole_number(text, 1, MAX_PICTURES)
-
-
-def picture_side(text: str) -> int:
-    """One side of a synthetic picture: 1..MAX_PICTURE_SIDE."""
-    return whole_number(text, 1, MAX_PICTURE_SIDE)
-
-
-def picture_file(text: str) -> str:
-    """A file name whose extension names a picture format Pillow writes (.png, .jpg, ...)."""
-    from PIL import Image
-
-    extension = Path(text).suffix.lower()
-    if Image.registered_extensions().get(extension) not in Image.SAVE:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} does not end in a picture extension Pillow can write, such as .png or .jpg"
-        )
-    return text
-
-
-def class_count(text: str) -> int:
-    """A number of classes a checkpoint can hold: 1..254 (masks are uint8 and 255 is the ignore value)."""
-    return whole_number(text, 1, 254)
-
-
-def positive_int(text: str) -> int:
-    """An int >= 1."""
-    return whole_number(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """An int >= 0."""
-    return whole_number(text, 0)
-
-
-def _command(subparsers, name: str, handler, help_text: str, examples: str) -> ArgumentParser:
-    """A subcommand with its help text and an examples epilog."""
-    parser = subparsers.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        epilog=f"examples:\n{examples}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(handler=handler)
-    return parser
+CHECKPOINT_HELP = "a .pt file written by pixelwise train, or a .onnx file written by pixelwise export"
 
 
 def _data_arguments(parser: ArgumentParser, *, positional: bool = False) -> None:
@@ -224,7 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
 def add_train(subparsers) -> None:
     """pixelwise train's options."""
     defaults = TrainConfig()
-    parser = _command(
+    parser = command_parser(
         subparsers,
         "train",
         run_train,
@@ -355,9 +245,23 @@ def _inference_model(args: argparse.Namespace):
 
     if args.overlap is not None and args.sliding_window is None:
         raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
+    if is_onnx_file(args.checkpoint):
+        return _onnx_model(args)
     model = load_model(args.checkpoint, args.device).for_inference()
     overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
     return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=overlap)
+
+
+def _onnx_model(args: argparse.Namespace):
+    """The exported model for eval and predict, refusing the options only a .pt checkpoint takes."""
+    from pixelwise.onnx_model import load_onnx, refuse_bf16
+
+    if args.tta != "none" or args.sliding_window is not None:
+        raise PixelwiseError("--tta and --sliding-window need the .pt checkpoint; an exported model runs one pass")
+    if args.device not in ("auto", "cpu"):
+        raise PixelwiseError(f"an exported model runs on the CPU (ONNX Runtime); --device {args.device} needs the .pt")
+    refuse_bf16(args.precision)
+    return load_onnx(args.checkpoint)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -399,7 +303,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_eval(subparsers) -> None:
     """pixelwise eval's options."""
-    parser = _command(
+    parser = command_parser(
         subparsers,
         "eval",
         run_eval,
@@ -407,7 +311,7 @@ def add_eval(subparsers) -> None:
         "  pixelwise eval --checkpoint runs/synth/best.pt --data synthetic --split val\n"
         "  pixelwise eval --checkpoint runs/camvid/best.pt --data ../camvid --json > val.json",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
     parser.add_argument("--data", required=True, metavar="SPEC", help="voc2012, synthetic, or a dataset folder")
     parser.add_argument("--root", help="where voc2012 or synthetic data lives")
     parser.add_argument("--split", default="val", help="split to measure (default: val)")
@@ -488,7 +392,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_predict(subparsers) -> None:
     """pixelwise predict's options."""
-    parser = _command(
+    parser = command_parser(
         subparsers,
         "predict",
         run_predict,
@@ -503,7 +407,7 @@ def add_predict(subparsers) -> None:
         metavar="INPUT",
         help="image files, folders (not their subfolders) or glob patterns ('photos/**/*.jpg' searches subfolders)",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--out",
         required=True,
@@ -554,7 +458,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def add_models(subparsers) -> None:
     """pixelwise models's options."""
-    parser = _command(
+    parser = command_parser(
         subparsers,
         "models",
         run_models,
@@ -656,7 +560,7 @@ def add_data(subparsers) -> None:
     commands = data.add_subparsers(
         dest="data_command", required=True, metavar="{download,synth,check,show}", parser_class=ArgumentParser
     )
-    download = _command(
+    download = command_parser(
         commands,
         "download",
         run_download,
@@ -667,7 +571,7 @@ def add_data(subparsers) -> None:
     download.add_argument("dataset", choices=["voc2012"])
     download.add_argument("--root", default="data", help="folder to put VOCdevkit/ in (default: data)")
     download.add_argument("--mirror", metavar="URL", help="download from this URL instead of the official host")
-    synth = _command(
+    synth = command_parser(
         commands,
         "synth",
         run_synth,
@@ -687,7 +591,7 @@ def add_data(subparsers) -> None:
         default=224,
         help=f"largest image side, at most {MAX_PICTURE_SIDE} (default: 224)",
     )
-    check = _command(
+    check = command_parser(
         commands,
         "check",
         run_check,
@@ -708,7 +612,7 @@ def add_data(subparsers) -> None:
         help="report images smaller than this (default: the training crop)",
     )
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    show = _command(
+    show = command_parser(
         commands,
         "show",
         run_show,
@@ -750,7 +654,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def add_demo(subparsers) -> None:
     """pixelwise demo's options."""
-    parser = _command(
+    parser = command_parser(
         subparsers,
         "demo",
         run_demo_command,
@@ -768,16 +672,19 @@ def build_parser() -> ArgumentParser:
     """The whole command tree."""
     parser = ArgumentParser(
         prog="pixelwise",
-        description="Semantic segmentation: train, evaluate and predict with FCN, U-Net, FPN, "
+        description="Semantic segmentation: train, evaluate, predict, export and serve FCN, U-Net, FPN, "
         "DeepLabV3+, SegFormer or LR-ASPP.",
     )
     from pixelwise import __version__
 
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,predict,models,data,demo}", parser_class=ArgumentParser
+        dest="command",
+        required=True,
+        metavar="{train,eval,predict,export,serve,models,data,demo}",
+        parser_class=ArgumentParser,
     )
-    for add in (add_train, add_eval, add_predict, add_models, add_data, add_demo):
+    for add in (add_train, add_eval, add_predict, add_export, add_serve, add_models, add_data, add_demo):
         add(subparsers)
     return parser
 

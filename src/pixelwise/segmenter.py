@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from pixelwise.data.io import read_image, to_rgb
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
@@ -104,12 +105,19 @@ class Segmenter(nn.Module):
         )  # fmt: skip
         return inference.to(memory_format=torch.channels_last).eval()
 
-    def normalize(self, image: Image.Image) -> torch.Tensor:
-        """PIL RGB photo -> normalised (1, 3, H, W) float tensor on the model's device."""
-        batch = TF.pil_to_tensor(image).unsqueeze(0).to(next(self.parameters()).device)
-        return normalize_batch(batch, self.mean, self.std)
-
     @torch.inference_mode()
+    def segment_photos(self, photos: np.ndarray, *, precision: str = "fp32") -> np.ndarray:
+        """Class-index masks (N, H, W) uint8 of photos (N, H, W, 3) uint8 of one size, in the inference mode."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        batch = torch.from_numpy(np.require(photos, np.uint8, ["C", "W"])).to(device).permute(0, 3, 1, 2)
+        batch = normalize_batch(batch, self.mean, self.std)
+        with autocast(device, precision):
+            classes = self.segment(batch)
+        self.train(was_training)
+        return classes.to(torch.uint8).cpu().numpy()
+
     def predict(self, image: ImageLike, *, max_side: int | None = 2048, precision: str = "fp32") -> np.ndarray:
         """Class-index mask (H, W) uint8 of a photo, at the photo's own size.
 
@@ -119,22 +127,30 @@ class Segmenter(nn.Module):
         `precision` "bf16" runs the network under bfloat16 autocast (faster on CPUs and GPUs
         with bfloat16 units).
         """
-        if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
-            raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
-        photo = as_rgb_image(image)
-        scale = max_side / max(photo.size) if max_side else 1.0
-        # A large photo is shrunk before normalising and its mask enlarged after: neither the
-        # float input nor the (C, H, W) logits ever exist at full size.
-        small = (
-            photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
-            if scale < 1
-            else photo
-        )
-        was_training = self.training
-        self.eval()
-        batch = self.normalize(small)
-        with autocast(batch.device, precision):
-            classes = self.segment(batch)
-        self.train(was_training)
-        mask = classes[0].to(torch.uint8).cpu().numpy()
-        return np.asarray(Image.fromarray(mask).resize(photo.size, Image.NEAREST)) if small is not photo else mask
+        return predict_photo(partial(self.segment_photos, precision=precision), image, max_side)
+
+
+def predict_photo(segment_photos: Callable[[np.ndarray], np.ndarray], image: ImageLike, max_side: int | None):
+    """The (H, W) uint8 mask `segment_photos` gives `image`, segmented at `max_side` at most and resized back."""
+    if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
+        raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
+    photo = as_rgb_image(image)
+    small = shrunk(photo, max_side)
+    # A large photo is shrunk before normalising and its mask enlarged after: neither the
+    # float input nor the (C, H, W) logits ever exist at full size.
+    return enlarged(segment_photos(np.asarray(small)[None])[0], photo.size)
+
+
+def enlarged(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`mask` resized (nearest neighbour) to `size` (width, height); `mask` itself when it has that size."""
+    if mask.shape[::-1] == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+
+
+def shrunk(photo: Image.Image, max_side: int | None) -> Image.Image:
+    """`photo` resized (bilinear) so that its longer side is at most `max_side`; `photo` itself when it fits."""
+    scale = max_side / max(photo.size) if max_side else 1.0
+    if scale >= 1:
+        return photo
+    return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)

@@ -19,10 +19,11 @@ from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.device import resolve_device
-from pixelwise.engine import EpochProgress, evaluate, train_one_epoch
+from pixelwise.engine import EpochProgress, evaluate, evaluate_photos, train_one_epoch
 from pixelwise.errors import DatasetError, ModelError, TrainingError
 from pixelwise.memory import refuse_impossible_batch
 from pixelwise.metrics import SegmentationMetrics
+from pixelwise.onnx_model import OnnxSegmenter, refuse_bf16
 from pixelwise.losses import Criterion, build_criterion
 from pixelwise.models import build_model, model_spec, resolve_encoder
 from pixelwise.run_directory import prepare_run_dir, refuse_earlier_run, refuse_foreign_folder, write_metrics_csv
@@ -332,7 +333,7 @@ class EpochLoop:
 
 
 def evaluate_split(
-    model: Segmenter,
+    model: Segmenter | OnnxSegmenter,
     data: str | Path,
     split: str = "val",
     *,
@@ -340,15 +341,18 @@ def evaluate_split(
     workers: int = 0,
     precision: str = "fp32",
 ) -> SegmentationMetrics:
-    """Metrics of `model` on a dataset split, whole images at their own size."""
+    """Metrics of `model` (a Segmenter, or an exported model, in fp32) on a split, whole images at their own size."""
     folder = prepare_data(str(data), root=root)
     dataset = open_dataset(folder, split)
     if dataset.class_names != model.class_names:
         raise DatasetError(
             f"{folder}: classes {', '.join(dataset.class_names)} differ from the model's {', '.join(model.class_names)}"
         )
-    device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=1, num_workers=workers)
+    if isinstance(model, OnnxSegmenter):
+        refuse_bf16(precision)
+        return evaluate_photos(model.segment_photos, loader, len(model.class_names))
+    device = next(model.parameters()).device
     return evaluate(
         model, loader, len(model.class_names), device, normalization=(model.mean, model.std), precision=precision
     )

@@ -72,12 +72,16 @@ def read_bytes(path: Path | str) -> torch.Tensor:
 
 def read_image(path: Path | str) -> Image.Image:
     """An RGB photo, upright per its EXIF orientation; grayscale (8 or 16-bit), RGBA, CMYK are converted."""
-    image = _open(path)
+    return upright_rgb(_open(path), path)
+
+
+def upright_rgb(image: Image.Image, name: Path | str) -> Image.Image:
+    """A decoded photo turned upright per its EXIF orientation and converted by `to_rgb` (errors name `name`)."""
     try:
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError):
         pass  # a broken EXIF block does not make the pixels unusable
-    return to_rgb(image, path)
+    return to_rgb(image, name)
 
 
 def to_rgb(image: Image.Image, name: Path | str) -> Image.Image:

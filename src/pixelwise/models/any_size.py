@@ -22,6 +22,5 @@ class AnySize(nn.Module):
         """Logits (N, C, H, W) for images (N, 3, H, W) of any size."""
         height, width = x.shape[-2:]
         pad_bottom, pad_right = -height % self.multiple, -width % self.multiple
-        if pad_bottom or pad_right:
-            x = F.pad(x, (0, pad_right, 0, pad_bottom))  # (N, 3, H', W'), multiples of the stride
+        x = F.pad(x, (0, pad_right, 0, pad_bottom))  # (N, 3, H', W'), multiples of the stride; no branch to export
         return self.network(x)[..., :height, :width]
