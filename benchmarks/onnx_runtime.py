@@ -5,6 +5,7 @@ Each model (untrained, 21 classes as VOC: speed does not depend on the weights) 
 `Segmenter.for_inference()` in fp32. Both segment the same real photos (CamVid val, resized to
 VOC's usual 500x375) one at a time through `predict`, as `pixelwise predict` and `serve` do, the
 two engines taking turns in one run so their ratio holds on any machine. Writes JSON to --out.
+With --checkpoint, the trained model in it instead: masks of an untrained model agree easily.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from common import alternated_medians, find_camvid, result_line
 from pixelwise.export import export_onnx
 from pixelwise.models import MODELS, build_model
 from pixelwise.onnx_model import load_onnx
+from pixelwise.predict import load_model
 from pixelwise.segmenter import Segmenter
 from pixelwise.data.io import read_image
 
@@ -43,9 +45,8 @@ def untrained(name: str) -> Segmenter:
     )
 
 
-def measure(name: str, photos: list[np.ndarray], repeats: int) -> dict:
+def measure(segmenter: Segmenter, photos: list[np.ndarray], repeats: int) -> dict:
     """Images/s of both engines on `photos`, and the share of pixels on which their masks agree."""
-    segmenter = untrained(name).eval()
     torch_model = segmenter.for_inference()
     with tempfile.TemporaryDirectory() as folder:
         export_onnx(segmenter, Path(folder) / "model.onnx")
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--photos", type=int, default=8, help="CamVid val photos per round (default: 8)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per engine; the median counts (default: 5)")
+    parser.add_argument("--checkpoint", help="measure this trained .pt instead of the untrained --models")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/onnx_runtime.json")
     args = parser.parse_args()
@@ -72,8 +74,10 @@ def main() -> None:
     print(f"{len(photos)} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {torch.get_num_threads()} threads")
     print(f"{'model':<16}{'torch img/s':>12}{'ORT img/s':>12}{'ORT/torch':>11}{'masks agree':>13}")
     results = {}
-    for name in args.models:
-        result = results[name] = measure(name, photos, args.repeats)
+    trained = load_model(args.checkpoint) if args.checkpoint else None
+    models = {f"trained_{trained.model_name}": trained} if trained else {}
+    for name in models or args.models:
+        result = results[name] = measure(models.get(name) or untrained(name).eval(), photos, args.repeats)
         torch_rate, onnx_rate = result["torch_images_per_s"], result["onnxruntime_images_per_s"]
         print(
             f"{name:<16}{torch_rate:>12.2f}{onnx_rate:>12.2f}{onnx_rate / torch_rate:>10.2f}x"

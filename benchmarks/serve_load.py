@@ -32,7 +32,7 @@ from pixelwise.data.labels import palette_png
 from pixelwise.models import build_model
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.segmenter import Segmenter
-from pixelwise.serve import load_for_serving
+from pixelwise.serve.engines import load_for_serving
 from pixelwise.serve.launch import launch_server
 
 PHOTO_SIZE = (500, 375)

@@ -8,15 +8,11 @@ import httpx
 import pytest
 
 from pixelwise.cli import main
-from pixelwise.serve.launch import launch_server
+from pixelwise.serve.launch import CHROMIUM_FLAGS, launch_server
 
 # Debian's chromium; Playwright's own browser download does not work offline. `.ci/run` installs it
 # and sets PIXELWISE_REQUIRE_BROWSER=1, so that in CI a missing browser fails instead of skipping.
 CHROMIUM = os.environ.get("PIXELWISE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 def chromium_or_skip() -> str:
@@ -30,7 +26,13 @@ def chromium_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(synthetic_voc, tmp_path_factory):
+def chromium() -> str:
+    """The browser, looked for before any model is trained for it."""
+    return chromium_or_skip()
+
+
+@pytest.fixture(scope="module")
+def server(chromium, synthetic_voc, tmp_path_factory):
     """`pixelwise serve` on a small trained model, on a free loopback port; its base URL."""
     run = tmp_path_factory.mktemp("browser") / "run"
     main(["train", "--data", str(synthetic_voc), "--epochs", "1", "--batch-size", "4", "--crop-size", "48x48",
@@ -54,13 +56,12 @@ def canvas_pixels(page) -> str:
     return page.eval_on_selector("#view", "canvas => canvas.toDataURL('image/png')")
 
 
-def test_upload_overlay_legend_blur_and_download_in_chromium(server, synthetic_voc, tmp_path):
-    executable = chromium_or_skip()
+def test_upload_overlay_legend_blur_and_download_in_chromium(chromium, server, synthetic_voc, tmp_path):
     from playwright.sync_api import sync_playwright
 
     photo = sorted(synthetic_voc.rglob("*.jpg"))[0]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
         try:
             page = browser.new_page(accept_downloads=True)
             page.set_default_timeout(60_000)
@@ -81,6 +82,10 @@ def test_upload_overlay_legend_blur_and_download_in_chromium(server, synthetic_v
             assert all(share.endswith("%") for share in shares)
 
             overlaid = canvas_pixels(page)
+            page.uncheck("#legend tbody tr:first-child input[type=checkbox]")
+            assert canvas_pixels(page) != overlaid, "hiding a class changes the picture"
+            page.check("#legend tbody tr:first-child input[type=checkbox]")
+            assert canvas_pixels(page) == overlaid
             page.fill("#opacity", "0")
             page.dispatch_event("#opacity", "input")
             plain = canvas_pixels(page)
@@ -100,14 +105,13 @@ def test_upload_overlay_legend_blur_and_download_in_chromium(server, synthetic_v
             browser.close()
 
 
-def test_the_page_shows_the_server_refusal_of_a_non_image(server, tmp_path):
-    executable = chromium_or_skip()
+def test_the_page_shows_the_server_refusal_of_a_non_image(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("these are words, not pixels")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)

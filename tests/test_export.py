@@ -120,11 +120,15 @@ def test_files_that_are_not_pixelwise_exports_are_refused_in_one_line(tmp_path):
         load_onnx(tmp_path / "garbage.onnx")
     with pytest.raises(CheckpointError, match="absent.onnx: file not found"):
         load_onnx(tmp_path / "absent.onnx")
-    node = onnx.helper.make_node("Identity", [INPUT_NAME], ["out"])
     photos = onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.UINT8, ["n", "h", "w", 3])
-    out = onnx.helper.make_tensor_value_info("out", onnx.TensorProto.UINT8, ["n", "h", "w", 3])
-    foreign = onnx.helper.make_model(onnx.helper.make_graph([node], "foreign", [photos], [out]))
-    onnx.save(foreign, tmp_path / "foreign.onnx")
+    for output in ("out", CLASSES_OUTPUT):
+        node = onnx.helper.make_node("Identity", [INPUT_NAME], [output])
+        out = onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, ["n", "h", "w", 3])
+        foreign = onnx.helper.make_model(onnx.helper.make_graph([node], "foreign", [photos], [out]))
+        onnx.save(foreign, tmp_path / "foreign.onnx")
+        if output == "out":
+            with pytest.raises(CheckpointError, match="expected a uint8 output named 'classes'"):
+                load_onnx(tmp_path / "foreign.onnx")
     with pytest.raises(CheckpointError, match="foreign.onnx: no readable 'class_names'"):
         load_onnx(tmp_path / "foreign.onnx")
     entry = foreign.metadata_props.add()
@@ -133,6 +137,12 @@ def test_files_that_are_not_pixelwise_exports_are_refused_in_one_line(tmp_path):
     entry.key, entry.value = "palette", json.dumps([[0, 0, 0]])
     onnx.save(foreign, tmp_path / "foreign.onnx")
     with pytest.raises(CheckpointError, match="class names and palette do not match"):
+        load_onnx(tmp_path / "foreign.onnx")
+    foreign.metadata_props[1].value = json.dumps([[0, 0, 0], [1, 1, 1]])
+    entry = foreign.metadata_props.add()
+    entry.key, entry.value = "model", json.dumps(["not", "a", "record"])
+    onnx.save(foreign, tmp_path / "foreign.onnx")
+    with pytest.raises(CheckpointError, match="'model' is not a model record"):
         load_onnx(tmp_path / "foreign.onnx")
 
 

@@ -1,10 +1,12 @@
 """`pixelwise serve`'s routes, outputs, limits and refusals, through FastAPI's test client (no socket)."""
 
 import io
+import socket
 import struct
 import threading
 import zlib
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +16,7 @@ from pixelwise.cli import main
 from pixelwise.data.labels import palette_png
 from pixelwise.models import build_model
 from pixelwise.segmenter import Segmenter
-from pixelwise.serve import ServeSettings, create_app
+from pixelwise.serve.app import ServeSettings, create_app
 
 CLASS_NAMES = ("background", "person", "dog")
 PALETTE = ((0, 0, 0), (192, 128, 128), (64, 0, 128))
@@ -236,9 +238,9 @@ def test_cli_serve_refuses_bad_settings_and_warns_on_all_addresses(tmp_path, cap
     assert main(["serve", "--checkpoint", str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "m.onnx"), "--engine", "torch"]) == 2
-    assert "serve the .pt for torch" in capsys.readouterr().err
+    assert "the torch engine needs the .pt" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "m.onnx"), "--device", "cuda"]) == 2
-    assert "needs --engine torch" in capsys.readouterr().err
+    assert "runs models on the CPU here, not on 'cuda'" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "absent.pt"), "--host", "0.0.0.0"]) == 2
     assert "lets other machines use this model" in capsys.readouterr().err
 
@@ -246,7 +248,7 @@ def test_cli_serve_refuses_bad_settings_and_warns_on_all_addresses(tmp_path, cap
 def test_auto_engine_runs_fcn_on_torch_and_other_models_on_onnx_runtime(tmp_path):
     from pixelwise.checkpoint import model_fields, save_checkpoint
     from pixelwise.onnx_model import OnnxSegmenter
-    from pixelwise.serve import load_for_serving
+    from pixelwise.serve.engines import load_for_serving
 
     photo = np.random.default_rng(3).integers(0, 256, size=(45, 70, 3), dtype=np.uint8)
     for name, engine in (("fcn8s", "torch"), ("unet", "onnxruntime")):
@@ -260,3 +262,83 @@ def test_auto_engine_runs_fcn_on_torch_and_other_models_on_onnx_runtime(tmp_path
         assert agreement >= 0.999
     torch_served, chosen = load_for_serving(tmp_path / "unet.pt", "torch", "cpu")
     assert chosen == "torch" and isinstance(torch_served, Segmenter)
+
+
+class FailingModel(GatedModel):
+    """A model whose first pass raises and whose second answers too few masks; later passes are right."""
+
+    def segment_photos(self, photos):
+        self.batch_sizes.append(len(photos))
+        if len(self.batch_sizes) == 1:
+            raise RuntimeError("out of memory")
+        return self.model.segment_photos(photos)[:0] if len(self.batch_sizes) == 2 else super().segment_photos(photos)
+
+
+def test_a_failing_model_gets_a_json_500_and_the_server_goes_on(model):
+    failing = FailingModel(model)
+    failing.gate.set()
+    app = create_app(failing, ServeSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first, second = post(client, jpeg()), post(client, jpeg())
+        assert first.status_code == 500 and "out of memory" in first.json()["error"]
+        assert second.status_code == 500 and "0 masks for 1 photos" in second.json()["error"]
+        assert post(client, jpeg()).status_code == 200
+        assert app.state.batcher.pending == 0
+
+
+def test_an_exported_model_is_served_like_a_checkpoint(model, tmp_path):
+    from pixelwise.export import export_onnx
+    from pixelwise.onnx_model import load_onnx
+
+    export_onnx(model, tmp_path / "model.onnx")
+    with TestClient(create_app(load_onnx(tmp_path / "model.onnx"), ServeSettings(engine="onnxruntime"))) as client:
+        described = client.get("/model").json()
+        assert described["engine"] == "onnxruntime" and described["class_names"] == list(CLASS_NAMES)
+        photo = jpeg(90, 70, seed=4)
+        answer = post(client, photo)
+        expected = model.predict(Image.open(io.BytesIO(photo)))
+        assert (np.asarray(Image.open(io.BytesIO(answer.content))) == expected).mean() >= 0.999
+
+
+def test_a_loopback_server_answers_only_its_own_host_names(model):
+    settings = ServeSettings(trusted_hosts=("127.0.0.1", "localhost"))
+    with TestClient(create_app(model, settings), base_url="http://localhost") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health", headers={"host": "attacker.example"}).status_code == 400
+
+
+def http_exchange(port: int, request: bytes, seconds: float = 30) -> bytes:
+    """Send raw `request` bytes to 127.0.0.1:`port` and read the answer until the server closes or `seconds` pass."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as connection:
+        try:
+            connection.sendall(request)
+        except OSError:
+            pass  # the server may answer and close before the whole body is sent
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and b'"error"' in answer:
+                break
+        return answer
+
+
+def test_a_real_server_refuses_slow_and_oversized_uploads_and_goes_on(tmp_path):
+    from pixelwise.checkpoint import model_fields, save_checkpoint
+    from pixelwise.serve.launch import launch_server
+
+    network = build_model("fcn32s", num_classes=len(CLASS_NAMES))
+    segmenter = Segmenter(network, model_name="fcn32s", class_names=CLASS_NAMES, palette=PALETTE)
+    save_checkpoint(model_fields(segmenter), tmp_path / "model.pt")
+    process, url = launch_server(str(tmp_path / "model.pt"), "--max-upload-mb", "1", "--upload-timeout", "1")
+    port = int(url.rsplit(":", 1)[1])
+    head = "POST /segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+    try:
+        slow = http_exchange(port, f"{head}Content-Length: 1000\r\n\r\n--x\r\n".encode())
+        assert slow.startswith(b"HTTP/1.1 408") and b"longer than 1 s" in slow
+        big = http_exchange(port, f"{head}Content-Length: {3 * 2**20}\r\n\r\n".encode() + bytes(3 * 2**20))
+        assert big.startswith(b"HTTP/1.1 413")
+        files = {"image": ("photo.jpg", jpeg(), "image/jpeg")}
+        assert httpx.post(f"{url}/segment", files=files, timeout=60).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

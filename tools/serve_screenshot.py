@@ -10,12 +10,7 @@ import argparse
 
 from playwright.sync_api import sync_playwright
 
-from pixelwise.serve.launch import launch_server
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+from pixelwise.serve.launch import CHROMIUM_FLAGS, launch_server
 
 
 def main() -> None:
@@ -28,7 +23,7 @@ def main() -> None:
     server, url = launch_server(args.checkpoint)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
+            browser = playwright.chromium.launch(executable_path=args.chromium, args=list(CHROMIUM_FLAGS))
             page = browser.new_page(viewport={"width": 900, "height": 900})
             page.goto(url)
             page.wait_for_selector("body[data-state=idle]")

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pixelwise.cli_arguments import command_parser, positive_int, real_number, whole_number
 from pixelwise.errors import PixelwiseError
+from pixelwise.serve.engines import ENGINES
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # Host headers a loopback server answers (no DNS rebinding)
 SERVE_EXTRA = "pip install 'pixelwise[serve]'"
 
 
@@ -49,8 +51,8 @@ def add_export(subparsers) -> None:
     )
 
 
-def megabytes(text: str) -> float:
-    """An upload limit in MB: above 0, at most 1024."""
+def size_limit(text: str) -> float:
+    """An upload limit in MB or a photo limit in megapixels: above 0, at most 1024."""
     value = real_number(text)
     if not 0 < value <= 1024:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1024, got {text!r}")
@@ -58,17 +60,18 @@ def megabytes(text: str) -> float:
 
 
 def port_number(text: str) -> int:
-    """A TCP port: 0 (any free one) to 65535."""
-    return whole_number(text, 0, 65535)
+    """A TCP port: 1 to 65535."""
+    return whole_number(text, 1, 65535)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """pixelwise serve."""
     try:
-        from pixelwise.serve import ServeSettings, create_app, load_for_serving
+        from pixelwise.serve.app import ServeSettings, create_app
+        from pixelwise.serve.engines import load_for_serving
         from pixelwise.serve.main_thread import MainThreadExecutor, serve_with_model_on_main_thread
     except ImportError as error:
-        raise PixelwiseError(f"pixelwise serve needs {error.name}: {SERVE_EXTRA}") from None
+        raise PixelwiseError(f"pixelwise serve needs {error.name or error}: {SERVE_EXTRA}") from None
     from pixelwise.serve.uploads import MAX_PIXELS
 
     if args.max_megapixels * 1e6 > MAX_PIXELS:
@@ -84,13 +87,18 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, max_side=args.max_side,
         max_batch=args.max_batch, max_pending=args.max_pending, cors_origins=tuple(args.cors_origin), engine=engine,
+        upload_seconds=args.upload_timeout,
+        trusted_hosts=LOOPBACK_NAMES if args.host in LOOPBACK_HOSTS else (),
     )  # fmt: skip
     executor = MainThreadExecutor()
     app = create_app(model, settings, executor)
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"pixelwise serve: {model.model_name} on {engine}; open http://{shown_host}:{args.port}/", flush=True)
+
+    def announce() -> None:
+        print(f"pixelwise serve: {model.model_name} on {engine}; open http://{shown_host}:{args.port}/", flush=True)
+
     config = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
-    if not serve_with_model_on_main_thread(app, executor, **config):
+    if not serve_with_model_on_main_thread(app, executor, announce, **config):
         raise PixelwiseError(f"cannot listen on {shown_host}:{args.port} (the reason is on the line above)")
     return 0
 
@@ -112,21 +120,25 @@ def add_serve(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=port_number, default=8000, help="(default: 8000)")
     parser.add_argument(
-        "--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+        "--engine", choices=ENGINES, default="auto",
         help="what runs the model; auto: torch for FCNs and on a GPU, ONNX Runtime otherwise (a .pt is exported at "
         "start) (default: auto)",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="with the torch engine: auto, cpu or cuda (default: auto)")
     parser.add_argument(
-        "--max-upload-mb", type=megabytes, default=20.0, help="larger uploads are refused with 413 (default: 20)"
+        "--max-upload-mb", type=size_limit, default=20.0, help="larger uploads are refused with 413 (default: 20)"
     )
     parser.add_argument(
-        "--max-megapixels", type=megabytes, default=50.0,
+        "--max-megapixels", type=size_limit, default=50.0,
         help="photos with more pixels are refused with 413 before decoding (default: 50)",
     )  # fmt: skip
     parser.add_argument(
         "--max-side", type=positive_int, default=2048, help="segment larger photos at this size (default: 2048)"
     )
+    parser.add_argument(
+        "--upload-timeout", type=size_limit, default=30.0, metavar="SECONDS",
+        help="an upload not received within this time is answered 408 (default: 30)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-batch", type=positive_int, default=4,
         help="photos of one size waiting together run as one batch, up to this many; 1 turns batching off (default: 4)",

@@ -67,12 +67,18 @@ def export_onnx(segmenter: Segmenter, path: str | Path, *, logits: bool = False)
     example = torch.zeros((batch, height, width, 3), dtype=torch.uint8)
     dims = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
     outputs = [CLASSES_OUTPUT, LOGITS_OUTPUT] if logits else [CLASSES_OUTPUT]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME], output_names=outputs,
-            dynamic_shapes=({**dims},), verbose=False, optimize=True,
-        )  # fmt: skip
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME], output_names=outputs,
+                dynamic_shapes=({**dims},), verbose=False, optimize=True,
+            )  # fmt: skip
+    except ImportError as error:  # torch's exporter imports onnx and onnxscript when it runs
+        raise ModelError(f"exporting needs {error.name or error}: pip install 'pixelwise[onnx]'") from None
+    except Exception as error:  # the exporter raises its own types, one per failure
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelError(f"torch's ONNX exporter failed on {segmenter.model_name}: {first_line[:300]}") from None
     model = program.model_proto
     for key, value in metadata(segmenter, logits=logits).items():
         entry = model.metadata_props.add()

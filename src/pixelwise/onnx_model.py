@@ -63,15 +63,22 @@ class OnnxSegmenter:
             raise CheckpointError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") from None
         if [node.name for node in self.session.get_inputs()] != [INPUT_NAME]:
             raise CheckpointError(f"{path}: expected one input named {INPUT_NAME!r}; export it with pixelwise export")
+        outputs = {node.name: node.type for node in self.session.get_outputs()}
+        if outputs.get(CLASSES_OUTPUT) != "tensor(uint8)":
+            raise CheckpointError(
+                f"{path}: expected a uint8 output named {CLASSES_OUTPUT!r}; export it with pixelwise export"
+            )
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.class_names, self.palette = _classes_and_palette(path, metadata)
         self.model_record = _metadata_value(path, metadata, "model")
+        if not (isinstance(self.model_record, dict) and isinstance(self.model_record.get("name"), str)):
+            raise CheckpointError(f"{path}: its ONNX metadata's 'model' is not a model record with a name")
         self.path = path
 
     @property
     def model_name(self) -> str:
         """The registered name of the exported network."""
-        return self.model_record.get("name", "unknown") if isinstance(self.model_record, dict) else "unknown"
+        return self.model_record["name"]
 
     def segment_photos(self, photos: np.ndarray) -> np.ndarray:
         """Class-index masks (N, H, W) uint8 of photos (N, H, W, 3) uint8 of one size."""

@@ -1,6 +1,6 @@
-"""`pixelwise serve`: a trained or exported model over HTTP, with a web page (needs the [serve] extra)."""
+"""`pixelwise serve`: a trained or exported model over HTTP, with a web page (needs the [serve] extra).
 
-from pixelwise.serve.app import ServeSettings, create_app
-from pixelwise.serve.engines import ENGINES, load_for_serving
-
-__all__ = ["ENGINES", "ServeSettings", "create_app", "load_for_serving"]
+`app.create_app(model, settings)` builds the FastAPI application; `engines.load_for_serving`
+loads a .pt or .onnx model on torch or ONNX Runtime. This package imports nothing itself, so
+that `pixelwise` runs without the extra.
+"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from pixelwise.predict import keep_mask
 from pixelwise.segmenter import enlarged, shrunk
@@ -26,7 +29,10 @@ FIELD = "image"  # the multipart field that carries the photo
 PAGE_FILES = {
     "/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"), "/style.css": ("style.css", "text/css"),
 }  # fmt: skip
-PAGE_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'none'"
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class ServeSettings:
     max_batch: int = 4
     max_pending: int = 32  # photos admitted at once; past it, 503 with Retry-After
     cors_origins: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()  # Host headers answered (a loopback server's names); empty: any
+    upload_seconds: float = 30.0  # an upload not received by then is answered 408, freeing its place
     engine: str = "torch"  # what runs the model, shown by GET /model
 
 
@@ -58,8 +66,10 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         message = f"the upload is larger than the server's limit of {self.max_bytes / 2**20:g} MB"
         length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return await _error(413 if length.isdigit() else 400, message)(scope, receive, send)
+        if not length.isdigit():
+            return await _error(400, "the Content-Length header is not a number")(scope, receive, send)
+        if int(length) > self.max_bytes:
+            return await _error(413, message)(scope, receive, send)
         received = 0
 
         async def limited_receive():
@@ -123,6 +133,8 @@ def create_app(model, settings: ServeSettings = ServeSettings(), executor: Execu
     app = FastAPI(title="pixelwise", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.batcher = batcher
     app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    if settings.trusted_hosts:  # a page on another site cannot reach a loopback server by renaming itself
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.trusted_hosts))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
 
@@ -137,6 +149,14 @@ def create_app(model, settings: ServeSettings = ServeSettings(), executor: Execu
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return _error(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody reads it: the client left during its upload
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, error: Exception) -> JSONResponse:
+        return _error(500, f"the server failed to segment the photo ({type(error).__name__}: {error})")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -163,7 +183,10 @@ def create_app(model, settings: ServeSettings = ServeSettings(), executor: Execu
         _check_query(output, keep, model.class_names)
         batcher.admit()
         try:
-            data, name = await _uploaded_photo(request)
+            try:
+                data, name = await asyncio.wait_for(_uploaded_photo(request), settings.upload_seconds)
+            except asyncio.TimeoutError:
+                raise UploadError(408, f"the upload took longer than {settings.upload_seconds:g} s") from None
             max_pixels = int(settings.max_megapixels * 1e6)
             photo = await run_in_threadpool(decode_upload, data, name, max_pixels=max_pixels)
             small = shrunk(photo, settings.max_side)

@@ -95,18 +95,23 @@ class Batcher:
             await self._wake.wait()
             self._wake.clear()
             while batch := self._next_batch():
-                started = time.perf_counter()
-                try:
-                    masks = await loop.run_in_executor(
-                        self._executor, self.segment_photos, np.stack([photo for photo, _ in batch])
-                    )
-                except Exception as error:  # the model failed: every photo of the batch gets the error
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                elapsed = (time.perf_counter() - started) / len(batch)
-                self.seconds_per_photo = 0.8 * self.seconds_per_photo + 0.2 * elapsed
-                for (_, future), mask in zip(batch, masks):
-                    if not future.done():
-                        future.set_result(mask)
+                await self._run_batch(loop, batch)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        """Run one batch on the executor and resolve every photo's future: its mask or the error."""
+        started = time.perf_counter()
+        try:
+            stacked = np.stack([photo for photo, _ in batch])
+            masks = await loop.run_in_executor(self._executor, self.segment_photos, stacked)
+            if len(masks) != len(batch):
+                raise RuntimeError(f"the model answered {len(masks)} masks for {len(batch)} photos")
+        except Exception as error:  # every photo of the batch gets the error; the worker goes on
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        elapsed = (time.perf_counter() - started) / len(batch)
+        self.seconds_per_photo = 0.8 * self.seconds_per_photo + 0.2 * elapsed
+        for (_, future), mask in zip(batch, masks):
+            if not future.done():
+                future.set_result(mask)

@@ -25,7 +25,7 @@ def load_for_serving(checkpoint: str | Path, engine: str = "auto", device: str =
         raise PixelwiseError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     exported = is_onnx_file(checkpoint)
     if exported and engine == "torch":
-        raise PixelwiseError(f"{checkpoint}: an exported model runs on onnxruntime; serve the .pt for torch")
+        raise PixelwiseError(f"{checkpoint}: an exported model runs on ONNX Runtime; the torch engine needs the .pt")
     if exported:
         _refuse_gpu(device)
         return load_onnx(checkpoint), "onnxruntime"
@@ -46,4 +46,4 @@ def load_for_serving(checkpoint: str | Path, engine: str = "auto", device: str =
 def _refuse_gpu(device: str) -> None:
     """One line for a device ONNX Runtime does not run on here."""
     if device not in ("auto", "cpu"):
-        raise PixelwiseError(f"ONNX Runtime runs the model on the CPU here; --device {device} needs --engine torch")
+        raise PixelwiseError(f"ONNX Runtime runs models on the CPU here, not on {device!r}; torch runs a .pt there")

@@ -11,6 +11,12 @@ import urllib.request
 
 from pixelwise.errors import PixelwiseError
 
+# Headless Chromium on a machine without internet: no background connections that would be refused.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)  # fmt: skip
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""

@@ -1,7 +1,9 @@
 // The page of `pixelwise serve`: send a photo to POST /segment, draw its mask over it or blur its background.
 "use strict";
 
-const state = { model: null, photo: null, classes: null, counts: null, shown: new Set(), kept: new Set(), name: "" };
+const state = {
+  model: null, photo: null, classes: null, counts: null, shown: new Set(), kept: new Set(), name: "", request: 0,
+};
 const $ = (id) => document.getElementById(id);
 
 function say(message, isError = false) {
@@ -14,6 +16,10 @@ async function describeModel() {
   state.model = await response.json();
   const { name, encoder, class_names: names, engine } = state.model;
   $("model").textContent = `${name} on ${encoder}, ${names.length} classes, run by ${engine}`;
+  const colours = new Set(state.model.palette.map((colour) => colour.join()));
+  if (colours.size < names.length) {
+    say("this model's palette repeats colours: the page cannot tell those classes apart", true);
+  }
   const background = names.indexOf("background");
   names.forEach((_, index) => {
     state.shown.add(index);
@@ -40,26 +46,34 @@ function classIndices(bitmap) {
 }
 
 async function segment(file) {
+  const request = ++state.request; // a later photo's answer wins over an earlier one still on its way
   say(`segmenting ${file.name}...`);
   $("result").hidden = true;
   document.body.dataset.state = "busy";
   const form = new FormData();
   form.append("image", file);
   const response = await fetch("/segment?output=mask", { method: "POST", body: form });
+  if (request !== state.request) return;
   if (!response.ok) {
     const problem = await response.json().catch(() => ({ error: response.statusText }));
-    say(`${response.status}: ${problem.error}`, true);
-    document.body.dataset.state = "error";
-    return;
+    return fail(`${response.status}: ${problem.error}`);
   }
   const maskBlob = await response.blob();
   const exact = { colorSpaceConversion: "none", premultiplyAlpha: "none" }; // mask colours read back as written
-  const [photo, mask] = await Promise.all([createImageBitmap(file), createImageBitmap(maskBlob, exact)]);
-  if (photo.width !== mask.width || photo.height !== mask.height) {
-    say(`the mask (${mask.width}x${mask.height}) does not match the photo (${photo.width}x${photo.height})`, true);
-    return;
+  let photo, mask;
+  try {
+    [photo, mask] = await Promise.all([createImageBitmap(file), createImageBitmap(maskBlob, exact)]);
+  } catch {
+    return fail(`${file.name}: segmented, but this browser cannot display its format`);
   }
+  if (request !== state.request) return;
+  if (photo.width !== mask.width || photo.height !== mask.height) {
+    [photo, mask].forEach((bitmap) => bitmap.close());
+    return fail(`the mask (${mask.width}x${mask.height}) does not match the photo (${photo.width}x${photo.height})`);
+  }
+  state.photo?.close();
   Object.assign(state, { photo, ...classIndices(mask), name: file.name.replace(/\.[^.]*$/, "") });
+  mask.close();
   const download = $("download");
   if (download.href) URL.revokeObjectURL(download.href);
   download.href = URL.createObjectURL(maskBlob);
@@ -69,6 +83,11 @@ async function segment(file) {
   $("result").hidden = false;
   say(`${file.name}: ${photo.width}x${photo.height}`);
   document.body.dataset.state = "ready";
+}
+
+function fail(message) {
+  say(message, true);
+  document.body.dataset.state = "error";
 }
 
 function mode() {
@@ -141,7 +160,7 @@ function draw() {
 }
 
 function choose(files) {
-  if (files && files.length) segment(files[0]).catch((error) => say(String(error), true));
+  if (files && files.length) segment(files[0]).catch((error) => fail(String(error)));
 }
 
 window.addEventListener("DOMContentLoaded", async () => {
