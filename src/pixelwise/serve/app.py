@@ -115,28 +115,8 @@ def _page_file(name: str) -> bytes:
     return resources.files("pixelwise.serve").joinpath("static", name).read_bytes()
 
 
-def create_app(model, settings: ServeSettings = ServeSettings(), executor: Executor | None = None) -> FastAPI:
-    """The service for `model` (a Segmenter or OnnxSegmenter: class names, palette, `segment_photos`).
-
-    The model runs on `executor` (default: a worker thread of its own).
-    """
-    batcher = Batcher(
-        model.segment_photos, max_batch=settings.max_batch, max_pending=settings.max_pending, executor=executor
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher.start()
-        yield
-        await batcher.stop()
-
-    app = FastAPI(title="pixelwise", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.batcher = batcher
-    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2**20))
-    if settings.trusted_hosts:  # a page on another site cannot reach a loopback server by renaming itself
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.trusted_hosts))
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every refusal and failure as {"error": ...} with its status; a client that left gets nothing to read."""
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError) -> JSONResponse:
@@ -162,6 +142,32 @@ def create_app(model, settings: ServeSettings = ServeSettings(), executor: Execu
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
         problem = error.errors()[0]
         return _error(400, f"{'.'.join(map(str, problem.get('loc', ())))}: {problem.get('msg', 'invalid')}")
+
+
+def create_app(model, settings: ServeSettings = ServeSettings(), executor: Executor | None = None) -> FastAPI:
+    """The service for `model` (a Segmenter or OnnxSegmenter: class names, palette, `segment_photos`).
+
+    The model runs on `executor` (default: a worker thread of its own).
+    """
+    batcher = Batcher(
+        model.segment_photos, max_batch=settings.max_batch, max_pending=settings.max_pending, executor=executor
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="pixelwise", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.batcher = batcher
+    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    if settings.trusted_hosts:  # a page on another site cannot reach a loopback server by renaming itself
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.trusted_hosts))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
+
+    _answer_errors_as_json(app)
 
     @app.get("/health")
     async def health() -> dict:
