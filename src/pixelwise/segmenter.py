@@ -130,7 +130,9 @@ class Segmenter(nn.Module):
         return predict_photo(partial(self.segment_photos, precision=precision), image, max_side)
 
 
-def predict_photo(segment_photos: Callable[[np.ndarray], np.ndarray], image: ImageLike, max_side: int | None):
+def predict_photo(
+    segment_photos: Callable[[np.ndarray], np.ndarray], image: ImageLike, max_side: int | None
+) -> np.ndarray:
     """The (H, W) uint8 mask `segment_photos` gives `image`, segmented at `max_side` at most and resized back."""
     if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
         raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
