@@ -170,3 +170,17 @@ def print_iou_table(results: dict[str, dict], class_names: tuple[str, ...]) -> N
     for label, value in results.items():
         ious = " ".join(f"{value['iou'][name]:>8.3f}" for name in class_names)
         print(f"{label:14}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")
+
+
+def untrained_segmenter(name: str, num_classes: int = 21):
+    """`name` at its default encoder with seeded random weights and `num_classes` classes (VOC's 21 by default).
+
+    Speed does not depend on the weights; the palette gives every class its own gray.
+    """
+    from pixelwise.models import build_model
+    from pixelwise.segmenter import Segmenter
+
+    torch.manual_seed(0)
+    names = tuple(f"class {index}" for index in range(num_classes))
+    palette = tuple((index, index, index) for index in range(num_classes))
+    return Segmenter(build_model(name, num_classes=num_classes), model_name=name, class_names=names, palette=palette)

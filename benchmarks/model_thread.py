@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from common import result_line
-from pixelwise.models import build_model
+from common import result_line, untrained_segmenter
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.segmenter import Segmenter
 from pixelwise.serve.batching import Batcher
@@ -52,9 +51,7 @@ async def worker_thread_seconds(model: Segmenter, photo: np.ndarray) -> float:
 def one_process(mode: str) -> None:
     """Build the model, then print the median milliseconds per photo on the `mode` thread."""
     keep_freed_memory()  # as `pixelwise serve` does
-    names = tuple(str(index) for index in range(21))
-    network = build_model("fcn8s", num_classes=21)
-    model = Segmenter(network, model_name="fcn8s", class_names=names, palette=((0, 0, 0),) * 21).for_inference()
+    model = untrained_segmenter("fcn8s").for_inference()
     photo = np.random.default_rng(0).integers(0, 256, size=(375, 500, 3), dtype=np.uint8)
     seconds = main_thread_seconds(model, photo) if mode == "main" else asyncio.run(worker_thread_seconds(model, photo))
     print(f"{seconds * 1000:.2f}")

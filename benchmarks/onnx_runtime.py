@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import alternated_medians, find_camvid, result_line
+from common import alternated_medians, find_camvid, result_line, untrained_segmenter
 from pixelwise.export import export_onnx
-from pixelwise.models import MODELS, build_model
+from pixelwise.models import MODELS
 from pixelwise.onnx_model import load_onnx
 from pixelwise.predict import load_model
 from pixelwise.segmenter import Segmenter
@@ -34,15 +34,6 @@ def real_photos(camvid: Path, count: int) -> list[np.ndarray]:
     """`count` CamVid val photos resized to PHOTO_SIZE, as (H, W, 3) uint8 arrays."""
     paths = sorted((camvid / "images" / "val").iterdir())[:count]
     return [np.asarray(read_image(path).resize(PHOTO_SIZE)) for path in paths]
-
-
-def untrained(name: str) -> Segmenter:
-    """`name` at its default encoder, random weights, CLASSES classes."""
-    torch.manual_seed(0)
-    names = tuple(f"class {index}" for index in range(CLASSES))
-    return Segmenter(
-        build_model(name, num_classes=CLASSES), model_name=name, class_names=names, palette=((0, 0, 0),) * CLASSES
-    )
 
 
 def measure(segmenter: Segmenter, photos: list[np.ndarray], repeats: int) -> dict:
@@ -77,7 +68,7 @@ def main() -> None:
     trained = load_model(args.checkpoint) if args.checkpoint else None
     models = {f"trained_{trained.model_name}": trained} if trained else {}
     for name in models or args.models:
-        result = results[name] = measure(models.get(name) or untrained(name).eval(), photos, args.repeats)
+        result = results[name] = measure(models.get(name) or untrained_segmenter(name).eval(), photos, args.repeats)
         torch_rate, onnx_rate = result["torch_images_per_s"], result["onnxruntime_images_per_s"]
         print(
             f"{name:<16}{torch_rate:>12.2f}{onnx_rate:>12.2f}{onnx_rate / torch_rate:>10.2f}x"

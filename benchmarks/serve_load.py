@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from common import find_camvid, result_line
+from common import find_camvid, result_line, untrained_segmenter
 from pixelwise.checkpoint import model_fields, save_checkpoint
 from pixelwise.data.labels import palette_png
-from pixelwise.models import build_model
 from pixelwise.runtime import keep_freed_memory
-from pixelwise.segmenter import Segmenter
 from pixelwise.serve.engines import load_for_serving
 from pixelwise.serve.launch import launch_server
 
@@ -53,12 +50,8 @@ def photo_files(camvid: Path, count: int) -> list[bytes]:
 
 def untrained_checkpoint(folder: Path, name: str) -> Path:
     """A checkpoint of `name`, untrained, with VOC's 21 classes: speed does not depend on the weights."""
-    torch.manual_seed(0)
-    names = tuple(f"class {index}" for index in range(21))
-    network = build_model(name, num_classes=len(names))
-    segmenter = Segmenter(network, model_name=name, class_names=names, palette=tuple((i, i, i) for i in range(21)))
     path = folder / f"{name}.pt"
-    save_checkpoint(model_fields(segmenter), path)
+    save_checkpoint(model_fields(untrained_segmenter(name)), path)
     return path
 
 

@@ -25,6 +25,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise PixelwiseError(f"{args.checkpoint}: already an exported model; export a .pt checkpoint")
     if not is_onnx_file(args.out):
         raise PixelwiseError(f"--out {args.out}: name the file NAME.onnx")
+    if Path(args.out).is_dir():
+        raise PixelwiseError(f"--out {args.out}: is a folder; name the file to write")
     if not Path(args.out).parent.is_dir():
         raise PixelwiseError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     model = load_model(args.checkpoint, "cpu")
@@ -75,7 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from pixelwise.serve.uploads import MAX_PIXELS
 
     if args.max_megapixels * 1e6 > MAX_PIXELS:
-        raise PixelwiseError(f"--max-megapixels: at most {MAX_PIXELS / 1e6:.0f} (the image decoder's own limit)")
+        raise PixelwiseError(f"--max-megapixels: at most {MAX_PIXELS // 10**6} (the image decoder's own limit)")
     if args.host not in LOOPBACK_HOSTS:
         print(
             f"pixelwise serve: warning: listening on {args.host} lets other machines use this model; "

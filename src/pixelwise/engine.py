@@ -176,7 +176,7 @@ def evaluate(
 def evaluate_photos(
     segment_photos: Callable[[np.ndarray], np.ndarray], loader: Iterable, num_classes: int
 ) -> SegmentationMetrics:
-    """`evaluate`'s metrics for a model that takes uint8 photos (N, H, W, 3): an exported one, say."""
+    """`evaluate`'s metrics through `segment_photos` (uint8 photos (N, H, W, 3) -> masks), torch or exported."""
     confusion = ConfusionMatrix(num_classes)
     for batch, target in loader:
         classes = segment_photos(batch.permute(0, 2, 3, 1).numpy())

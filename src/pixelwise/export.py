@@ -15,6 +15,7 @@ from pixelwise.files import replace_file
 from pixelwise.models.fcn import with_torch_upsampling
 from pixelwise.segmenter import Segmenter
 
+INSTALL_HINT = "pip install 'pixelwise[onnx]'"  # export and ONNX Runtime come with this extra
 OPSET = 18  # the opset torch's dynamo exporter targets by default; onnxruntime runs it
 INPUT_NAME = "photos"  # (N, H, W, 3) uint8 RGB, as photos are decoded
 CLASSES_OUTPUT = "classes"  # (N, H, W) uint8 class indices
@@ -75,7 +76,7 @@ def export_onnx(segmenter: Segmenter, path: str | Path, *, logits: bool = False)
                 dynamic_shapes=({**dims},), verbose=False, optimize=True,
             )  # fmt: skip
     except ImportError as error:  # torch's exporter imports onnx and onnxscript when it runs
-        raise ModelError(f"exporting needs {error.name or error}: pip install 'pixelwise[onnx]'") from None
+        raise ModelError(f"exporting needs {error.name or error}: {INSTALL_HINT}") from None
     except Exception as error:  # the exporter raises its own types, one per failure
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelError(f"torch's ONNX exporter failed on {segmenter.model_name}: {first_line[:300]}") from None

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from pixelwise.errors import CheckpointError, ModelError
-from pixelwise.export import CLASSES_OUTPUT, INPUT_NAME
+from pixelwise.export import CLASSES_OUTPUT, INPUT_NAME, INSTALL_HINT
 from pixelwise.segmenter import ImageLike, predict_photo
-
-INSTALL_HINT = "pip install 'pixelwise[onnx]'"
 
 
 def _runtime():
@@ -52,7 +51,7 @@ class OnnxSegmenter:
     def __init__(self, path: str | Path, *, threads: int | None = None):
         runtime, path = _runtime(), Path(path)
         if not path.is_file():
-            raise CheckpointError(f"{path}: file not found")
+            raise CheckpointError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
         options = runtime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -80,15 +79,15 @@ class OnnxSegmenter:
         """The registered name of the exported network."""
         return self.model_record["name"]
 
-    def segment_photos(self, photos: np.ndarray) -> np.ndarray:
-        """Class-index masks (N, H, W) uint8 of photos (N, H, W, 3) uint8 of one size."""
+    def segment_photos(self, photos: np.ndarray, *, precision: str = "fp32") -> np.ndarray:
+        """Class-index masks (N, H, W) uint8 of photos (N, H, W, 3) uint8 of one size; fp32 (or auto) only."""
+        refuse_bf16(precision)
         feed = {INPUT_NAME: np.ascontiguousarray(photos, dtype=np.uint8)}
         return self.session.run([CLASSES_OUTPUT], feed)[0]
 
     def predict(self, image: ImageLike, *, max_side: int | None = 2048, precision: str = "fp32") -> np.ndarray:
-        """Class-index mask (H, W) uint8 of a photo at its own size, as `Segmenter.predict`; fp32 (or auto) only."""
-        refuse_bf16(precision)
-        return predict_photo(self.segment_photos, image, max_side)
+        """Class-index mask (H, W) uint8 of a photo at its own size, as `Segmenter.predict`."""
+        return predict_photo(partial(self.segment_photos, precision=precision), image, max_side)
 
 
 def refuse_bf16(precision: str) -> None:

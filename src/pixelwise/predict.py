@@ -40,7 +40,7 @@ def kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
         )
     names = [keep] if keep in class_names else pieces
     if not all(names):
-        raise ValueError(f"expected class names separated by commas, got {keep!r}")
+        raise ValueError(f"expected class names separated by commas, got {keep[:80]!r}")
     return names
 
 

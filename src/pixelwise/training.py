@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from pixelwise.engine import EpochProgress, evaluate, evaluate_photos, train_one
 from pixelwise.errors import DatasetError, ModelError, TrainingError
 from pixelwise.memory import refuse_impossible_batch
 from pixelwise.metrics import SegmentationMetrics
-from pixelwise.onnx_model import OnnxSegmenter, refuse_bf16
+from pixelwise.onnx_model import OnnxSegmenter
 from pixelwise.losses import Criterion, build_criterion
 from pixelwise.models import build_model, model_spec, resolve_encoder
 from pixelwise.run_directory import prepare_run_dir, refuse_earlier_run, refuse_foreign_folder, write_metrics_csv
@@ -349,10 +350,4 @@ def evaluate_split(
             f"{folder}: classes {', '.join(dataset.class_names)} differ from the model's {', '.join(model.class_names)}"
         )
     loader = DataLoader(dataset, batch_size=1, num_workers=workers)
-    if isinstance(model, OnnxSegmenter):
-        refuse_bf16(precision)
-        return evaluate_photos(model.segment_photos, loader, len(model.class_names))
-    device = next(model.parameters()).device
-    return evaluate(
-        model, loader, len(model.class_names), device, normalization=(model.mean, model.std), precision=precision
-    )
+    return evaluate_photos(partial(model.segment_photos, precision=precision), loader, len(model.class_names))
