@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -41,7 +44,7 @@ from pixelwise.cli_arguments import (
     worker_count,
 )
 from pixelwise.cli_deploy import add_export, add_serve
-from pixelwise.errors import EarlierRunError, PixelwiseError
+from pixelwise.errors import EarlierRunError, PixelwiseError, one_line
 from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES
@@ -70,7 +73,9 @@ def _data_arguments(parser: ArgumentParser, *, positional: bool = False) -> None
     else:
         parser.add_argument("--data", metavar="SPEC", help=f"{spec_help} (train default: synthetic)")
     parser.add_argument("--root", help="where voc2012 or synthetic data lives (default: data/ and data/synthetic/)")
-    parser.add_argument("--download", action="store_true", help="download VOC 2012 (2 GB) into --root if absent")
+    parser.add_argument(
+        "--download", action="store_true", default=None, help="download VOC 2012 (2 GB) into --root if absent"
+    )
 
 
 # ---------------------------------------------------------------- train
@@ -86,12 +91,10 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     from pixelwise.resume import RESUME_MAY_CHANGE, resume_config
 
     names = [field.name for field in dataclasses.fields(TrainConfig)]
-    given = {
-        name: value for name in names if (value := getattr(args, name, None)) is not None and value is not False
-    }  # 0 is a value
+    given = {name: value for name in names if (value := getattr(args, name, None)) is not None}  # 0 is a value
     if not args.resume:
         return TrainConfig(**given), False
-    may_change = [name for name in RESUME_MAY_CHANGE if name != "out"]
+    may_change = [name for name in RESUME_MAY_CHANGE if name != "out" and hasattr(args, name)]
     refused = [name for name in given if name not in may_change]
     if refused:
         raise PixelwiseError(
@@ -101,12 +104,54 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     return resume_config(args.resume, **given), True
 
 
+def _say_why_when_torchrun_stops_this(ranks) -> dict:
+    """On SIGTERM (torchrun ending every process after one failed) say so in one line, unless this process
+    already said why it stops, and exit at once; returns the flag to set once it has."""
+    said = {"why": False}
+
+    def stop(signal_number, frame) -> None:
+        if not said["why"]:
+            print(
+                f"pixelwise: rank {ranks.rank}: stopped by torchrun after another process of the run failed; "
+                "checkpoints are replaced whole, so last.pt is the last good one",
+                file=sys.stderr,
+                flush=True,
+            )
+        os._exit(2)  # at once: unwinding from wherever the signal lands could print a traceback
+
+    signal.signal(signal.SIGTERM, stop)
+    return said
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """pixelwise train."""
+    """pixelwise train, in one process or in every process torchrun starts (one line on failure, from one rank)."""
+    from pixelwise.distributed import RankFailure, barrier, on_rank_zero, process_group
     from pixelwise.training import train
 
-    config, resume = _train_config(args)
-    result = train(config, resume=resume, progress=not args.quiet, log=print)
+    with process_group() as ranks:
+        if ranks.world_size == 1:
+            config, resume = _train_config(args)
+            return _report_run(train(config, resume=resume, progress=not args.quiet, log=print))
+        said = _say_why_when_torchrun_stops_this(ranks)
+        try:
+            config, resume = on_rank_zero(ranks, functools.partial(_train_config, args))
+            result = train(config, resume=resume, progress=not args.quiet, log=print)
+        except RankFailure as failure:  # raised on every rank: rank 0 says it, once all have stopped
+            said["why"] = True
+            if ranks.is_main:
+                print(f"pixelwise: error: {error_line(failure)}", file=sys.stderr, flush=True)
+            barrier(ranks)
+            return 2
+        except (PixelwiseError, OSError) as error:  # this rank's own: torchrun stops the others
+            said["why"] = True
+            print(f"pixelwise: error: rank {ranks.rank}: {error_line(error)}", file=sys.stderr, flush=True)
+            return 2
+        said["why"] = True
+        return _report_run(result) if ranks.is_main else 0
+
+
+def _report_run(result) -> int:
+    """The last line of a finished run."""
     print(f"best val mIoU {result.best_miou:.4f} at epoch {result.best_epoch}; run in {result.run_dir}")
     return 0
 
@@ -123,7 +168,9 @@ def add_train(subparsers) -> None:
         "  pixelwise train --data voc2012 --root data --download --out runs/voc --encoder-weights imagenet\n"
         "  pixelwise train --data ../camvid --out runs/unet --model unet --encoder resnet34 --loss ce+dice\n"
         "  pixelwise train --data ../camvid --out runs/camvid --crop-size 256x320 --epochs 40\n"
-        "  pixelwise train --resume runs/camvid --epochs 60",
+        "  pixelwise train --resume runs/camvid --epochs 60\n"
+        "  torchrun --nproc-per-node 4 -m pixelwise train --data voc2012 --root data --out runs/voc --batch-size 32\n\n"
+        "Started by torchrun, the processes make one run (docs/distributed.md).",
     )
     _data_arguments(parser)
     parser.add_argument(
@@ -149,7 +196,11 @@ def add_train(subparsers) -> None:
         f"(default: {defaults.loss})",
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
-    parser.add_argument("--batch-size", type=positive_int, help=f"images per step (default: {defaults.batch_size})")
+    parser.add_argument(
+        "--batch-size", type=positive_int,
+        help="images per step: the global batch, which the processes torchrun starts share (a multiple of their "
+        f"number) (default: {defaults.batch_size})",
+    )  # fmt: skip
     parser.add_argument(
         "--crop-size", type=size_pair, metavar="HxW", help="training crop (default: %dx%d)" % defaults.crop_size
     )
@@ -179,8 +230,14 @@ def add_train(subparsers) -> None:
     parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
     parser.add_argument(
-        "--deterministic", action="store_true", help="deterministic kernels: identical runs on CPU (docs/training.md)"
-    )
+        "--deterministic", action="store_true", default=None,
+        help="deterministic kernels: identical runs on CPU (docs/training.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sync-bn", action=argparse.BooleanOptionalAction,
+        help="under torchrun on CUDA GPUs, BatchNorm statistics over the global batch (SyncBatchNorm); on the CPU "
+        "each process normalises over its own share (docs/distributed.md) (default: on)",
+    )  # fmt: skip
     parser.add_argument(
         "--on-bad-sample", choices=["error", "skip"],
         help="what `data check` calls a problem in the train or val split stops the run before its first step, "
@@ -502,7 +559,7 @@ def run_show(args: argparse.Namespace) -> int:
     from pixelwise.data.spec import open_dataset, prepare_data
     from pixelwise.visualize import show_crops, show_samples
 
-    dataset = open_dataset(prepare_data(args.data, root=args.root, download=args.download), args.split)
+    dataset = open_dataset(prepare_data(args.data, root=args.root, download=bool(args.download)), args.split)
     torch.manual_seed(args.seed)
     figure = (
         show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
@@ -689,12 +746,30 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def one_line(error: Exception) -> str:
-    """The error's message; for one re-raised from a DataLoader worker, without the worker's traceback."""
-    message = str(error).strip()
-    if "Original Traceback" in message:
-        message = message.splitlines()[-1].split(": ", 1)[-1]
-    return message
+def error_line(error: BaseException) -> str:
+    """The one line the command line prints for an error it expects."""
+    from pixelwise.distributed import RankFailure
+
+    if isinstance(error, RankFailure) and isinstance(error.original, EarlierRunError):
+        return f"rank {error.rank}: {error_line(error.original)}"  # the command line's advice, not the library's
+    if isinstance(error, EarlierRunError):
+        run_dir = error.run_dir
+        return f"{run_dir}: holds an earlier run; continue it with --resume {run_dir}, or give another --out"
+    return one_line(error)
+
+
+def _refuse_other_commands_under_torchrun(command: str) -> None:
+    """Only train runs in many processes: any other command started by torchrun would race itself on its outputs."""
+    from pixelwise.distributed import launched_ranks
+
+    ranks = launched_ranks()
+    if command != "train" and ranks.world_size > 1:
+        if not ranks.is_main:
+            raise SystemExit(2)  # rank 0 says why
+        raise PixelwiseError(
+            f"pixelwise {command} runs in one process, but torchrun started {ranks.world_size}: only pixelwise train "
+            "runs distributed"
+        )
 
 
 def _refuse_unknown_leading_options(parser: ArgumentParser, tokens: list[str]) -> None:
@@ -718,20 +793,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keep_freed_memory()
     try:
+        _refuse_other_commands_under_torchrun(args.command)
         return args.handler(args)
-    except EarlierRunError as error:
-        print(
-            f"pixelwise: error: {error.run_dir}: holds an earlier run; continue it with --resume {error.run_dir}, "
-            "or give another --out",
-            file=sys.stderr,
-        )
-        return 2
-    except PixelwiseError as error:
-        print(f"pixelwise: error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a file the command had to write: unwritable folder, full disk
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"pixelwise: error: {where}{error.strerror or error}", file=sys.stderr)
+    except (PixelwiseError, OSError) as error:  # OSError: a file the command had to write (unwritable, disk full)
+        print(f"pixelwise: error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pixelwise: interrupted", file=sys.stderr)

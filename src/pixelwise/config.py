@@ -34,13 +34,13 @@ MAX_SCALE = 16.0
 BOUNDS = {
     "epochs": (1, 100_000), "batch_size": (1, 65_536), "workers": (0, MAX_WORKERS), "seed": (0, MAX_SEED),
     "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1),
-    "warmup_epochs": (0, 10_000),
+    "warmup_epochs": (0, 10_000), "world_size": (1, 1_000_000),
 }  # fmt: skip
 ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
 """Settings every saved config has held since the first release: a dict without them is not a run's config."""
 TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
-WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps")
+WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps", "world_size")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
 
@@ -94,6 +94,8 @@ class TrainConfig:
     decode_on: str = "workers"
     on_bad_sample: str = "error"
     save_every_steps: int = 100
+    sync_bn: bool = True  # SyncBatchNorm when a run has several processes on CUDA GPUs
+    world_size: int = 1  # recorded, not chosen: train() sets it to the number of processes torchrun started
 
     def __post_init__(self) -> None:
         self.crop_size, self.scale_range = _as_tuple(self.crop_size), _as_tuple(self.scale_range)
@@ -119,12 +121,7 @@ class TrainConfig:
                 resolve_encoder(self.model, self.encoder)
             except ModelError as error:
                 problems.append(str(error))
-        min_batch = model_spec(self.model).min_batch
-        if self.batch_size < min_batch:
-            problems.append(
-                f"{self.model} trains on at least {min_batch} images per step (BatchNorm on a pooled 1x1 map), "
-                f"got a batch size of {self.batch_size}"
-            )
+        problems += self._batch_problems()
         problems += [problem for name in BOUNDS if (problem := _out_of_bounds(name, getattr(self, name)))]
         if len(self.crop_size) != 2 or not all(
             isinstance(side, int) and 1 <= side <= MAX_CROP_SIDE for side in self.crop_size
@@ -146,11 +143,29 @@ class TrainConfig:
             problems.append(f"root must be text or None, got {self.root!r}")
         problems += [
             f"{name} must be true or false, got {getattr(self, name)!r}"
-            for name in ("download", "deterministic")
+            for name in ("download", "deterministic", "sync_bn")
             if not isinstance(getattr(self, name), bool)
         ]
         if problems:
             raise TrainingError("; ".join(problems))
+
+    def _batch_problems(self) -> list[str]:
+        """Why the global batch cannot be split over the run's processes, or is too small for the model."""
+        if self.world_size < 1 or self.batch_size < 1:
+            return []  # the bounds check names these
+        if self.batch_size % self.world_size:
+            return [
+                f"batch size {self.batch_size} does not split evenly over {self.world_size} processes (it is the "
+                f"global batch): give a multiple of {self.world_size}"
+            ]
+        min_batch, per_process = model_spec(self.model).min_batch, self.batch_size // self.world_size
+        if per_process >= min_batch:
+            return []
+        share = f" in each process, got a batch size of {self.batch_size} ({per_process} per process)"
+        return [
+            f"{self.model} trains on at least {min_batch} images per step (BatchNorm on a pooled 1x1 map)"
+            + (share if self.world_size > 1 else f", got a batch size of {self.batch_size}")
+        ]
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples become lists)."""

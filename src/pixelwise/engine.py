@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +14,7 @@ from torch import nn
 from pixelwise.config import PRECISIONS
 from pixelwise.data.device_crops import PlannedPhotos
 from pixelwise.device import bf16_is_native
+from pixelwise.distributed import AGREED_ERRORS, ONE_PROCESS, Ranks, gather, share, sum_over_ranks
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
 from pixelwise.losses import Criterion
@@ -87,6 +88,21 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def _next_share(
+    batches: Iterator, device: torch.device, normalization: Normalization, min_batch: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, list[str]]:
+    """This process's next (images, target) on `device`, None if under `min_batch` are usable, and what was skipped.
+
+    Raises StopIteration at the end of the epoch.
+    """
+    images, target, *rest = next(batches)
+    skipped = list(rest[0]) if rest else []
+    if len(target) < max(1, min_batch):
+        return None, skipped  # (nearly) every sample of this batch was skipped
+    images, target, dropped = prepare_batch(images, target, device, normalization)
+    return (None if len(target) < max(1, min_batch) else (images, target)), skipped + dropped
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: Criterion,
@@ -100,6 +116,7 @@ def train_one_epoch(
     progress: EpochProgress | None = None,
     on_step: StepCallback | None = None,
     min_batch: int = 1,
+    ranks: Ranks = ONE_PROCESS,
 ) -> EpochProgress:
     """One pass over `loader` minimising `criterion`, stepping the scheduler per iteration; stops on a non-finite loss.
 
@@ -110,19 +127,31 @@ def train_one_epoch(
     loss is checked after its backward pass is queued and before the optimiser step, so a
     non-finite loss leaves the parameters and optimiser state as the last good step left them.
     A batch that skipped samples left with fewer than `min_batch` images is passed over.
+    Under torchrun (`ranks`), `model` is the DistributedDataParallel one and `loader` gives
+    this rank's share: the ranks agree before each step on whether every share is usable and
+    after it on the losses, so a bad sample or a non-finite loss on one rank stops them all
+    (RankFailure); the progress counts every rank's images and averages their losses.
     """
     progress = progress or EpochProgress()
     model.train()
     last = time.perf_counter()
-    for images, target, *rest in loader:
-        if rest:
-            progress.skipped += rest[0]
-        if len(target) < max(1, min_batch):
-            continue  # (nearly) every sample of this batch was skipped
-        images, target, dropped = prepare_batch(images, target, device, normalization)
-        progress.skipped += dropped
-        if len(target) < max(1, min_batch):
-            continue
+    batches = iter(loader)
+    while True:
+        share_ready, skipped, error = None, [], None
+        try:
+            share_ready, skipped = _next_share(batches, device, normalization, min_batch)
+        except StopIteration:
+            break  # every rank has the same number of steps
+        except AGREED_ERRORS as caught:
+            if ranks.world_size == 1:
+                raise
+            error = caught
+        counts = share(ranks, error, 0 if share_ready is None else len(share_ready[1]), len(skipped))
+        if counts[:, 1].any():
+            progress.skipped += [message for messages in gather(ranks, skipped) for message in messages]
+        if share_ready is None or counts[:, 0].min() == 0:
+            continue  # a rank has no usable share: every rank passes this batch over
+        images, target = share_ready
         with autocast(device, precision):
             logits = model(images)
         loss = criterion(logits.float(), target)  # losses in float32 whatever the forward pass ran in
@@ -130,16 +159,16 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss_value()  # read once the backward pass is queued, so the GPU has work while this waits
-        if not math.isfinite(value):
-            raise TrainingError(f"loss became {value} at step {progress.steps + 1}")
+        diverged = None if math.isfinite(value) else TrainingError(f"loss became {value} at step {progress.steps + 1}")
+        losses = share(ranks, diverged, value)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         now = time.perf_counter()
         progress.steps, progress.loss_sum, progress.images = (
             progress.steps + 1,
-            progress.loss_sum + value,
-            progress.images + len(images),
+            progress.loss_sum + float(losses.mean()),
+            progress.images + int(counts[:, 0].sum()),
         )
         progress.seconds, last = progress.seconds + now - last, now
         if on_step:
@@ -158,10 +187,12 @@ def evaluate(
     *,
     normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
     precision: str = "fp32",
+    ranks: Ranks = ONE_PROCESS,
 ) -> SegmentationMetrics:
     """Metrics over a whole split (uint8 batches) from one confusion matrix; images at their own size.
 
-    `model` is a Segmenter: its `segment` gives the class indices.
+    `model` is a Segmenter: its `segment` gives the class indices. Under torchrun (`ranks`),
+    `loader` holds this rank's share of the split and the ranks' confusion matrices are summed.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes)
@@ -170,6 +201,7 @@ def evaluate(
         with autocast(device, precision):
             classes = model.segment(batch)
         confusion.update(classes, target)
+    sum_over_ranks(ranks, confusion.matrix)
     return confusion.compute()
 
 

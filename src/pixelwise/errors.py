@@ -35,3 +35,19 @@ class EarlierRunError(TrainingError):
 
 class DeviceError(PixelwiseError):
     """The requested device does not exist here or cannot run a model."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: an OSError with its file, one re-raised from a DataLoader worker without the traceback."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+def reworded(error: PixelwiseError, message: str) -> PixelwiseError:
+    """`error`, of the same type and with the same attributes, saying `message`."""
+    error.args = (message,)
+    return error

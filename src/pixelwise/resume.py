@@ -30,8 +30,12 @@ RESUME_MAY_CHANGE = (
     "deterministic",
     "save_every_steps",
     "on_bad_sample",
+    "world_size",
 )
-"""Settings a resume may give anew: where things are, how fast and how long it runs, the learning rate (logged)."""
+"""Settings a resume may give anew: where things are, how fast and how long it runs, the learning rate (logged).
+
+The world size is not given but found: a run resumes in as many processes as torchrun starts.
+"""
 
 
 @dataclass
@@ -74,10 +78,14 @@ def _settings_changed(saved: TrainConfig, config: TrainConfig, log: Log) -> None
         log(f"resume changes {setting.name.replace('_', ' ')}: {before} -> {now}")
 
 
-def restore(config: TrainConfig, segmenter: Segmenter, optimizer, scheduler, steps: int, log: Log) -> RunState:
-    """Load the run's last.pt (epochs of `steps` steps) into model, optimiser and scheduler; where to go on from."""
+def restore(
+    config: TrainConfig, state: dict, segmenter: Segmenter, optimizer, scheduler, steps: int, log: Log
+) -> RunState:
+    """Load the run's last.pt, read as `state` (epochs of `steps` steps), into model, optimiser and scheduler.
+
+    Returns where to go on from.
+    """
     path = Path(config.out) / "last.pt"
-    state = load_checkpoint(path, for_resume=True)
     if tuple(state["class_names"]) != segmenter.class_names:
         raise TrainingError(
             f"{path}: was trained on classes {', '.join(state['class_names'])}; the data now has "

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pixelwise._version import __version__
-from pixelwise.checkpoint import model_fields, save_checkpoint
+from pixelwise.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.check import SplitReport, check_dataset
 from pixelwise.data.dataset import SegmentationDataset
@@ -20,8 +20,19 @@ from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
 from pixelwise.device import resolve_device
+from pixelwise.distributed import (
+    ONE_PROCESS,
+    Ranks,
+    average_buffers_over_ranks,
+    data_parallel,
+    on_every_rank,
+    on_rank_zero,
+    process_group,
+    rank_device,
+    rank_share,
+)
 from pixelwise.engine import EpochProgress, evaluate, evaluate_photos, train_one_epoch
-from pixelwise.errors import DatasetError, ModelError, TrainingError
+from pixelwise.errors import DatasetError, ModelError, TrainingError, reworded
 from pixelwise.memory import refuse_impossible_batch
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.onnx_model import OnnxSegmenter
@@ -149,11 +160,23 @@ def train(
     `resume=True` loses at most that many steps and ends as an uninterrupted run would; a
     resume may change the settings in RESUME_MAY_CHANGE. A new run refuses a folder holding an
     earlier run's checkpoints (unless `overwrite=True`) or files of its own.
+
+    Started by torchrun, every process calls `train` and together they make one run: each
+    trains on its share of every global batch, rank 0 alone writes the run directory, logs
+    and shows progress, and an error on any rank is raised on all of them (RankFailure).
     """
     # The caller's random state and torch's kernel settings are as they were when train returns.
     cuda_generators = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with deterministic_algorithms(config.deterministic), torch.random.fork_rng(devices=cuda_generators):
-        return _train(config, resume=resume, overwrite=overwrite, progress=progress, log=log or (lambda message: None))
+    with (
+        process_group() as ranks,
+        deterministic_algorithms(config.deterministic),
+        torch.random.fork_rng(devices=cuda_generators),
+    ):
+        on_main = ranks.is_main and log is not None
+        return _train(
+            config, ranks, resume=resume, overwrite=overwrite, progress=progress and ranks.is_main,
+            log=log if on_main else (lambda message: None),
+        )  # fmt: skip
 
 
 def _with_absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -163,36 +186,60 @@ def _with_absolute_paths(config: TrainConfig) -> TrainConfig:
     return replace(config, data=str(Path(config.data).resolve()))
 
 
-def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool, log: Log) -> TrainResult:
-    """The body of `train`: everything is checked before the run directory is touched."""
+def _refuse_unusable_output(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a run folder that is not a run's, an earlier run to be replaced unasked, a missing weights file."""
     if not resume:
         refuse_foreign_folder(Path(config.out))
     if not (resume or overwrite):
         refuse_earlier_run(Path(config.out))
-    device = resolve_device(config.device)
-    config = replace(config, encoder=resolve_encoder(config.model, config.encoder))
     weights_file = Path(config.encoder_weights)
     if not resume and config.encoder_weights not in ("none", "imagenet") and not weights_file.is_file():
         raise ModelError(  # before the minutes of the data check
-            f"{weights_file}: {config.encoder} weights file not found (encoder weights are imagenet, none or the path "
-            "of a state-dict file)"
+            f"{weights_file}: {resolve_encoder(config.model, config.encoder)} weights file not found (encoder weights "
+            "are imagenet, none or the path of a state-dict file)"
         )
-    torch.default_generator.manual_seed(config.seed)  # the model's initial weights
+
+
+def _process_settings(config: TrainConfig, ranks: Ranks) -> tuple[TrainConfig, torch.device]:
+    """The config with the encoder resolved and the run's world size recorded, and this process's device."""
+    device = rank_device(resolve_device(config.device), ranks)
+    return replace(config, encoder=resolve_encoder(config.model, config.encoder), world_size=ranks.world_size), device
+
+
+def _data_folder(config: TrainConfig, *, download: bool, resume: bool) -> Path:
+    """The dataset's folder, downloaded first if asked."""
     try:
-        folder = prepare_data(config.data, root=config.root, download=config.download)
+        return prepare_data(config.data, root=config.root, download=download)
     except DatasetError as error:
         raise DatasetError(f"{error}{'; if the data moved, resume giving its new place' if resume else ''}") from None
+
+
+def _network(
+    config: TrainConfig, num_classes: int, num_samples: int, weights: str | None, device: torch.device
+) -> torch.nn.Module:
+    """The model to train (`weights` for its encoder), refused if one process's share of a batch cannot train."""
+    network = build_model(config.model, num_classes=num_classes, encoder=config.encoder, encoder_weights=weights)
+    per_process = -(-min(config.batch_size, num_samples) // config.world_size)
+    refuse_impossible_batch(network, per_process, config.crop_size, device)
+    return network
+
+
+def _train(
+    config: TrainConfig, ranks: Ranks, *, resume: bool, overwrite: bool, progress: bool, log: Log
+) -> TrainResult:
+    """The body of `train`: everything is checked before the run directory is touched."""
+    on_rank_zero(ranks, partial(_refuse_unusable_output, config, resume=resume, overwrite=overwrite))
+    config, device = on_every_rank(ranks, partial(_process_settings, config, ranks))
+    torch.default_generator.manual_seed(config.seed)  # the model's initial weights
+    folder = on_rank_zero(ranks, partial(_data_folder, config, download=config.download, resume=resume))
+    if ranks.world_size > 1:  # every machine reads the data from its own disk
+        on_every_rank(ranks, partial(_data_folder, config, download=False, resume=resume))
     config = _with_absolute_paths(config)
-    data = _checked_data(config, folder, log)
+    data = on_rank_zero(ranks, partial(_checked_data, config, folder, log))
     class_names = data.train_set.class_names
-    # A resumed run's weights come from its checkpoint: the initial ones are neither downloaded nor read again.
-    network = build_model(
-        config.model,
-        num_classes=len(class_names),
-        encoder=config.encoder,
-        encoder_weights=None if resume else config.encoder_weights,
-    )
-    refuse_impossible_batch(network, min(config.batch_size, len(data.train_set)), config.crop_size, device)
+    # Rank 0's initial weights go to every rank; a resumed run's come from its checkpoint, not read again.
+    weights = None if resume or not ranks.is_main else config.encoder_weights
+    network = on_every_rank(ranks, partial(_network, config, len(class_names), len(data.train_set), weights, device))
     segmenter = Segmenter(
         network,
         model_name=config.model,
@@ -203,21 +250,38 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, progress: bool
         std=IMAGENET_STD,
     )
     segmenter.to(device).to(memory_format=torch.channels_last)
+    _choose_batch_norm(segmenter, config, ranks, device, log)
     optimizer = build_optimizer(config, segmenter)
     steps = steps_per_epoch(len(data.train_set), config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps)
-    state = restore(config, segmenter, optimizer, scheduler, steps, log) if resume else RunState()
+    state = RunState()
+    if resume:
+        saved = on_rank_zero(ranks, partial(load_checkpoint, Path(config.out) / "last.pt", for_resume=True))
+        state = on_every_rank(ranks, partial(restore, config, saved, segmenter, optimizer, scheduler, steps, log))
     class_weights = None if config.loss == "lovasz" else _class_weights(config, data.train_report, class_names, log)
     criterion = build_criterion(config.loss, None if class_weights is None else class_weights.to(device))
-    run_dir = prepare_run_dir(config, replace_earlier=overwrite and not resume, log=log)
+    run_dir = on_rank_zero(ranks, partial(prepare_run_dir, config, replace_earlier=overwrite and not resume, log=log))
+    processes = f" in {ranks.world_size} processes" if ranks.world_size > 1 else ""
     log(
         f"training {config.model} ({config.encoder}) on {folder} ({len(data.train_set)} images, "
-        f"{len(class_names)} classes) on {device}"
+        f"{len(class_names)} classes) on {device}{processes}"
     )
-    loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log)
+    loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log, ranks)
     for epoch in range(state.epoch, config.epochs + 1):
         loop.run_epoch(epoch, state, progress)
     return TrainResult(run_dir, state.best[0], state.best[1], state.history)
+
+
+def _choose_batch_norm(segmenter: Segmenter, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log) -> None:
+    """SyncBatchNorm across the ranks on CUDA when asked; elsewhere each rank normalises over its own share."""
+    if ranks.world_size == 1:
+        return
+    if device.type == "cuda" and config.sync_bn:
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(segmenter)
+        log("BatchNorm statistics are computed over the global batch (SyncBatchNorm)")
+    else:
+        per_process = config.batch_size // ranks.world_size
+        log(f"BatchNorm statistics are computed over each process's {per_process} images, not the global batch")
 
 
 class EpochLoop:
@@ -234,24 +298,28 @@ class EpochLoop:
         criterion: Criterion,
         run_dir: Path,
         log: Log,
+        ranks: Ranks = ONE_PROCESS,
     ):
         self.config, self.segmenter, self.optimizer, self.scheduler = config, segmenter, optimizer, scheduler
         self.device, self.data, self.run_dir, self.log = device, data, run_dir, log
-        self.criterion = criterion
+        self.criterion, self.ranks = criterion, ranks
+        self.trained = data_parallel(segmenter, ranks, device)  # the segmenter itself for one process
         self.steps = steps_per_epoch(len(data.train_set), config.batch_size)
         samples = training_samples(
             data.train_set, config.seed, decode_on=config.decode_on, skip_bad=config.on_bad_sample == "skip"
         )
+        pin_memory = device.type == "cuda"
         self.loader = train_loader(
-            samples, batch_size=config.batch_size, workers=config.workers, pin_memory=device.type == "cuda"
-        )
+            samples, batch_size=config.batch_size, workers=config.workers, pin_memory=pin_memory,
+            rank=ranks.rank, world_size=ranks.world_size,
+        )  # fmt: skip
         self.val_loader = DataLoader(
-            data.val_set, batch_size=1, num_workers=config.workers, pin_memory=device.type == "cuda"
+            rank_share(data.val_set, ranks), batch_size=1, num_workers=config.workers, pin_memory=pin_memory
         )
         self.logged_skips = set(data.train_report.problems)
 
     def _save_state(self, epoch: int, state: RunState, progress: EpochProgress | None) -> None:
-        """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end."""
+        """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end (rank 0 only)."""
         payload = checkpoint_payload(self.segmenter, self.config, epoch, state.history, state.best)
         resume = {
             "progress": asdict(progress) if progress else None,
@@ -264,7 +332,7 @@ class EpochLoop:
 
     def run_epoch(self, epoch: int, state: RunState, progress: bool) -> None:
         """Train epoch `epoch` (from where `state` says it stopped), validate it and save."""
-        config = self.config
+        config, rank = self.config, self.ranks.rank
         done = state.progress or EpochProgress(skipped=list(self.data.train_report.problems))
         state.progress = None
         self.loader.batch_sampler.set_epoch(epoch, done.steps)
@@ -279,24 +347,25 @@ class EpochLoop:
         )
 
         def on_step(done: EpochProgress, lr: float) -> None:
-            seed_random_layers(config.seed, epoch, done.steps)
+            seed_random_layers(config.seed, epoch, done.steps, rank)
             bar.set_postfix(
                 loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}"
             )
             if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < self.steps:
-                self._save_state(epoch, state, done)
+                average_buffers_over_ranks(self.ranks, self.segmenter)  # so a resume starts from what was saved
+                on_rank_zero(self.ranks, partial(self._save_state, epoch, state, done))
 
-        seed_random_layers(config.seed, epoch, done.steps)
+        seed_random_layers(config.seed, epoch, done.steps, rank)
         try:
             train_one_epoch(
-                self.segmenter, self.criterion, bar, self.optimizer, self.scheduler, self.device,
+                self.trained, self.criterion, bar, self.optimizer, self.scheduler, self.device,
                 normalization=self.normalization, precision=config.precision, progress=done, on_step=on_step,
-                min_batch=model_spec(config.model).min_batch,
+                min_batch=model_spec(config.model).min_batch, ranks=self.ranks,
             )  # fmt: skip
         except TrainingError as error:
             saved = self.run_dir / "last.pt"
             where = f"the last good checkpoint is {saved}" if saved.is_file() else "no checkpoint was written before it"
-            raise TrainingError(f"epoch {epoch}: {error}; {where}") from None
+            raise reworded(error, f"epoch {epoch}: {error}; {where}") from None
         finally:
             bar.close()
         for message in done.skipped:
@@ -310,21 +379,27 @@ class EpochLoop:
         """The model's input mean and std."""
         return self.segmenter.mean, self.segmenter.std
 
+    def _write_epoch(self, epoch: int, state: RunState) -> None:
+        """The checkpoints, metrics.csv and curves.png after epoch `epoch` (rank 0 only)."""
+        self._save_state(epoch, state, None)
+        write_metrics_csv(state.history, self.run_dir / "metrics.csv")
+        plot_curves(state.history, self.run_dir / "curves.png")
+
     def _finish_epoch(self, epoch: int, state: RunState, done: EpochProgress) -> None:
         """Validate, record the epoch, save the checkpoints and curves, log one line."""
         class_names = self.segmenter.class_names
+        average_buffers_over_ranks(self.ranks, self.segmenter)  # every rank validates, and rank 0 saves, one model
         metrics = evaluate(
-            self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization
-        )
+            self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization,
+            ranks=self.ranks,
+        )  # fmt: skip
         val_skipped = len(self.data.val_report.problems)
         state.history.append(
             metrics_row(epoch, done, self.optimizer.param_groups[0]["lr"], metrics, class_names, val_skipped)
         )
         if metrics.miou > state.best[0]:
             state.best = (metrics.miou, epoch)
-        self._save_state(epoch, state, None)
-        write_metrics_csv(state.history, self.run_dir / "metrics.csv")
-        plot_curves(state.history, self.run_dir / "curves.png")
+        on_rank_zero(self.ranks, partial(self._write_epoch, epoch, state))
         skipped = f"  skipped {len(done.skipped)} bad sample(s), trained on {done.images}" if done.skipped else ""
         skipped += f"  val left out {val_skipped} bad photo(s)" if val_skipped else ""
         self.log(

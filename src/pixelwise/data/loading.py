@@ -13,6 +13,7 @@ from pixelwise.data.device_crops import DeviceCrops, PlannedCrop, PlannedPhotos
 from pixelwise.errors import DatasetError
 
 SEED_MODULUS = 2**64  # torch generators take seeds below it
+RANK_SEED_STRIDE = 2**40  # more steps than any run takes, so no two (step, rank) pairs share a seed
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -20,13 +21,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 100_003 + epoch) % SEED_MODULUS
 
 
-def seed_random_layers(seed: int, epoch: int, step: int) -> None:
+def seed_random_layers(seed: int, epoch: int, step: int, rank: int = 0) -> None:
     """Seed the generators that dropout and other random layers draw from, for training step `step` of `epoch`.
 
-    Called before every step, so those draws depend on (seed, epoch, step) only: a resumed run
-    makes the same ones as an uninterrupted run, whichever process loaded the batch.
+    Called before every step, so those draws depend on (seed, epoch, step, rank) only: a
+    resumed run makes the same ones as an uninterrupted run, whichever process loaded the
+    batch, and each rank of a distributed run draws its own.
     """
-    torch.manual_seed((epoch_seed(seed, epoch) * 1_000_033 + step) % SEED_MODULUS)
+    torch.manual_seed((epoch_seed(seed, epoch) * 1_000_033 + step + rank * RANK_SEED_STRIDE) % SEED_MODULUS)
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,13 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 
     `set_epoch` chooses the epoch and the step to start from (a resumed epoch skips the
     batches it already trained on), so one DataLoader with persistent workers serves the run.
+    `batch_size` is the global batch: rank r of `world_size` processes takes every
+    world_size-th key of it from the r-th on, so the ranks together see one process's batch.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int):
+    def __init__(self, num_samples: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1):
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start_step = 1, 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -112,7 +117,8 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             self.num_samples, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         ).tolist()
         for step in range(self.start_step, steps_per_epoch(self.num_samples, self.batch_size)):
-            yield [(self.epoch, index) for index in order[step * self.batch_size : (step + 1) * self.batch_size]]
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield [(self.epoch, index) for index in batch[self.rank :: self.world_size]]
 
 
 def training_samples(
@@ -128,13 +134,22 @@ def training_samples(
     )
 
 
-def train_loader(dataset: SeededSamples, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """The run's training loader; before each epoch call `loader.batch_sampler.set_epoch(epoch, start_step)`.
+def train_loader(
+    dataset: SeededSamples,
+    *,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """The run's training loader (of this rank's share of each global batch); call `set_epoch` before each epoch.
 
-    Its workers persist across epochs: starting a worker pool every epoch cost about a quarter
-    of the end-to-end rate on a GPU machine (benchmarks/gpu_throughput.py).
+    That is `loader.batch_sampler.set_epoch(epoch, start_step)`. Its workers persist across
+    epochs: starting a worker pool every epoch cost about a quarter of the end-to-end rate on a
+    GPU machine (benchmarks/gpu_throughput.py).
     """
-    sampler = EpochBatches(len(dataset), batch_size, dataset.seed)
+    sampler = EpochBatches(len(dataset), batch_size, dataset.seed, rank=rank, world_size=world_size)
     collate = functools.partial(collate_skipping, skip_bad=dataset.skip_bad)
     return DataLoader(
         dataset,
