@@ -2,10 +2,10 @@
 
 Scenarios:
   steps-then-train OUT.json ARGS...
-                        one optimisation step on the ranks against one process on the same global batch, two
-                        steps of every registered model and sharded evaluation against one process's, on the
-                        photos of ARGS' --data, reported in OUT.json; then pixelwise train ARGS with every
-                        BatchNorm frozen, in the same process group
+                        a one-epoch run through the Python API; one optimisation step on the ranks against
+                        one process on the same global batch, two steps of every registered model and sharded
+                        evaluation against one process's, on the photos of ARGS' --data, reported in
+                        OUT.json; then pixelwise train ARGS with every BatchNorm frozen, in the same processes
   frozen-batch-norm ARGS...
                         pixelwise train ARGS with every BatchNorm frozen
   nan RANK ARGS...      pixelwise train (ARGS) whose loss becomes NaN at step 3 of epoch 2 on rank RANK
@@ -26,14 +26,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import FrozenBatchNorm2d
 
+import pixelwise
 import pixelwise.training
 from pixelwise.cli import main
+from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import train_loader, training_samples
 from pixelwise.data.spec import open_dataset
 from pixelwise.data.transforms import train_transforms
-from pixelwise.distributed import ONE_PROCESS, Ranks, data_parallel, gather, process_group, rank_share
+from pixelwise.distributed import ONE_PROCESS, Ranks, data_parallel, gather, join_process_group, rank_share
 from pixelwise.engine import evaluate, train_one_epoch
 from pixelwise.errors import DatasetError
 from pixelwise.losses import build_criterion
@@ -149,12 +151,18 @@ def without_batch_statistics_scenario(arguments: list[str]) -> int:
 
 
 def steps_then_train_scenario(out: Path, arguments: list[str]) -> int:
-    """The steps report on the photos of `arguments`' --data, written to `out`; then their frozen-BatchNorm run."""
-    with process_group() as ranks:
-        report = steps_report(ranks, Path(arguments[arguments.index("--data") + 1]))
-        if ranks.is_main:
-            out.write_text(json.dumps(report, allow_nan=True))
-        return without_batch_statistics_scenario(arguments)
+    """A one-epoch run through the Python API (which joins the process group), the steps report on the photos of
+    `arguments`' --data, written to `out`; then their frozen-BatchNorm run."""
+    data = Path(arguments[arguments.index("--data") + 1])
+    api_config = TrainConfig(data=str(data), out=str(out.parent / "api-run"), epochs=1, batch_size=4,
+        crop_size=(32, 32), device="cpu", workers=0)  # fmt: skip
+    api_result = pixelwise.train(api_config)
+    ranks = join_process_group()
+    report = steps_report(ranks, data)
+    report["api_run"] = {"run_dir": str(api_result.run_dir), "rank_results": gather(ranks, api_result.best_miou)}
+    if ranks.is_main:
+        out.write_text(json.dumps(report, allow_nan=True))
+    return without_batch_statistics_scenario(arguments)
 
 
 def nan_scenario(rank: int, arguments: list[str]) -> int:

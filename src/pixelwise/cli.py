@@ -105,15 +105,17 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 
 def _say_why_when_torchrun_stops_this(ranks) -> dict:
-    """On SIGTERM (torchrun ending every process after one failed) say so in one line, unless this process
-    already said why it stops, and exit at once; returns the flag to set once it has."""
+    """On SIGTERM, one line (unless this process already said why it stops), then exit; returns that flag.
+
+    torchrun sends SIGTERM to every process when one of them fails, or when the job is cancelled.
+    """
     said = {"why": False}
 
     def stop(signal_number, frame) -> None:
         if not said["why"]:
             print(
-                f"pixelwise: rank {ranks.rank}: stopped by torchrun after another process of the run failed; "
-                "checkpoints are replaced whole, so last.pt is the last good one",
+                f"pixelwise: rank {ranks.rank}: stopped by torchrun (another process of the run failed, or the run "
+                "was cancelled); checkpoints are replaced whole, so a last.pt in the run directory is a good one",
                 file=sys.stderr,
                 flush=True,
             )
@@ -125,29 +127,29 @@ def _say_why_when_torchrun_stops_this(ranks) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     """pixelwise train, in one process or in every process torchrun starts (one line on failure, from one rank)."""
-    from pixelwise.distributed import RankFailure, barrier, on_rank_zero, process_group
+    from pixelwise.distributed import RankFailure, barrier, join_process_group, on_rank_zero
     from pixelwise.training import train
 
-    with process_group() as ranks:
-        if ranks.world_size == 1:
-            config, resume = _train_config(args)
-            return _report_run(train(config, resume=resume, progress=not args.quiet, log=print))
-        said = _say_why_when_torchrun_stops_this(ranks)
-        try:
-            config, resume = on_rank_zero(ranks, functools.partial(_train_config, args))
-            result = train(config, resume=resume, progress=not args.quiet, log=print)
-        except RankFailure as failure:  # raised on every rank: rank 0 says it, once all have stopped
-            said["why"] = True
-            if ranks.is_main:
-                print(f"pixelwise: error: {error_line(failure)}", file=sys.stderr, flush=True)
-            barrier(ranks)
-            return 2
-        except (PixelwiseError, OSError) as error:  # this rank's own: torchrun stops the others
-            said["why"] = True
-            print(f"pixelwise: error: rank {ranks.rank}: {error_line(error)}", file=sys.stderr, flush=True)
-            return 2
+    ranks = join_process_group()
+    if ranks.world_size == 1:
+        config, resume = _train_config(args)
+        return _report_run(train(config, resume=resume, progress=not args.quiet, log=print))
+    said = _say_why_when_torchrun_stops_this(ranks)
+    try:
+        config, resume = on_rank_zero(ranks, functools.partial(_train_config, args))
+        result = train(config, resume=resume, progress=not args.quiet, log=print)
+    except RankFailure as failure:  # raised on every rank: rank 0 says it, once all have stopped
         said["why"] = True
-        return _report_run(result) if ranks.is_main else 0
+        if ranks.is_main:
+            print(f"pixelwise: error: {error_line(failure)}", file=sys.stderr, flush=True)
+        barrier(ranks)
+        return 2
+    except (PixelwiseError, OSError) as error:  # this rank's own: torchrun stops the others
+        said["why"] = True
+        print(f"pixelwise: error: rank {ranks.rank}: {error_line(error)}", file=sys.stderr, flush=True)
+        return 2
+    said["why"] = True
+    return _report_run(result) if ranks.is_main else 0
 
 
 def _report_run(result) -> int:
@@ -268,8 +270,8 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue RUN_DIR from its last.pt with its own settings; --epochs, --data, --root, --download, "
-        "--device, --workers, "
-        "--lr (logged), --deterministic, --save-every-steps and --on-bad-sample may change (docs/training.md)",
+        "--device, --workers, --lr (logged), --deterministic, --save-every-steps, --on-bad-sample, --sync-bn and "
+        "the number of processes may change (docs/training.md)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only one line per epoch")
 
@@ -798,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PixelwiseError, OSError) as error:  # OSError: a file the command had to write (unwritable, disk full)
         print(f"pixelwise: error: {error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pixelwise: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it
+        if os.environ.get("RANK", "0") == "0":
+            print("pixelwise: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ what a plain run does: no collective, errors raised as they are.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import os
@@ -25,6 +26,8 @@ Result = TypeVar("Result")
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every process it starts
 ADDRESS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")  # where rank 0 listens, also set by torchrun
 AGREED_ERRORS = (PixelwiseError, OSError)  # errors one rank reports so that every rank stops with it
+LOST_PEER = re.compile(r"gloo|nccl|connection|peer|timed out", re.IGNORECASE)  # how backends report a lost process
+CPU_BACKENDS = ("gloo", "mpi")  # the agreements between ranks are small CPU tensors
 
 
 @dataclass(frozen=True)
@@ -82,35 +85,51 @@ def _backend() -> str:
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
 
 
-@contextlib.contextmanager
-def process_group() -> Iterator[Ranks]:
-    """This process's Ranks; joins torchrun's process group for the block (and leaves it) unless already joined."""
+def join_process_group() -> Ranks:
+    """This process's Ranks; under torchrun, having joined its process group (once, until the process exits).
+
+    A group the caller already joined is used as it is, if it has a CPU backend. Staying in
+    the group lets a script call `train` more than once.
+    """
     if dist.is_available() and dist.is_initialized():
-        yield Ranks(dist.get_rank(), dist.get_world_size(), _whole_number(os.environ, "LOCAL_RANK", 0))
-        return
+        backend = dist.get_backend()
+        if not any(name in backend for name in CPU_BACKENDS):
+            raise TrainingError(
+                f"the process group was joined with the {backend} backend alone, but the processes of a run agree "
+                "on the CPU: join it with backend='cpu:gloo,cuda:nccl'"
+            )
+        return Ranks(dist.get_rank(), dist.get_world_size(), _whole_number(os.environ, "LOCAL_RANK", 0))
     ranks = launched_ranks()
     if ranks.world_size == 1:
-        yield ranks
-        return
+        return ranks
     if not dist.is_available():
         raise TrainingError("this PyTorch build has no torch.distributed: run one process")
     if torch.cuda.is_available() and ranks.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(ranks.local_rank)  # NCCL and object collectives use the current device
     dist.init_process_group(backend=_backend())
-    try:
-        yield ranks
-    finally:
+    atexit.register(_leave_process_group)
+    return ranks
+
+
+def _leave_process_group() -> None:
+    """Leave the process group at exit, if still in it."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
 @contextlib.contextmanager
-def _collective() -> Iterator[None]:
-    """A collective whose peer is gone (stopped or killed) as one TrainingError."""
+def talking_to_other_ranks(ranks: Ranks) -> Iterator[None]:
+    """Code that waits for the other processes (a collective, DDP's backward pass): a lost one as a TrainingError."""
+    if ranks.world_size == 1:
+        yield
+        return
     try:
         yield
-    except RuntimeError as error:  # gloo and NCCL report a lost peer as RuntimeError (DistBackendError)
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        cause = re.sub(r"^\[[^\]]*\]\s*", "", lines[0])  # without gloo's "[source/file.cc:534]"
+    except RuntimeError as error:  # gloo reports a lost process as RuntimeError, NCCL as DistBackendError
+        if not (isinstance(error, dist.DistError) or LOST_PEER.search(str(error))):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0]  # without gloo's "[file.cc:534]" and advice
         raise TrainingError(
             f"lost contact with another process of the run, which stopped or was killed ({cause})"
         ) from None
@@ -129,7 +148,7 @@ def share(ranks: Ranks, error: BaseException | None, *numbers: float) -> torch.T
         return torch.tensor([numbers], dtype=torch.float64)
     table = torch.zeros(ranks.world_size, 1 + len(numbers), dtype=torch.float64)
     table[ranks.rank] = torch.tensor([error is not None, *numbers], dtype=torch.float64)
-    with _collective():
+    with talking_to_other_ranks(ranks):
         dist.all_reduce(table)
     failed = table[:, 0].nonzero().flatten().tolist()
     if failed:
@@ -143,7 +162,7 @@ def gather(ranks: Ranks, value) -> list:
     if ranks.world_size == 1:
         return [value]
     gathered = [None] * ranks.world_size
-    with _collective():
+    with talking_to_other_ranks(ranks):
         dist.all_gather_object(gathered, value)
     return gathered
 
@@ -167,7 +186,7 @@ def on_rank_zero(ranks: Ranks, compute: Callable[[], Result]) -> Result:
         return compute()
     result = on_every_rank(ranks, compute if ranks.is_main else lambda: None)
     box = [result]
-    with _collective():
+    with talking_to_other_ranks(ranks):
         dist.broadcast_object_list(box, src=0)
     return box[0]
 
@@ -175,20 +194,20 @@ def on_rank_zero(ranks: Ranks, compute: Callable[[], Result]) -> Result:
 def barrier(ranks: Ranks) -> None:
     """Wait until every rank gets here."""
     if ranks.world_size > 1:
-        with _collective():
+        with talking_to_other_ranks(ranks):
             dist.barrier()
 
 
 def sum_over_ranks(ranks: Ranks, tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` summed element by element over every rank (in place); a collective."""
     if ranks.world_size > 1:
-        with _collective():
+        with talking_to_other_ranks(ranks):
             dist.all_reduce(tensor)
     return tensor
 
 
 def average_buffers_over_ranks(ranks: Ranks, module: nn.Module) -> None:
-    """Give every rank the ranks' mean of each floating-point buffer (BatchNorm's running statistics).
+    """Give every rank the ranks' mean of BatchNorm's running statistics.
 
     Each rank keeps those statistics from its own shares of the batches (`data_parallel` does
     not overwrite them with rank 0's at every step); their mean estimates them from every
@@ -196,9 +215,9 @@ def average_buffers_over_ranks(ranks: Ranks, module: nn.Module) -> None:
     does not read them: BatchNorm normalises a training batch by the batch's own statistics.
     """
     if ranks.world_size > 1:
-        with _collective():
-            for buffer in module.buffers():
-                if buffer.is_floating_point():
+        with talking_to_other_ranks(ranks):
+            for name, buffer in module.named_buffers():
+                if name.endswith(("running_mean", "running_var")):
                     dist.all_reduce(buffer)
                     buffer.div_(ranks.world_size)
 

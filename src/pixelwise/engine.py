@@ -14,7 +14,9 @@ from torch import nn
 from pixelwise.config import PRECISIONS
 from pixelwise.data.device_crops import PlannedPhotos
 from pixelwise.device import bf16_is_native
-from pixelwise.distributed import AGREED_ERRORS, ONE_PROCESS, Ranks, gather, share, sum_over_ranks
+from pixelwise.distributed import (
+    AGREED_ERRORS, ONE_PROCESS, Ranks, gather, share, sum_over_ranks, talking_to_other_ranks,
+)  # fmt: skip
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pixelwise.errors import TrainingError
 from pixelwise.losses import Criterion
@@ -152,13 +154,14 @@ def train_one_epoch(
         if share_ready is None or counts[:, 0].min() == 0:
             continue  # a rank has no usable share: every rank passes this batch over
         images, target = share_ready
-        with autocast(device, precision):
-            logits = model(images)
-        loss = criterion(logits.float(), target)  # losses in float32 whatever the forward pass ran in
-        loss_value = read_later(loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss_value()  # read once the backward pass is queued, so the GPU has work while this waits
+        with talking_to_other_ranks(ranks):  # SyncBatchNorm's forward and DDP's backward pass are collectives
+            with autocast(device, precision):
+                logits = model(images)
+            loss = criterion(logits.float(), target)  # losses in float32 whatever the forward pass ran in
+            loss_value = read_later(loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            value = loss_value()  # read once the backward pass is queued, so the GPU has work while this waits
         diverged = None if math.isfinite(value) else TrainingError(f"loss became {value} at step {progress.steps + 1}")
         losses = share(ranks, diverged, value)
         optimizer.step()

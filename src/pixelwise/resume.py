@@ -31,6 +31,7 @@ RESUME_MAY_CHANGE = (
     "save_every_steps",
     "on_bad_sample",
     "world_size",
+    "sync_bn",
 )
 """Settings a resume may give anew: where things are, how fast and how long it runs, the learning rate (logged).
 

@@ -27,7 +27,7 @@ from pixelwise.distributed import (
     data_parallel,
     on_every_rank,
     on_rank_zero,
-    process_group,
+    join_process_group,
     rank_device,
     rank_share,
 )
@@ -167,11 +167,8 @@ def train(
     """
     # The caller's random state and torch's kernel settings are as they were when train returns.
     cuda_generators = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with (
-        process_group() as ranks,
-        deterministic_algorithms(config.deterministic),
-        torch.random.fork_rng(devices=cuda_generators),
-    ):
+    ranks = join_process_group()
+    with deterministic_algorithms(config.deterministic), torch.random.fork_rng(devices=cuda_generators):
         on_main = ranks.is_main and log is not None
         return _train(
             config, ranks, resume=resume, overwrite=overwrite, progress=progress and ranks.is_main,
@@ -200,8 +197,13 @@ def _refuse_unusable_output(config: TrainConfig, *, resume: bool, overwrite: boo
         )
 
 
-def _process_settings(config: TrainConfig, ranks: Ranks) -> tuple[TrainConfig, torch.device]:
+def _process_settings(config: TrainConfig, ranks: Ranks, *, resume: bool) -> tuple[TrainConfig, torch.device]:
     """The config with the encoder resolved and the run's world size recorded, and this process's device."""
+    if resume and config.batch_size % ranks.world_size:
+        raise TrainingError(
+            f"{config.out}: the run's global batch of {config.batch_size} images does not split evenly over "
+            f"{ranks.world_size} processes: resume it in a number of processes that divides {config.batch_size}"
+        )
     device = rank_device(resolve_device(config.device), ranks)
     return replace(config, encoder=resolve_encoder(config.model, config.encoder), world_size=ranks.world_size), device
 
@@ -218,6 +220,12 @@ def _network(
     config: TrainConfig, num_classes: int, num_samples: int, weights: str | None, device: torch.device
 ) -> torch.nn.Module:
     """The model to train (`weights` for its encoder), refused if one process's share of a batch cannot train."""
+    min_batch = model_spec(config.model).min_batch
+    if config.world_size > 1 and min(config.batch_size, num_samples) // config.world_size < min_batch:
+        raise TrainingError(
+            f"{num_samples} training image(s) cannot give each of the {config.world_size} processes {min_batch} per "
+            "step: train in fewer processes"
+        )  # else every rank would pass every batch over
     network = build_model(config.model, num_classes=num_classes, encoder=config.encoder, encoder_weights=weights)
     per_process = -(-min(config.batch_size, num_samples) // config.world_size)
     refuse_impossible_batch(network, per_process, config.crop_size, device)
@@ -229,7 +237,7 @@ def _train(
 ) -> TrainResult:
     """The body of `train`: everything is checked before the run directory is touched."""
     on_rank_zero(ranks, partial(_refuse_unusable_output, config, resume=resume, overwrite=overwrite))
-    config, device = on_every_rank(ranks, partial(_process_settings, config, ranks))
+    config, device = on_every_rank(ranks, partial(_process_settings, config, ranks, resume=resume))
     torch.default_generator.manual_seed(config.seed)  # the model's initial weights
     folder = on_rank_zero(ranks, partial(_data_folder, config, download=config.download, resume=resume))
     if ranks.world_size > 1:  # every machine reads the data from its own disk
