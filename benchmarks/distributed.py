@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,15 +21,11 @@ import tempfile
 from pathlib import Path
 
 from common import find_camvid
+from pixelwise.cli_arguments import non_negative_int, positive_int
+from pixelwise.errors import PixelwiseError
+from pixelwise.serve.launch import free_port
 
 MODES = {"1 process x 2 threads": 1, "2 processes x 1 thread": 2}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def train_command(processes: int, arguments: list[str]) -> tuple[list[str], dict]:
@@ -52,13 +47,26 @@ def images_per_second(run_dir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternated (default: 2)")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per run; the last one is measured (default: 1)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="runs of each mode, alternated (default: 2)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=1, help="epochs per run; the last one is measured (default: 1)"
+    )
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="(default: fp32)")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers in all, shared out (default: 2)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="loader workers in all, shared out (default: 2)"
+    )
     parser.add_argument("--out", default="benchmarks/results/distributed.json", help="where the JSON goes")
     args = parser.parse_args()
-    camvid = find_camvid(args.camvid)
+    try:
+        camvid = find_camvid(args.camvid)
+        if Path(args.out).is_dir():
+            parser.error(f"{args.out}: is a folder; --out names the JSON file to write")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).touch()  # before the minutes of training, not after
+    except PixelwiseError as error:
+        parser.error(str(error))
+    except OSError as error:
+        parser.error(f"{args.out}: cannot write the result ({error.strerror})")
     rates = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as scratch:
         for round_number in range(args.rounds):
@@ -67,7 +75,8 @@ def main() -> None:
                 arguments = ["--data", str(camvid), "--out", str(run_dir), "--epochs", str(args.epochs), "--quiet",
                     "--device", "cpu", "--precision", args.precision, "--workers", str(args.workers // processes)]
                 command, environment = train_command(processes, arguments)
-                subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)
+                if subprocess.run(command, env=environment, stdout=subprocess.DEVNULL).returncode:
+                    sys.exit(f"{mode}: pixelwise train failed (its error is above): {' '.join(command)}")
                 rates[mode].append(images_per_second(run_dir))
                 print(f"round {round_number + 1}: {mode}: {rates[mode][-1]:.2f} images/s", flush=True)
     one, two = (statistics.median(rates[mode]) for mode in MODES)

@@ -156,7 +156,8 @@ class TrainConfig:
         if self.batch_size % self.world_size:
             return [
                 f"batch size {self.batch_size} does not split evenly over {self.world_size} processes (it is the "
-                f"global batch): give a multiple of {self.world_size}"
+                f"global batch): give a multiple of {self.world_size}, or run in a number of processes that divides "
+                f"{self.batch_size}"
             ]
         min_batch, per_process = model_spec(self.model).min_batch, self.batch_size // self.world_size
         if per_process >= min_batch:

@@ -23,8 +23,7 @@ from torch.utils.data import Dataset, Subset
 from pixelwise.errors import PixelwiseError, TrainingError, one_line
 
 Result = TypeVar("Result")
-RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every process it starts
-ADDRESS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")  # where rank 0 listens, also set by torchrun
+ADDRESS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")  # where rank 0 listens; torchrun sets them with RANK and the rest
 AGREED_ERRORS = (PixelwiseError, OSError)  # errors one rank reports so that every rank stops with it
 LOST_PEER = re.compile(r"gloo|nccl|connection|peer|timed out", re.IGNORECASE)  # how backends report a lost process
 CPU_BACKENDS = ("gloo", "mpi")  # the agreements between ranks are small CPU tensors

@@ -169,10 +169,9 @@ def train(
     cuda_generators = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     ranks = join_process_group()
     with deterministic_algorithms(config.deterministic), torch.random.fork_rng(devices=cuda_generators):
-        on_main = ranks.is_main and log is not None
         return _train(
             config, ranks, resume=resume, overwrite=overwrite, progress=progress and ranks.is_main,
-            log=log if on_main else (lambda message: None),
+            log=log if log and ranks.is_main else (lambda message: None),
         )  # fmt: skip
 
 
@@ -197,13 +196,8 @@ def _refuse_unusable_output(config: TrainConfig, *, resume: bool, overwrite: boo
         )
 
 
-def _process_settings(config: TrainConfig, ranks: Ranks, *, resume: bool) -> tuple[TrainConfig, torch.device]:
+def _process_settings(config: TrainConfig, ranks: Ranks) -> tuple[TrainConfig, torch.device]:
     """The config with the encoder resolved and the run's world size recorded, and this process's device."""
-    if resume and config.batch_size % ranks.world_size:
-        raise TrainingError(
-            f"{config.out}: the run's global batch of {config.batch_size} images does not split evenly over "
-            f"{ranks.world_size} processes: resume it in a number of processes that divides {config.batch_size}"
-        )
     device = rank_device(resolve_device(config.device), ranks)
     return replace(config, encoder=resolve_encoder(config.model, config.encoder), world_size=ranks.world_size), device
 
@@ -237,7 +231,7 @@ def _train(
 ) -> TrainResult:
     """The body of `train`: everything is checked before the run directory is touched."""
     on_rank_zero(ranks, partial(_refuse_unusable_output, config, resume=resume, overwrite=overwrite))
-    config, device = on_every_rank(ranks, partial(_process_settings, config, ranks, resume=resume))
+    config, device = on_every_rank(ranks, partial(_process_settings, config, ranks))
     torch.default_generator.manual_seed(config.seed)  # the model's initial weights
     folder = on_rank_zero(ranks, partial(_data_folder, config, download=config.download, resume=resume))
     if ranks.world_size > 1:  # every machine reads the data from its own disk
