@@ -33,6 +33,7 @@ from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import evaluate
 from pixelwise.metrics import SegmentationMetrics
 from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import train
 from pixelwise.visualize import comparison_figure
 
@@ -125,6 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--class-weighting", default=defaults.class_weighting, choices=CLASS_WEIGHTINGS, help="pixelwise's loss weighting (default: the default recipe's, %(default)s)")
     args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
     epochs = 1 if args.quick else args.epochs
     camvid = find_camvid(args.camvid)
     out = Path(args.out)

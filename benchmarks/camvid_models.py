@@ -20,6 +20,7 @@ from common import find_camvid, print_iou_table, result_line
 from pixelwise.config import TrainConfig
 from pixelwise.models import MODELS
 from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split, train
 
 # The FCNs keep the default recipe. The smp and torchvision decoders are deeper and randomly
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/models", help="runs, results.json and figure")
     args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
     camvid, out = find_camvid(args.camvid), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

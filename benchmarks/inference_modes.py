@@ -12,6 +12,7 @@ import time
 
 from common import find_camvid, result_line
 from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split
 
 MODES = {
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
     camvid = find_camvid(args.camvid)
     model = load_model(args.checkpoint).for_inference()
     print(f"{args.checkpoint} ({model.model_name}, {model.model_record['encoder']}), CamVid val, {args.precision}")

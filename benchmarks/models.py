@@ -20,6 +20,7 @@ from pixelwise.models import MODELS, build_model
 from pixelwise.segmenter import Segmenter
 from pixelwise.config import TrainConfig
 from pixelwise.schedule import build_optimizer
+from pixelwise.runtime import keep_freed_memory
 
 CLASSES, BATCH, CROP, PHOTO = 11, 8, (256, 320), (360, 480)
 CPU = torch.device("cpu")
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
     torch.manual_seed(0)
     rows = []
     print(

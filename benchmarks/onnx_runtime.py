@@ -23,6 +23,7 @@ from pixelwise.export import export_onnx
 from pixelwise.models import MODELS
 from pixelwise.onnx_model import load_onnx
 from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
 from pixelwise.segmenter import Segmenter
 from pixelwise.data.io import read_image
 
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/onnx_runtime.json")
     args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
     photos = real_photos(find_camvid(args.camvid), args.photos)
     print(f"{len(photos)} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {torch.get_num_threads()} threads")
     print(f"{'model':<16}{'torch img/s':>12}{'ORT img/s':>12}{'ORT/torch':>11}{'masks agree':>13}")

@@ -54,7 +54,11 @@ def test_eval_prints_table_and_json(trained_run, capsys):
 
 
 def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tmp_path, monkeypatch, capsys):
-    engine, segmenter = (importlib.import_module(f"pixelwise.{name}") for name in ("engine", "segmenter"))
+    engine, segmenter, device = (
+        importlib.import_module(f"pixelwise.{name}") for name in ("engine", "segmenter", "device")
+    )
+    monkeypatch.setattr(device, "_cpu_has_bf16_units", lambda: False)  # bf16 emulated: warned of, still honoured
+    emulated = "warning: this CPU has no bfloat16 units (AVX-512 BF16 or AMX): bf16 is emulated"
     seen = []
     real_autocast = engine.autocast
 
@@ -69,20 +73,22 @@ def test_precision_reaches_the_network_in_train_eval_and_predict(trained_run, tm
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fcn32s", *one_epoch,
         "--precision", "bf16"]) == 0
     assert "bf16" in seen and "fp32" in seen, "bf16 training steps, fp32 validation"
+    assert emulated in capsys.readouterr().out
     results = {}
     for precision in ("fp32", "bf16"):
         seen.clear()
-        capsys.readouterr()
         assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--json", "--workers", "0",
             "--precision", precision]) == 0
         assert set(seen) == {precision}
-        results[precision] = json.loads(capsys.readouterr().out)
+        printed = capsys.readouterr()
+        assert (emulated in printed.err) == (precision == "bf16")
+        results[precision] = json.loads(printed.out)
     assert results["bf16"]["pixel_accuracy"] == pytest.approx(results["fp32"]["pixel_accuracy"], abs=0.02)
     seen.clear()
     Image.new("RGB", (40, 30), (90, 20, 200)).save(tmp_path / "photo.jpg")
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "photo.jpg"), "--out",
         str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"]) == 0
-    assert seen == ["bf16"]
+    assert seen == ["bf16"] and emulated in capsys.readouterr().err
 
 
 def test_predict_writes_masks_overlays_and_blur_for_any_image(trained_run, tmp_path, capsys):

@@ -220,3 +220,15 @@ def test_the_cpu_flags_decide_whether_bf16_is_native(monkeypatch, tmp_path):
         device._cpu_has_bf16_units.cache_clear()
         assert device.bf16_is_native(torch.device("cpu")) is expected
     device._cpu_has_bf16_units.cache_clear()
+
+
+def test_bf16_is_warned_of_exactly_where_it_would_be_emulated(monkeypatch):
+    from pixelwise import device
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(device, "_cpu_has_bf16_units", lambda: native)
+        for precision in ("fp32", "auto", "bf16"):
+            warning = device.emulated_bf16_warning(cpu, precision)
+            assert (warning is not None) == (precision == "bf16" and not native), (native, precision)
+    assert "no bfloat16 units (AVX-512 BF16 or AMX)" in device.emulated_bf16_warning(cpu, "bf16")

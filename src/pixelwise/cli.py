@@ -44,6 +44,7 @@ from pixelwise.cli_arguments import (
     worker_count,
 )
 from pixelwise.cli_deploy import add_export, add_serve
+from pixelwise.device import emulated_bf16_warning
 from pixelwise.errors import EarlierRunError, PixelwiseError, one_line
 from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, TTA_MODES
 from pixelwise.jsontext import strict_json
@@ -256,7 +257,8 @@ def add_train(subparsers) -> None:
         "--precision",
         choices=PRECISIONS,
         help="bf16: forward pass under bfloat16 autocast (weights and optimiser stay float32); auto: bf16 where the "
-        "CPU (AVX-512 BF16, AMX) or GPU has bfloat16 units, fp32 elsewhere; BENCHMARKS.md has speed and accuracy "
+        "CPU (AVX-512 BF16, AMX) or GPU has bfloat16 units, fp32 elsewhere, where bf16 is emulated and many times "
+        "slower; BENCHMARKS.md has speed and accuracy "
         f"(default: {defaults.precision})",
     )
     parser.add_argument(
@@ -307,6 +309,9 @@ def _inference_model(args: argparse.Namespace):
     if is_onnx_file(args.checkpoint):
         return _onnx_model(args)
     model = load_model(args.checkpoint, args.device).for_inference()
+    slow_precision = emulated_bf16_warning(next(model.parameters()).device, args.precision)
+    if slow_precision:
+        print(f"pixelwise: warning: {slow_precision}", file=sys.stderr)
     overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
     return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=overlap)
 

@@ -51,3 +51,14 @@ def bf16_is_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8  # Ampere on; older GPUs emulate bfloat16
     return device.type == "cpu" and _cpu_has_bf16_units()
+
+
+def emulated_bf16_warning(device: torch.device, precision: str) -> str | None:
+    """A warning when bf16 is asked for on a device without bfloat16 units, where it is slower than fp32."""
+    if precision != "bf16" or bf16_is_native(device):
+        return None
+    units = "AVX-512 BF16 or AMX" if device.type == "cpu" else "compute capability 8.0 or later"
+    return (
+        f"this {device.type.upper()} has no bfloat16 units ({units}): bf16 is emulated, many times slower "
+        "than fp32, which precision auto chooses here"
+    )

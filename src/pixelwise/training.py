@@ -19,7 +19,7 @@ from pixelwise.data.loading import seed_random_layers, steps_per_epoch, train_lo
 from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
-from pixelwise.device import resolve_device
+from pixelwise.device import emulated_bf16_warning, resolve_device
 from pixelwise.distributed import (
     ONE_PROCESS,
     Ranks,
@@ -268,6 +268,9 @@ def _train(
         f"training {config.model} ({config.encoder}) on {folder} ({len(data.train_set)} images, "
         f"{len(class_names)} classes) on {device}{processes}"
     )
+    slow_precision = emulated_bf16_warning(device, config.precision)
+    if slow_precision:
+        log(f"warning: {slow_precision}")
     loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log, ranks)
     for epoch in range(state.epoch, config.epochs + 1):
         loop.run_epoch(epoch, state, progress)
