@@ -40,6 +40,14 @@ def torch_logits(segmenter: Segmenter, photos: np.ndarray) -> np.ndarray:
         return segmenter((torch.from_numpy(photos).permute(0, 3, 1, 2) / 255 - mean) / std).numpy()
 
 
+@pytest.fixture(scope="module")
+def fcn32s_onnx(tmp_path_factory):
+    """One untrained FCN-32s exported with logits, shared by the tests that only read it."""
+    path = tmp_path_factory.mktemp("export") / "model.onnx"
+    export_onnx(random_segmenter("fcn32s"), path, logits=True)
+    return path
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_exports_and_onnx_runtime_agrees_with_torch_at_three_sizes(tmp_path, name):
     segmenter = random_segmenter(name)
@@ -56,10 +64,9 @@ def test_every_model_exports_and_onnx_runtime_agrees_with_torch_at_three_sizes(t
         assert np.abs(logits - expected).max() <= 1e-3 * max(1.0, np.abs(expected).max())
 
 
-def test_the_file_describes_itself_and_can_output_logits(tmp_path):
-    segmenter = random_segmenter("fcn32s")
-    export_onnx(segmenter, tmp_path / "model.onnx", logits=True)
-    model = onnx.load(tmp_path / "model.onnx")
+def test_the_file_describes_itself_and_can_output_logits(fcn32s_onnx):
+    segmenter = random_segmenter("fcn32s")  # the same seed as the exported one
+    model = onnx.load(fcn32s_onnx)
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     assert json.loads(metadata["class_names"]) == list(CLASS_NAMES)
     assert json.loads(metadata["palette"]) == [list(color) for color in PALETTE]
@@ -71,7 +78,7 @@ def test_the_file_describes_itself_and_can_output_logits(tmp_path):
     dims = graph_input.type.tensor_type.shape.dim
     assert [bool(dim.dim_param) for dim in dims] == [True, True, True, False], "batch, height, width are dynamic"
 
-    exported = load_onnx(tmp_path / "model.onnx")
+    exported = load_onnx(fcn32s_onnx)
     photo = np.random.default_rng(2).integers(0, 256, size=(1, 40, 56, 3), dtype=np.uint8)
     classes, logits = exported.session.run([CLASSES_OUTPUT, LOGITS_OUTPUT], {INPUT_NAME: photo})
     assert logits.shape == (1, 5, 40, 56) and logits.dtype == np.float32
@@ -108,9 +115,8 @@ def test_cli_export_then_eval_and_predict_with_the_onnx_file(synthetic_voc, tmp_
         (["--device", "cuda"], "runs on the CPU (ONNX Runtime)"),
     ],
 )
-def test_options_an_exported_model_cannot_honour_are_refused(tmp_path, capsys, arguments, message):
-    export_onnx(random_segmenter("fcn32s"), tmp_path / "model.onnx")
-    code = main(["predict", "--checkpoint", str(tmp_path / "model.onnx"), "x.jpg", "--out", str(tmp_path), *arguments])
+def test_options_an_exported_model_cannot_honour_are_refused(fcn32s_onnx, tmp_path, capsys, arguments, message):
+    code = main(["predict", "--checkpoint", str(fcn32s_onnx), "x.jpg", "--out", str(tmp_path), *arguments])
     assert code == 2 and message in capsys.readouterr().err
 
 
@@ -146,13 +152,12 @@ def test_files_that_are_not_pixelwise_exports_are_refused_in_one_line(tmp_path):
         load_onnx(tmp_path / "foreign.onnx")
 
 
-def test_cli_export_refuses_bad_targets(tmp_path, capsys):
-    export_onnx(random_segmenter("fcn32s"), tmp_path / "model.onnx")
-    assert main(["export", "--checkpoint", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "b.onnx")]) == 2
+def test_cli_export_refuses_bad_targets(fcn32s_onnx, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(fcn32s_onnx), "--out", str(tmp_path / "b.onnx")]) == 2
     assert "already an exported model" in capsys.readouterr().err
     assert main(["export", "--checkpoint", "x.pt", "--out", str(tmp_path / "model.txt")]) == 2
     assert "name the file NAME.onnx" in capsys.readouterr().err
     assert main(["export", "--checkpoint", "x.pt", "--out", str(tmp_path / "absent" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ModelError, match="fp32, not bf16"):
-        load_onnx(tmp_path / "model.onnx").predict(np.zeros((8, 8, 3), np.uint8), precision="bf16")
+        load_onnx(fcn32s_onnx).predict(np.zeros((8, 8, 3), np.uint8), precision="bf16")
