@@ -207,8 +207,8 @@ def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(
 def test_a_file_size_limit_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
     """A real write failure from the OS (RLIMIT_FSIZE stands in for a full disk), not a mocked one."""
     run = tmp_path / "run"
-    assert cli("train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0",
-        *TINY[:1], "1", *TINY[2:]).wait(timeout=300) == 0
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--workers", "0", "--save-every-steps", "0",
+        *TINY[:1], "1", *TINY[2:]]) == 0
     before = (run / "last.pt").read_bytes()
     limited = (
         "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
