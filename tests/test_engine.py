@@ -231,4 +231,7 @@ def test_bf16_is_warned_of_exactly_where_it_would_be_emulated(monkeypatch):
         for precision in ("fp32", "auto", "bf16"):
             warning = device.emulated_bf16_warning(cpu, precision)
             assert (warning is not None) == (precision == "bf16" and not native), (native, precision)
-    assert "no bfloat16 units (AVX-512 BF16 or AMX)" in device.emulated_bf16_warning(cpu, "bf16")
+    assert "this CPU has no bfloat16 units (AVX-512 BF16 or AMX)" in device.emulated_bf16_warning(cpu, "bf16")
+    monkeypatch.setattr(device, "bf16_is_native", lambda _: False)  # a GPU below compute capability 8.0
+    gpu = device.emulated_bf16_warning(torch.device("cuda"), "bf16")
+    assert gpu.startswith("this GPU has no bfloat16 units (compute capability 8.0)"), gpu
