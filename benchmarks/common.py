@@ -166,10 +166,12 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
 
 def print_iou_table(results: dict[str, dict], class_names: tuple[str, ...]) -> None:
     """One row per entry of `results`: mIoU, pixel accuracy, minutes and per-class IoU."""
-    print(f"{'':14}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  " + " ".join(f"{name[:8]:>8}" for name in class_names))
+    width = max([14, *(len(label) + 1 for label in results)])
+    columns = " ".join(f"{name[:8]:>8}" for name in class_names)
+    print(f"{'':{width}}{'mIoU':>8}{'pixel acc':>11}{'minutes':>9}  {columns}")
     for label, value in results.items():
         ious = " ".join(f"{value['iou'][name]:>8.3f}" for name in class_names)
-        print(f"{label:14}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")
+        print(f"{label:{width}}{value['miou']:>8.3f}{value['pixel_accuracy']:>11.3f}{value['minutes']:>9.1f}  {ious}")
 
 
 def untrained_segmenter(name: str, num_classes: int = 21):
