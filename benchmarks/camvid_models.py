@@ -58,6 +58,7 @@ def write_figure(results: dict, path: Path) -> None:
     for name, value in results.items():
         axes.scatter(value["minutes"], value["miou"])
         axes.annotate(name, (value["minutes"], value["miou"]), textcoords="offset points", xytext=(4, 4))
+    axes.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
     axes.set_xlabel("training minutes (CPU)")
     axes.set_ylabel("CamVid val mIoU")
     axes.grid(alpha=0.3)
