@@ -234,4 +234,4 @@ def test_bf16_is_warned_of_exactly_where_it_would_be_emulated(monkeypatch):
     assert "this CPU has no bfloat16 units (AVX-512 BF16 or AMX)" in device.emulated_bf16_warning(cpu, "bf16")
     monkeypatch.setattr(device, "bf16_is_native", lambda _: False)  # a GPU below compute capability 8.0
     gpu = device.emulated_bf16_warning(torch.device("cuda"), "bf16")
-    assert gpu.startswith("this GPU has no bfloat16 units (compute capability 8.0)"), gpu
+    assert gpu.startswith("this GPU has no bfloat16 units (compute capability 8.0 or later)"), gpu

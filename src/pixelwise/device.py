@@ -57,7 +57,8 @@ def emulated_bf16_warning(device: torch.device, precision: str) -> str | None:
     """A warning when bf16 is asked for on a device without bfloat16 units, where it is slower than fp32."""
     if precision != "bf16" or bf16_is_native(device):
         return None
-    processor, units = ("CPU", "AVX-512 BF16 or AMX") if device.type == "cpu" else ("GPU", "compute capability 8.0")
+    on_cpu = device.type == "cpu"
+    processor, units = ("CPU", "AVX-512 BF16 or AMX") if on_cpu else ("GPU", "compute capability 8.0 or later")
     return (
         f"this {processor} has no bfloat16 units ({units}): bf16 is emulated, many times slower "
         "than fp32, which precision auto chooses here"
