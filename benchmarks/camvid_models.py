@@ -1,16 +1,20 @@
 """Which model to pick: every registered model trained from scratch on CamVid with its recipe, then measured.
 
-Each model trains on CamVid train (367 photos) with `pixelwise.train` and the recipe in RECIPES,
-in bfloat16 unless `--precision fp32` (which checks what bf16 costs), and is evaluated on CamVid val (101
-photos, whole 480x360, void ignored). A model whose result with the same epochs is already in
-`--out` is not trained again, so the models can run one at a time (`--models`). Writes
-results.json, a table, and a figure of val mIoU against training minutes.
+Each model trains on CamVid train (367 photos) with `pixelwise.train` and its own recipe (the
+optimiser and loss `pixelwise models` lists), in bfloat16 unless `--precision fp32` (which checks
+what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, void ignored). A
+model whose result with the same epochs and recipe is already in `--out` is not trained again, so
+the models can run one at a time (`--models`). Writes results.json, a table, each run's mean val
+mIoU over its last five epochs and its best epoch (from its metrics.csv), and a figure of val
+mIoU against training minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -23,12 +27,13 @@ from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split, train
 
-# The FCNs keep the default recipe. The smp and torchvision decoders are deeper and randomly
-# initialised: AdamW adapts each layer's step where one SGD rate did not suit them all (U-Net on
-# the SGD recipe reached 0.52, poles 0.00), and dice adds a per-class overlap term that weighs a
-# thin class as much as a wide one, for poles and signs.
-DECODER_RECIPE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "loss": "ce+dice"}
-RECIPES = {name: {} if name.startswith("fcn") else DECODER_RECIPE for name in MODELS}
+RECIPE = ("optimizer", "lr", "weight_decay", "loss")  # the settings in which the models' recipes differ
+LAST_EPOCHS = 5
+
+
+def recipe(config: TrainConfig) -> dict:
+    """The settings of `config` in which the models' recipes differ, as results.json records them."""
+    return {setting: getattr(config, setting) for setting in RECIPE}
 
 
 def result_key(name: str, precision: str) -> str:
@@ -39,16 +44,30 @@ def result_key(name: str, precision: str) -> str:
 def train_and_measure(name: str, camvid: Path, out: Path, epochs: int, precision: str) -> dict:
     """Train `name` with its recipe; its val metrics, minutes, recipe and precision."""
     key = result_key(name, precision)
-    config = TrainConfig(
-        data=str(camvid), out=str(out / key), model=name, epochs=epochs, precision=precision, **RECIPES[name]
-    )
+    config = TrainConfig(data=str(camvid), out=str(out / key), model=name, epochs=epochs, precision=precision)
     started = time.perf_counter()
     train(config, overwrite=True, progress=False, log=lambda line: print(f"{name}: {line}", flush=True))
     minutes = (time.perf_counter() - started) / 60
     model = load_model(out / key / "last.pt").for_inference()
     metrics = evaluate_split(model, camvid, "val", workers=2)
-    result = {**metrics.as_dict(model.class_names), "minutes": minutes, "epochs": epochs, "recipe": RECIPES[name]}
+    result = {**metrics.as_dict(model.class_names), "minutes": minutes, "epochs": epochs, "recipe": recipe(config)}
     return {**result, "precision": precision}
+
+
+def epoch_summary(key: str, metrics_csv: Path) -> str:
+    """A run's mean val mIoU over its last epochs and its best epoch, from the metrics.csv training wrote."""
+    if not metrics_csv.is_file():
+        return f"{key}: no {metrics_csv} to read its epochs from"
+    with metrics_csv.open(newline="") as rows:
+        ious = [(float(row["miou"]), int(row["epoch"])) for row in csv.DictReader(rows)]
+    if not ious:
+        return f"{key}: {metrics_csv} holds no epoch"
+    last = [miou for miou, _ in ious[-LAST_EPOCHS:]]
+    best, epoch = max(ious)
+    return (
+        f"{key}: val mIoU {statistics.mean(last):.3f} as the mean of its last {len(last)} epochs, "
+        f"best {best:.3f} at epoch {epoch} of {len(ious)}"
+    )
 
 
 def write_figure(results: dict, path: Path) -> None:
@@ -82,11 +101,13 @@ def main() -> None:
     for name in args.models:
         key = result_key(name, args.precision)
         done = results.get(key, {})
-        if done.get("epochs") == args.epochs and done.get("recipe") == RECIPES[name]:
+        if done.get("epochs") == args.epochs and done.get("recipe") == recipe(TrainConfig(model=name)):
             continue
         results[key] = train_and_measure(name, camvid, out, args.epochs, args.precision)
         path.write_text(json.dumps(results, indent=1))
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))
+    for key in results:
+        print(epoch_summary(key, out / key / "metrics.csv"))
     write_figure(results, out / "miou_vs_minutes.png")
     print(result_line(**{f"{key.replace('-', '_')}_miou": value["miou"] for key, value in results.items()}))
 

@@ -1,8 +1,8 @@
 """Every registered model on this CPU: parameters, GFLOPs at 360x480, training step and inference, fp32 and bf16.
 
 A training step is pixelwise's `train_one_epoch` on one batch of 8 random 256x320 crops (the
-default recipe's), 11 classes; inference is `Segmenter.for_inference().segment` on one 360x480
-photo (CamVid's size). fp32 and bf16 take turns in one run, so their ratio holds on any machine.
+default recipe's), 11 classes, with the model's own optimiser and loss; inference is
+`Segmenter.for_inference().segment` on one 360x480 photo (CamVid's size). fp32 and bf16 take turns in one run, so their ratio holds on any machine.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def forward_gflops(network: torch.nn.Module) -> float:
 def training_step(name: str, precision: str):
     """One `train_one_epoch` step on a fixed batch."""
     model = build_model(name, num_classes=CLASSES).to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(TrainConfig(model=name), model)
+    config = TrainConfig(model=name)  # the model's own optimiser and loss
+    optimizer = build_optimizer(config, model)
     batch = (torch.randint(0, 256, (BATCH, 3, *CROP), dtype=torch.uint8), torch.randint(0, CLASSES, (BATCH, *CROP)))
-    criterion = build_criterion("ce")
+    criterion = build_criterion(config.loss)
     return lambda: train_one_epoch(model, criterion, [batch], optimizer, None, CPU, precision=precision)
 
 

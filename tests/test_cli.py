@@ -264,6 +264,8 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["data", "synth", "--out", "/tmp/x", "--classes", "40"], "num_classes must be in 2..21"),
         (["train", "--resume", "/nonexistent-run", "--deterministic", "--device", "cpu", "--lr", "0.1"],
             "/nonexistent-run/last.pt: checkpoint not found"),
+        (["train", "--model", "unet", "--momentum", "0.5"], "--momentum is SGD's, and this run trains with adamw"),
+        (["train", "--optimizer", "adamw", "--momentum", "0"], "--momentum is SGD's, and this run trains with adamw"),
         (["train", "--device", "meta", "--data", "/nonexistent"],
             "device 'meta' cannot run pixelwise; use auto, cpu, cuda or cuda:N"),
         (["train", "--device", "mps", "--data", "/nonexistent"], "device mps requested but MPS is not available"),

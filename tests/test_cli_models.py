@@ -15,7 +15,7 @@ TINY = ["--epochs", "1", "--batch-size", "4", "--crop-size", "32x32", "--workers
 
 @pytest.fixture(scope="module")
 def fpn_run(tmp_path_factory):
-    """An FPN trained one epoch with ce+dice on a tiny synthetic dataset: (data folder, run folder)."""
+    """An FPN trained one epoch with its recipe (AdamW, ce+dice) on a tiny synthetic dataset: (data, run folder)."""
     base = tmp_path_factory.mktemp("models")
     assert (
         main(
@@ -50,8 +50,6 @@ def fpn_run(tmp_path_factory):
                 "fpn",
                 "--encoder",
                 "resnet18",
-                "--loss",
-                "ce+dice",
                 "--backbone-weights",
                 "none",
                 *TINY,
@@ -69,21 +67,19 @@ def test_models_lists_every_model_as_text_and_json(capsys):
     for row in rows:
         assert row["default_encoder"] in row["encoders"] and row["parameters"] > 1_000_000
     assert {row["name"] for row in rows if row["default"]} == {"fcn8s"}
+    recipes = {row["name"]: (row["optimizer"], row["loss"]) for row in rows}
+    assert recipes["fcn8s"] == ("sgd", "ce") and recipes["segformer"] == ("adamw", "ce+dice")
     assert {"resnet18", "resnet34", "resnet50"} <= set(next(r for r in rows if r["name"] == "unet")["encoders"])
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert all(name in text for name in MODELS) and "fcn8s          resnet18 *" in text
 
 
-def test_train_records_the_model_encoder_and_loss(fpn_run):
+def test_train_records_the_model_encoder_and_the_models_recipe(fpn_run):
     _, run = fpn_run
     config = json.loads((run / "config.json").read_text())
-    assert (config["model"], config["encoder"], config["loss"], config["encoder_weights"]) == (
-        "fpn",
-        "resnet18",
-        "ce+dice",
-        "none",
-    )
+    assert (config["model"], config["encoder"], config["encoder_weights"]) == ("fpn", "resnet18", "none")
+    assert (config["optimizer"], config["lr"], config["loss"]) == ("adamw", 1e-3, "ce+dice"), "fpn's, not fcn8s's"
 
 
 @pytest.mark.parametrize(

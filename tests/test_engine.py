@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import LEARNING_RATES, TrainConfig
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.loading import train_loader, training_samples
 from pixelwise.data.transforms import train_transforms
@@ -12,7 +12,7 @@ from pixelwise.data.voc import VOCSegmentation
 from pixelwise.engine import evaluate, train_one_epoch
 from pixelwise.losses import build_criterion, cross_entropy as segmentation_loss
 from pixelwise.errors import TrainingError
-from pixelwise.models import build_model
+from pixelwise.models import MODELS, build_model
 from pixelwise.schedule import build_optimizer, build_scheduler, lr_factor
 
 
@@ -48,6 +48,23 @@ def test_a_config_saved_before_class_weighting_existed_resumes_unweighted():
     del saved["class_weighting"]
     assert TrainConfig.from_dict(saved).class_weighting == "none"
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig(), "a current config round-trips"
+
+
+def test_a_recipe_not_given_is_the_models_and_a_rate_not_given_the_optimisers():
+    assert (TrainConfig().optimizer, TrainConfig().lr, TrainConfig().loss) == ("sgd", 0.02, "ce")
+    for name, spec in MODELS.items():
+        config = TrainConfig(model=name)
+        assert (config.optimizer, config.lr, config.loss) == (spec.optimizer, LEARNING_RATES[spec.optimizer], spec.loss)
+    assert (TrainConfig(model="unet").optimizer, TrainConfig(model="unet").lr) == ("adamw", 1e-3)
+    given = TrainConfig(model="unet", optimizer="sgd", loss="focal")
+    assert (given.optimizer, given.lr, given.loss) == ("sgd", 0.02, "focal"), "the rate follows the optimiser given"
+    assert TrainConfig(model="segformer", lr=0.005).lr == 0.005
+    saved = TrainConfig(model="fpn", optimizer="sgd", lr=0.05, loss="ce").to_dict()
+    assert (TrainConfig.from_dict(saved).optimizer, TrainConfig.from_dict(saved).loss) == ("sgd", "ce")
+    del saved["optimizer"]
+    assert TrainConfig.from_dict(saved).optimizer == "sgd", "every run saved without one trained with SGD"
+    with pytest.raises(TrainingError, match="lr must be set in a saved config, got None"):
+        TrainConfig.from_dict({**saved, "lr": None})
 
 
 def test_config_rejects_impossible_values():

@@ -16,7 +16,7 @@ def tiny_config(data, out, name: str, **changes) -> TrainConfig:
     """Two short epochs in bf16, deterministic kernels, a constant rate: one epoch then one more is the same run."""
     settings = dict(
         data=str(data), out=str(out), model=name, epochs=2, batch_size=4, crop_size=(32, 32), workers=0,
-        lr=0.01, warmup_epochs=0, schedule="constant", precision="bf16", deterministic=True, save_every_steps=2, seed=4,
+        warmup_epochs=0, schedule="constant", precision="bf16", deterministic=True, save_every_steps=2, seed=4,
     )  # fmt: skip
     return TrainConfig(**{**settings, **changes})
 

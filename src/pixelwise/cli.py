@@ -18,6 +18,7 @@ import torch
 from pixelwise.config import (
     CLASS_WEIGHTINGS,
     DECODE_PLACES,
+    LEARNING_RATES,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -94,7 +95,13 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     names = [field.name for field in dataclasses.fields(TrainConfig)]
     given = {name: value for name in names if (value := getattr(args, name, None)) is not None}  # 0 is a value
     if not args.resume:
-        return TrainConfig(**given), False
+        config = TrainConfig(**given)
+        if "momentum" in given and config.optimizer != "sgd":
+            raise PixelwiseError(
+                f"--momentum is SGD's, and this run trains with {config.optimizer} (the model's optimiser or "
+                "--optimizer's): leave --momentum out, or give --optimizer sgd"
+            )
+        return config, False
     may_change = [name for name in RESUME_MAY_CHANGE if name != "out" and hasattr(args, name)]
     refused = [name for name in given if name not in may_change]
     if refused:
@@ -159,6 +166,15 @@ def _report_run(result) -> int:
     return 0
 
 
+def _the_models(setting: str) -> str:
+    """The help's default of a setting each model chooses: "(default: the model's: sgd for fcn32s, ...)"."""
+    models_by_value: dict[str, list[str]] = {}
+    for name, spec in MODELS.items():
+        models_by_value.setdefault(getattr(spec, setting), []).append(name)
+    choices = "; ".join(f"{value} for {', '.join(names)}" for value, names in models_by_value.items())
+    return f"(default: the model's: {choices})"
+
+
 def add_train(subparsers) -> None:
     """pixelwise train's options."""
     defaults = TrainConfig()
@@ -169,7 +185,7 @@ def add_train(subparsers) -> None:
         "train a segmentation model and write a run directory",
         "  pixelwise train --data synthetic --out runs/synth --epochs 10\n"
         "  pixelwise train --data voc2012 --root data --download --out runs/voc --encoder-weights imagenet\n"
-        "  pixelwise train --data ../camvid --out runs/unet --model unet --encoder resnet34 --loss ce+dice\n"
+        "  pixelwise train --data ../camvid --out runs/unet --model unet --encoder resnet34\n"
         "  pixelwise train --data ../camvid --out runs/camvid --crop-size 256x320 --epochs 40\n"
         "  pixelwise train --resume runs/camvid --epochs 60\n"
         "  torchrun --nproc-per-node 4 -m pixelwise train --data voc2012 --root data --out runs/voc --batch-size 32\n\n"
@@ -196,7 +212,7 @@ def add_train(subparsers) -> None:
         "--loss", choices=LOSSES,
         help="ce: cross-entropy; dice, focal, lovasz (segmentation_models.pytorch's); ce+dice: their sum. All leave "
         "pixels labelled 255 out; --class-weighting applies to ce, focal and dice, not lovasz "
-        f"(default: {defaults.loss})",
+        + _the_models("loss"),
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")
     parser.add_argument(
@@ -214,9 +230,18 @@ def add_train(subparsers) -> None:
         metavar=("LOW", "HIGH"),
         help="random scale (default: %g %g)" % defaults.scale_range,
     )
-    parser.add_argument("--lr", type=real_number, help=f"peak learning rate (default: {defaults.lr})")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {defaults.optimizer})")
-    parser.add_argument("--momentum", type=real_number, help=f"SGD momentum (default: {defaults.momentum})")
+    parser.add_argument(
+        "--lr", type=real_number,
+        help="peak learning rate (default: the optimiser's, "
+        + ", ".join(f"{rate:g} for {name}" for name, rate in LEARNING_RATES.items()) + ")",
+    )  # fmt: skip
+    parser.add_argument(
+        "--optimizer", choices=OPTIMIZERS,
+        help=_the_models("optimizer"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--momentum", type=real_number, help=f"SGD's momentum, refused with adamw (default: {defaults.momentum})"
+    )
     parser.add_argument("--weight-decay", type=real_number, help=f"(default: {defaults.weight_decay})")
     parser.add_argument(
         "--class-weighting",
@@ -515,8 +540,9 @@ def run_models(args: argparse.Namespace) -> int:
     for row in table:
         default = row["default_encoder"] + (" *" if row["default"] else "")
         print(f"{row['name']:<15}{default:<20}{row['parameters'] / 1e6:>11.1f}M  {', '.join(row['encoders'])}")
-        print(f"{'':<47}{row['summary']}")
+        print(f"{'':<47}{row['summary']}; {row['optimizer']}, {row['loss']}")
     print("\n* the default model of `pixelwise train`; parameters at the default encoder")
+    print("after each summary: the optimiser and loss the model trains with unless told")
     return 0
 
 
@@ -526,7 +552,7 @@ def add_models(subparsers) -> None:
         subparsers,
         "models",
         run_models,
-        "list the models `train --model` takes, with their encoders, parameter counts and defaults",
+        "list the models `train --model` takes, with their encoders, parameter counts, recipes and defaults",
         "  pixelwise models\n  pixelwise models --json",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects")

@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass with the default recipe, saved with every run."""
+"""Training configuration: one dataclass with every setting of a run, saved with it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pixelwise.errors import ModelError, TrainingError
 from pixelwise.losses import LOSSES
 from pixelwise.models import DEFAULT_MODEL, LEGACY_ENCODER, MODELS, model_spec, resolve_encoder
 
-OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 CLASS_WEIGHTING_POWERS = {
@@ -17,6 +16,8 @@ CLASS_WEIGHTING_POWERS = {
     "sqrt-median-frequency": 0.5,
 }  # exponent of the median-frequency weights
 CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTING_POWERS)
+LEARNING_RATES = {"sgd": 0.02, "adamw": 1e-3}  # each optimiser's peak rate unless `lr` is given
+OPTIMIZERS = tuple(LEARNING_RATES)
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has bfloat16 units
 DECODE_PLACES = ("workers", "device")
 CHOICES = {
@@ -24,7 +25,8 @@ CHOICES = {
     "precision": PRECISIONS, "decode_on": DECODE_PLACES, "on_bad_sample": BAD_SAMPLE_POLICIES, "loss": LOSSES,
 }  # fmt: skip
 # A config saved before a setting existed trained as this value does, not as today's default.
-BEFORE_THE_SETTING = {"class_weighting": "none", "loss": "ce", "encoder": LEGACY_ENCODER}
+BEFORE_THE_SETTING = {"class_weighting": "none", "loss": "ce", "encoder": LEGACY_ENCODER, "optimizer": "sgd"}
+FILLED_IN = ("optimizer", "lr", "loss")  # None means the model's (or the optimiser's) in a new config
 RENAMED = {"backbone_weights": "encoder_weights"}  # a saved config's old name -> today's
 MAX_SEED = 2**63 - 1
 MAX_WORKERS = 256
@@ -74,13 +76,13 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     encoder: str | None = None  # the model's default encoder
     encoder_weights: str = "none"
-    loss: str = "ce"
+    loss: str | None = None  # the model's (pixelwise.models.ModelSpec)
     epochs: int = 30
     batch_size: int = 8
     crop_size: tuple[int, int] = (256, 320)
     scale_range: tuple[float, float] = (0.75, 1.5)
-    optimizer: str = "sgd"
-    lr: float = 0.02
+    optimizer: str | None = None  # the model's
+    lr: float | None = None  # the optimiser's, LEARNING_RATES
     momentum: float = 0.9
     weight_decay: float = 1e-4
     class_weighting: str = "sqrt-median-frequency"
@@ -99,7 +101,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_size, self.scale_range = _as_tuple(self.crop_size), _as_tuple(self.scale_range)
+        self._fill_in_the_recipe()
         self.validate()
+
+    def _fill_in_the_recipe(self) -> None:
+        """Optimiser and loss not given: the model's; learning rate not given: the optimiser's."""
+        spec = MODELS[self.model if self.model in tuple(MODELS) else DEFAULT_MODEL]  # validate names a wrong one
+        if self.optimizer is None:
+            self.optimizer = spec.optimizer
+        if self.loss is None:
+            self.loss = spec.loss
+        if self.lr is None:
+            self.lr = LEARNING_RATES[self.optimizer if self.optimizer in OPTIMIZERS else spec.optimizer]
 
     def validate(self) -> None:
         """Raise TrainingError on values no run could use, naming each setting and its value."""
@@ -177,4 +190,7 @@ class TrainConfig:
         """Inverse of `to_dict`; unknown keys (other versions) are dropped, missing ones mean what they did then."""
         known = {field.name for field in fields(cls)}
         renamed = {RENAMED.get(key, key): value for key, value in values.items()}
+        unset = [name for name in FILLED_IN if name in renamed and renamed[name] is None]
+        if unset:  # a saved config holds the values its run used
+            raise TrainingError(f"{unset[0]} must be set in a saved config, got None")
         return cls(**{**BEFORE_THE_SETTING, **{key: value for key, value in renamed.items() if key in known}})

@@ -266,7 +266,8 @@ def _train(
     processes = f" in {ranks.world_size} processes" if ranks.world_size > 1 else ""
     log(
         f"training {config.model} ({config.encoder}) on {folder} ({len(data.train_set)} images, "
-        f"{len(class_names)} classes) on {device}{processes}"
+        f"{len(class_names)} classes) on {device}{processes}, with {config.optimizer} at lr {config.lr:g} "
+        f"and {config.loss} loss"
     )
     slow_precision = emulated_bf16_warning(device, config.precision)
     if slow_precision:

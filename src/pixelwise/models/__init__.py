@@ -20,12 +20,14 @@ from pixelwise.models.smp_models import MIT_ENCODERS, smp_model
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one registered model: `build(*, num_classes, encoder, encoder_weights)`, its encoders, a summary."""
+    """One registered model: `build(*, num_classes, encoder, encoder_weights)`, its encoders, summary and recipe."""
 
     build: Callable[..., nn.Module]
     encoders: tuple[str, ...]
     summary: str
     min_batch: int = 1  # images per training step its BatchNorm needs (2 where it normalises a pooled 1x1 map)
+    optimizer: str = "sgd"  # its recipe: what a run of it uses unless told (docs/training.md says why)
+    loss: str = "ce"
 
     @property
     def default_encoder(self) -> str:
@@ -33,18 +35,29 @@ class ModelSpec:
         return self.encoders[0]
 
 
+# The smp and torchvision decoders are deep and randomly initialised: AdamW scales each parameter's
+# step where one SGD rate suited the FCNs' shallow heads but not them, and dice weighs a thin class
+# as much as a wide one.
+DECODER_RECIPE = {"optimizer": "adamw", "loss": "ce+dice"}
+
 MODELS: dict[str, ModelSpec] = {
     "fcn32s": ModelSpec(partial(fcn_resnet, variant="32s"), RESNET_ENCODERS, "the seed's FCN-32s (D2L 13.11)"),
     "fcn8s": ModelSpec(partial(fcn_resnet, variant="8s"), RESNET_ENCODERS, "FCN-8s: stride-16 and -8 skips"),
-    "unet": ModelSpec(partial(smp_model, "unet"), RESNET_ENCODERS, "U-Net decoder (smp)"),
-    "fpn": ModelSpec(partial(smp_model, "fpn"), RESNET_ENCODERS, "Feature Pyramid Network decoder (smp)"),
+    "unet": ModelSpec(partial(smp_model, "unet"), RESNET_ENCODERS, "U-Net decoder (smp)", **DECODER_RECIPE),
+    "fpn": ModelSpec(
+        partial(smp_model, "fpn"), RESNET_ENCODERS, "Feature Pyramid Network decoder (smp)", **DECODER_RECIPE
+    ),
     "deeplabv3plus": ModelSpec(
-        partial(smp_model, "deeplabv3plus"), RESNET_ENCODERS, "DeepLabV3+: atrous pyramid, stride 16 (smp)", min_batch=2
-    ),
+        partial(smp_model, "deeplabv3plus"), RESNET_ENCODERS, "DeepLabV3+: atrous pyramid, stride 16 (smp)",
+        min_batch=2, **DECODER_RECIPE,
+    ),  # fmt: skip
     "segformer": ModelSpec(
-        partial(smp_model, "segformer"), MIT_ENCODERS + RESNET_ENCODERS, "SegFormer: MLP decoder, MiT encoder (smp)"
+        partial(smp_model, "segformer"), MIT_ENCODERS + RESNET_ENCODERS, "SegFormer: MLP decoder, MiT encoder (smp)",
+        **DECODER_RECIPE,
+    ),  # fmt: skip
+    "lraspp": ModelSpec(
+        lraspp, MOBILE_ENCODERS, "LR-ASPP on MobileNetV3-Large, the mobile model (torchvision)", **DECODER_RECIPE
     ),
-    "lraspp": ModelSpec(lraspp, MOBILE_ENCODERS, "LR-ASPP on MobileNetV3-Large, the mobile model (torchvision)"),
 }
 
 
@@ -80,7 +93,7 @@ def build_model(
 
 
 def model_table(num_classes: int = 21) -> list[dict]:
-    """One row per model: name, encoders, default encoder, parameters at it for `num_classes`, summary, default."""
+    """One row per model: name, encoders, default encoder, parameters at it, summary, recipe, whether the default."""
     return [
         {
             "name": name,
@@ -88,6 +101,8 @@ def model_table(num_classes: int = 21) -> list[dict]:
             "default_encoder": spec.default_encoder,
             "parameters": _parameter_count(name, num_classes),
             "summary": spec.summary,
+            "optimizer": spec.optimizer,
+            "loss": spec.loss,
             "default": name == DEFAULT_MODEL,
         }
         for name, spec in MODELS.items()
