@@ -59,8 +59,9 @@ def train_d2l(camvid: Path, epochs: int, batch_size: int, scratch: Path) -> nn.M
 
     voc_dir = camvid_as_voc(camvid, scratch)
     with contextlib.redirect_stdout(io.StringIO()):  # d2l prints and draws an animated plot
-        train_iter = DataLoader(d2l.VOCSegDataset(True, (320, 480), str(voc_dir)), batch_size, shuffle=True, drop_last=True, num_workers=2)
-        test_iter = DataLoader(d2l.VOCSegDataset(False, (320, 480), str(voc_dir)), batch_size, drop_last=True, num_workers=2)
+        train_set, test_set = (d2l.VOCSegDataset(is_train, (320, 480), str(voc_dir)) for is_train in (True, False))
+        train_iter = DataLoader(train_set, batch_size, shuffle=True, drop_last=True, num_workers=2)
+        test_iter = DataLoader(test_set, batch_size, drop_last=True, num_workers=2)
         net = chapter_fcn(11)
         trainer = torch.optim.SGD(net.parameters(), lr=0.001, weight_decay=1e-3)
         d2l.train_ch13(net, train_iter, test_iter, chapter_loss, trainer, epochs, [torch.device("cpu")])
@@ -80,7 +81,8 @@ def write_figure(models: dict[str, nn.Module], camvid: Path, path: Path, count: 
     with torch.inference_mode():
         for index in range(0, len(dataset), len(dataset) // count)[:count]:
             image, truth = dataset.load(index)
-            predictions = [model.eval()(normalize_batch(image.unsqueeze(0))).argmax(1)[0].numpy() for model in models.values()]
+            batch = normalize_batch(image.unsqueeze(0))
+            predictions = [model.eval()(batch).argmax(1)[0].numpy() for model in models.values()]
             rows.append((Image.fromarray(image.permute(1, 2, 0).numpy()), [truth.numpy(), *predictions]))
     comparison_figure(rows, dataset.class_names, dataset.palette).save(path)
 
@@ -107,7 +109,11 @@ def merged_results(out: Path, epochs: int, new: dict) -> dict:
     """Earlier results with the same epochs and saved weights (from a run with `--only`), updated by this run's."""
     path = out / "results.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    merged = {side: value for side, value in earlier.items() if value.get("epochs") == epochs and weights_path(out, side).exists()}
+    merged = {
+        side: value
+        for side, value in earlier.items()
+        if value.get("epochs") == epochs and weights_path(out, side).exists()
+    }
     merged.update(new)
     return {side: merged[side] for side in ("pixelwise", "d2l") if side in merged}
 
@@ -115,16 +121,33 @@ def merged_results(out: Path, epochs: int, new: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = TrainConfig()
-    parser.add_argument("--quick", action="store_true", help="1 epoch each (a smoke run, under a few minutes; numbers mean little)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs for both sides (default: {defaults.epochs}, the default recipe's)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 epoch each (a smoke run, under a few minutes; numbers mean little)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help=f"epochs for both sides (default: {defaults.epochs}, the default recipe's)",
+    )
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    parser.add_argument("--out", default="benchmarks/results/camvid", help="folder for runs, weights, figure and results.json")
+    parser.add_argument(
+        "--out", default="benchmarks/results/camvid", help="folder for runs, weights, figure and results.json"
+    )
     parser.add_argument(
         "--only",
         choices=["d2l", "pixelwise"],
-        help="run one side only; the table, figure and RESULT line then also use the other side's saved result with the same epochs",
+        help=(
+            "run one side only; the table, figure and RESULT line then also use the other side's saved result "
+            "with the same epochs"
+        ),
     )
-    parser.add_argument("--class-weighting", default=defaults.class_weighting, choices=CLASS_WEIGHTINGS, help="pixelwise's loss weighting (default: the default recipe's, %(default)s)")
+    parser.add_argument(
+        "--class-weighting",
+        default=defaults.class_weighting,
+        choices=CLASS_WEIGHTINGS,
+        help="pixelwise's loss weighting (default: the default recipe's, %(default)s)",
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
     epochs = 1 if args.quick else args.epochs
@@ -135,11 +158,14 @@ def main() -> None:
     new = {}
     if args.only != "d2l":
         started = time.perf_counter()
-        config = TrainConfig(data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs, class_weighting=args.class_weighting)
+        config = TrainConfig(
+            data=str(camvid), out=str(out / "pixelwise-run"), epochs=epochs, class_weighting=args.class_weighting
+        )
         result = train(config, overwrite=True, progress=False, log=print)
         minutes = (time.perf_counter() - started) / 60
         metrics = evaluate_full(load_model(result.run_dir / "last.pt"), camvid)
-        new["pixelwise"] = {**metrics.as_dict(class_names), "minutes": minutes, "epochs": epochs, "class_weighting": args.class_weighting}
+        run = {"minutes": minutes, "epochs": epochs, "class_weighting": args.class_weighting}
+        new["pixelwise"] = {**metrics.as_dict(class_names), **run}
     if args.only != "pixelwise":
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
@@ -152,7 +178,8 @@ def main() -> None:
     print(f"CamVid train -> val (101 photos, 480x360, void ignored), {epochs} epochs each, from scratch, CPU")
     print_iou_table(results, class_names)
     write_figure(saved_models(out, results), camvid, out / "predictions.png")
-    print(result_line(**{("miou" if side == "pixelwise" else "miou_d2l"): value["miou"] for side, value in results.items()}))
+    keys = {"pixelwise": "miou", "d2l": "miou_d2l"}
+    print(result_line(**{keys[side]: value["miou"] for side, value in results.items()}))
 
 
 if __name__ == "__main__":

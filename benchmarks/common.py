@@ -135,7 +135,9 @@ class PeakMemory:
 
 def result_line(**values: float | str) -> str:
     """The closing `RESULT key=value ...` line that scripts and docs read."""
-    return "RESULT " + " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in values.items())
+    return "RESULT " + " ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in values.items()
+    )
 
 
 # D2L chapter 13.11 builds its network, loss and prediction inline in the notebook (the d2l
@@ -148,7 +150,9 @@ def chapter_fcn(num_classes: int) -> nn.Sequential:
     backbone = torchvision.models.resnet18(weights=None)
     net = nn.Sequential(*list(backbone.children())[:-2])
     net.add_module("final_conv", nn.Conv2d(512, num_classes, kernel_size=1))
-    net.add_module("transpose_conv", nn.ConvTranspose2d(num_classes, num_classes, kernel_size=64, padding=16, stride=32))
+    net.add_module(
+        "transpose_conv", nn.ConvTranspose2d(num_classes, num_classes, kernel_size=64, padding=16, stride=32)
+    )
     net.transpose_conv.weight.data.copy_(bilinear_kernel(num_classes, num_classes, 64))
     return net
 

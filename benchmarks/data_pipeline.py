@@ -43,7 +43,9 @@ def measure_pixelwise(voc_root: Path, crop: tuple[int, int], batch_size: int, wo
     started = time.perf_counter()
     with PeakMemory() as memory:
         samples = SeededSamples(VOCSegmentation(voc_root, "train", train_transforms(crop)), seed=0)
-        return _drain(train_loader(samples, batch_size=batch_size, workers=workers), started, memory, batches, normalize=True)
+        return _drain(
+            train_loader(samples, batch_size=batch_size, workers=workers), started, memory, batches, normalize=True
+        )
 
 
 def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normalize: bool) -> dict:
@@ -60,7 +62,12 @@ def _drain(loader, started: float, memory: PeakMemory, batches: int, *, normaliz
             images = normalize_batch(images)
         samples += len(images)
     throughput = samples / (time.perf_counter() - steady_started)
-    return {"first_batch_s": first_batch, "peak_bytes": memory.peak_bytes, "samples_per_s": throughput, "shape": list(images.shape)}
+    return {
+        "first_batch_s": first_batch,
+        "peak_bytes": memory.peak_bytes,
+        "samples_per_s": throughput,
+        "shape": list(images.shape),
+    }
 
 
 def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> dict[str, float]:
@@ -75,7 +82,9 @@ def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> di
     pairs = [dataset.load(index) for index in range(samples)]
     stages = {
         "decode photo (PIL)": lambda index: read_image(dataset.samples[index][0]),
-        "read and decode label": lambda index: dataset.classes.decode(read_label_array(dataset.samples[index][1]), dataset.samples[index][1]),
+        "read and decode label": lambda index: dataset.classes.decode(
+            read_label_array(dataset.samples[index][1]), dataset.samples[index][1]
+        ),
         "scale, crop, flip": lambda index: dataset.transforms(*pairs[index]),
         "whole __getitem__": lambda index: dataset[index],
         "same, --decode-on device": lambda index: for_device[index],
@@ -83,13 +92,16 @@ def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> di
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {name: 1000 * sum(timed(lambda: stage(index)) for index in range(samples)) / samples for name, stage in stages.items()}
+        return {
+            name: 1000 * sum(timed(lambda: stage(index)) for index in range(samples)) / samples
+            for name, stage in stages.items()
+        }
     finally:
         torch.set_num_threads(threads)
 
 
 def batch_handover_ms(voc_root: Path, crop: tuple[int, int], batch_size: int, repeats: int = 20) -> dict[str, float]:
-    """Median milliseconds to send one collated batch from a worker to the training process (pickling through shared memory)."""
+    """Median milliseconds to send one collated batch from a worker to the training process, through shared memory."""
     import copy
     import pickle
     from multiprocessing.reduction import ForkingPickler
@@ -103,13 +115,28 @@ def batch_handover_ms(voc_root: Path, crop: tuple[int, int], batch_size: int, re
         samples = training_samples(VOCSegmentation(voc_root, "train", train_transforms(crop)), 0, decode_on=decode_on)
         batch = collate_skipping([samples[(1, index)] for index in range(batch_size)])
         fresh = [copy.deepcopy(batch) for _ in range(repeats)]  # new tensors each time, as each batch is in a worker
-        figures[decode_on] = 1000 * statistics.median(timed(lambda: pickle.loads(ForkingPickler.dumps(one))) for one in fresh)
+        figures[decode_on] = 1000 * statistics.median(
+            timed(lambda: pickle.loads(ForkingPickler.dumps(one))) for one in fresh
+        )
     return figures
 
 
 def run_side(side: str, args: argparse.Namespace, voc_root: Path) -> dict:
     """One side in a fresh interpreter; its JSON result."""
-    command = [sys.executable, __file__, "--side", side, "--voc-root", str(voc_root), "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+    command = [
+        sys.executable,
+        __file__,
+        "--side",
+        side,
+        "--voc-root",
+        str(voc_root),
+        "--batches",
+        str(args.batches),
+        "--batch-size",
+        str(args.batch_size),
+        "--workers",
+        str(args.workers),
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -139,22 +166,38 @@ def main() -> None:
         for stage, milliseconds in per_sample_stages(voc_root, crop, 50 if args.quick else 300).items():
             print(f"  {stage:28}{milliseconds:6.2f}")
         handover = batch_handover_ms(voc_root, crop, args.batch_size, 5 if args.quick else 20)
-        print(f"pixelwise batch of {args.batch_size}, worker to training process (ms): " + ", ".join(f"--decode-on {place} {ms:.1f}" for place, ms in handover.items()))
+        print(
+            f"pixelwise batch of {args.batch_size}, worker to training process (ms): "
+            + ", ".join(f"--decode-on {place} {ms:.1f}" for place, ms in handover.items())
+        )
         runs = {"d2l": [], "pixelwise": []}
         for _ in range(repeats):
             for side in runs:
                 runs[side].append(run_side(side, args, voc_root))
-    summary = {side: {key: statistics.median(r[key] for r in results) for key in ("first_batch_s", "peak_bytes", "samples_per_s")} for side, results in runs.items()}
-    print(f"{args.images} photos 480x360 (CamVid, repeated), crop {crop[0]}x{crop[1]}, batch {args.batch_size}, {args.workers} workers, median of {repeats}")
+    summary = {
+        side: {
+            key: statistics.median(r[key] for r in results) for key in ("first_batch_s", "peak_bytes", "samples_per_s")
+        }
+        for side, results in runs.items()
+    }
+    print(
+        f"{args.images} photos 480x360 (CamVid, repeated), crop {crop[0]}x{crop[1]}, batch {args.batch_size}, "
+        f"{args.workers} workers, median of {repeats}"
+    )
     print(f"{'':12}{'first batch (s)':>18}{'peak memory (MB)':>18}{'samples/s':>12}")
     for side, values in summary.items():
-        print(f"{side:12}{values['first_batch_s']:>18.2f}{values['peak_bytes'] / 1e6:>18.0f}{values['samples_per_s']:>12.1f}")
+        print(
+            f"{side:12}{values['first_batch_s']:>18.2f}{values['peak_bytes'] / 1e6:>18.0f}"
+            f"{values['samples_per_s']:>12.1f}"
+        )
     d2l, ours = summary["d2l"], summary["pixelwise"]
-    print(result_line(
-        first_batch_ratio=d2l["first_batch_s"] / ours["first_batch_s"],
-        memory_ratio=d2l["peak_bytes"] / ours["peak_bytes"],
-        throughput_ratio=ours["samples_per_s"] / d2l["samples_per_s"],
-    ))
+    print(
+        result_line(
+            first_batch_ratio=d2l["first_batch_s"] / ours["first_batch_s"],
+            memory_ratio=d2l["peak_bytes"] / ours["peak_bytes"],
+            throughput_ratio=ours["samples_per_s"] / d2l["samples_per_s"],
+        )
+    )
 
 
 if __name__ == "__main__":

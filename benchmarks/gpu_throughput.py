@@ -84,7 +84,12 @@ class Trainer:
     def train(self, batches) -> int:
         """Train on `batches`; the number of images."""
         progress = train_one_epoch(
-            self.forward, build_criterion("ce"), batches, self.optimizer, None, self.device,
+            self.forward,
+            build_criterion("ce"),
+            batches,
+            self.optimizer,
+            None,
+            self.device,
             precision=self.setting.precision,
         )
         if self.device.type == "cuda":
@@ -141,7 +146,8 @@ class ThreadTimes:
 
 @contextmanager
 def thread_times():
-    """Time where train_one_epoch's thread goes: waiting for batches (wrap them with `.batches`), preparing them, waiting for the loss."""
+    """Where train_one_epoch's thread spends its time: waiting for batches (wrap them with `.batches`), preparing
+    them, waiting for the loss."""
     times = ThreadTimes()
     original_prepare, original_read = engine.prepare_batch, engine.read_later
     engine.prepare_batch = times.timed("prepare", original_prepare)
@@ -153,14 +159,19 @@ def thread_times():
 
 
 def thread_step_ms(report: Report, name: str, trainer: "Trainer", batches: Iterator, steps: int) -> float:
-    """Milliseconds per training step; reports those the thread spent waiting for the loader, preparing the batch and waiting for the loss."""
+    """Milliseconds per training step; reports those the thread spent waiting for the loader, preparing the batch
+    and waiting for the loss."""
     with thread_times() as times:
         trainer.train(islice(batches, 20))
         times.loader = times.prepare = times.loss_wait = 0.0
         started = time.perf_counter()
         trainer.train(islice(times.batches(batches), steps))
         step = (time.perf_counter() - started) / steps
-    for part, seconds in (("waiting for the loader", times.loader), ("preparing the batch", times.prepare), ("waiting for the loss", times.loss_wait)):
+    for part, seconds in (
+        ("waiting for the loader", times.loader),
+        ("preparing the batch", times.prepare),
+        ("waiting for the loss", times.loss_wait),
+    ):
         report.add(f"{name}: {part}", 1000 * seconds / steps, "ms per step")
     return 1000 * step
 
@@ -173,7 +184,9 @@ def synthetic_batches(batch_size: int, crop: tuple[int, int], device: torch.devi
         yield images, masks
 
 
-def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool, decode_on: str) -> Iterator:
+def loader_batches(
+    voc_root: Path, batch_size: int, crop: tuple[int, int], workers: int, pin_memory: bool, decode_on: str
+) -> Iterator:
     """Batches from `pixelwise train`'s loader (its dataset, transforms, seeding and workers), epoch after epoch."""
     samples = training_samples(VOCSegmentation(voc_root, "train", train_transforms(crop)), 0, decode_on=decode_on)
     loader = train_loader(samples, batch_size=batch_size, workers=workers, pin_memory=pin_memory)
@@ -183,10 +196,14 @@ def loader_batches(voc_root: Path, batch_size: int, crop: tuple[int, int], worke
 
 
 def loader_samples_per_second(batches: Iterator, count: int, device: torch.device) -> float:
-    """The loader alone, batches prepared on `device` as training does: samples/s over `count` batches after 2 * count warm-up."""
+    """The loader alone, batches prepared on `device` as training does: samples/s over `count` batches after
+    2 * count warm-up."""
 
     def delivered(number: int) -> int:
-        samples = sum(len(prepare_batch(*batch[:2], device, (IMAGENET_MEAN, IMAGENET_STD))[1]) for batch in islice(batches, number))
+        samples = sum(
+            len(prepare_batch(*batch[:2], device, (IMAGENET_MEAN, IMAGENET_STD))[1])
+            for batch in islice(batches, number)
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         return samples
@@ -216,7 +233,8 @@ def decode_images_per_second(voc_root: Path, batch_size: int, device: torch.devi
 
 
 def decode_call_ms(voc_root: Path, batch_size: int, device: torch.device, queued_cycles: int) -> float:
-    """How long one decode call holds the training thread while `queued_cycles` GPU cycles of work wait on the training stream."""
+    """How long one decode call holds the training thread while `queued_cycles` GPU cycles of work wait on the
+    training stream."""
     photos = first_jpegs(voc_root, batch_size)
     decode_jpegs(photos, device)
     torch.cuda.synchronize()
@@ -262,9 +280,23 @@ def measure(report: Report, key: str, function, unit: str = "images/s") -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="timed model-only steps per setting (end-to-end: 4x)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, (os.cpu_count() or 2) - 2)], help="loader process counts to try, photos decoded in the workers (default: CPUs - 2)")
-    parser.add_argument("--device-workers", type=int, nargs="*", default=[], help="loader process counts to try with the photos decoded on the device")
-    parser.add_argument("--images", type=int, default=5872, help="training photos in the VOC tree: CamVid's repeated (default: 5872)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[max(1, (os.cpu_count() or 2) - 2)],
+        help="loader process counts to try, photos decoded in the workers (default: CPUs - 2)",
+    )
+    parser.add_argument(
+        "--device-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="loader process counts to try with the photos decoded on the device",
+    )
+    parser.add_argument(
+        "--images", type=int, default=5872, help="training photos in the VOC tree: CamVid's repeated (default: 5872)"
+    )
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--crop-size", type=int, nargs=2, default=(320, 480), metavar=("H", "W"))
@@ -280,22 +312,39 @@ def main() -> None:
     settings = [s for s in SETTINGS if not (s.compile and args.no_compile)]
     synthetic = partial(synthetic_batches, args.batch_size, tuple(args.crop_size), device)
     model_only: dict[str, float | None] = {}
-    runs: list[tuple[float, Setting, int, str]] = []  # end-to-end images/s, setting, loader processes, where photos are decoded
+    runs: list[tuple[float, Setting, int, str]] = (
+        []
+    )  # end-to-end images/s, setting, loader processes, where photos are decoded
 
     def model_only_rate(setting: Setting, note: str = "") -> float | None:
-        return measure(report, f"model-only {setting.name}{note}", lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10))
+        return measure(
+            report,
+            f"model-only {setting.name}{note}",
+            lambda: Trainer(setting, device).images_per_second(synthetic(), args.steps, 10),
+        )
 
     def end_to_end_rate(setting: Setting, workers: int, decode_on: str, note: str = "") -> None:
         """Loader alone and end-to-end; a run with a `note` is a comparison, not a candidate for the RESULT line."""
-        batches = loader_batches(voc_root, args.batch_size, tuple(args.crop_size), workers, device.type == "cuda", decode_on)
+        batches = loader_batches(
+            voc_root, args.batch_size, tuple(args.crop_size), workers, device.type == "cuda", decode_on
+        )
         where = f"decode on {decode_on}, {workers} workers{note}"
         measure(report, f"loader alone, {where}", lambda: loader_samples_per_second(batches, args.steps, device))
-        rate = measure(report, f"end-to-end {setting.name}, {where}", lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20))
+        rate = measure(
+            report,
+            f"end-to-end {setting.name}, {where}",
+            lambda: Trainer(setting, device).images_per_second(batches, 4 * args.steps, 20),
+        )
         if rate and not note:
             runs.append((rate, setting, workers, decode_on))
 
     def thread_breakdown(name: str, setting: Setting, batches: Iterator) -> None:
-        measure(report, f"{name}: whole step", lambda: thread_step_ms(report, name, Trainer(setting, device), batches, 4 * args.steps), "ms")
+        measure(
+            report,
+            f"{name}: whole step",
+            lambda: thread_step_ms(report, name, Trainer(setting, device), batches, 4 * args.steps),
+            "ms",
+        )
 
     for setting in settings:
         if not setting.compile:
@@ -304,10 +353,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         voc_root = camvid_as_voc(find_camvid(args.camvid), Path(scratch), train_images=args.images)
         if args.device_workers:
-            measure(report, f"decoder alone, batches of {args.batch_size}", lambda: decode_images_per_second(voc_root, args.batch_size, device))
+            measure(
+                report,
+                f"decoder alone, batches of {args.batch_size}",
+                lambda: decode_images_per_second(voc_root, args.batch_size, device),
+            )
         if args.device_workers and device.type == "cuda":
             for cycles in (0, 200_000_000, 1_000_000_000):  # 0, about 100 and 500 ms on an H200
-                report.add(f"decode call, {cycles:.0e} GPU cycles queued", decode_call_ms(voc_root, args.batch_size, device, cycles), "ms")
+                report.add(
+                    f"decode call, {cycles:.0e} GPU cycles queued",
+                    decode_call_ms(voc_root, args.batch_size, device, cycles),
+                    "ms",
+                )
         for decode_on, worker_counts in (("device", args.device_workers), ("workers", args.workers)):
             for workers in worker_counts:
                 end_to_end_rate(best, workers, decode_on)
@@ -324,13 +381,25 @@ def main() -> None:
                 end_to_end_rate(fastest[1], fastest[2], fastest[3], ", loss read before backward")
             where = f"decode on {fastest[3]}, {fastest[2]} workers"
             thread_breakdown(f"model-only {fastest[1].name}", fastest[1], synthetic())
-            thread_breakdown(f"end-to-end {fastest[1].name}, {where}", fastest[1], loader_batches(
-                voc_root, args.batch_size, tuple(args.crop_size), fastest[2], device.type == "cuda", fastest[3]))
+            thread_breakdown(
+                f"end-to-end {fastest[1].name}, {where}",
+                fastest[1],
+                loader_batches(
+                    voc_root, args.batch_size, tuple(args.crop_size), fastest[2], device.type == "cuda", fastest[3]
+                ),
+            )
     rate, setting, workers, decode_on = max(runs, key=lambda run: run[0])
-    print(result_line(
-        model_only=model_only[setting.name], end_to_end=rate, loader_fraction=rate / model_only[setting.name],
-        setting=setting.name.replace(" ", ""), workers=str(workers), decode_on=decode_on,
-    ))
+    print(
+        result_line(
+            model_only=model_only[setting.name],
+            end_to_end=rate,
+            loader_fraction=rate / model_only[setting.name],
+            setting=setting.name.replace(" ", ""),
+            workers=str(workers),
+            decode_on=decode_on,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

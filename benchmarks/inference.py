@@ -41,14 +41,27 @@ def forward_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, inference_copy: bool = True, gemm_upsampling: bool = True, precision: str = "fp32"):
-    """pixelwise on `batch_size` 375x500 photos: `predict` on one, as `pixelwise predict` runs it; one batched forward for more.
+def pixelwise_predictor(
+    batch_size: int,
+    *,
+    photos: torch.Tensor,
+    inference_copy: bool = True,
+    gemm_upsampling: bool = True,
+    precision: str = "fp32",
+):
+    """pixelwise on `batch_size` 375x500 photos: `predict` on one, as `pixelwise predict` runs it; a batched forward
+    for more.
 
     The model is `Segmenter.for_inference()` (what the CLI uses), or with `inference_copy`
     False the Segmenter as built (BatchNorm kept, default memory format).
     """
     network = build_model("fcn32s", num_classes=NUM_CLASSES)
-    model = Segmenter(network, model_name="fcn32s", class_names=tuple(map(str, range(NUM_CLASSES))), palette=((0, 0, 0),) * NUM_CLASSES).eval()
+    model = Segmenter(
+        network,
+        model_name="fcn32s",
+        class_names=tuple(map(str, range(NUM_CLASSES))),
+        palette=((0, 0, 0),) * NUM_CLASSES,
+    ).eval()
     model = model.for_inference() if inference_copy else model
     if not gemm_upsampling:
         with_torch_upsampling(model)
@@ -58,7 +71,9 @@ def pixelwise_predictor(batch_size: int, *, photos: torch.Tensor, inference_copy
 
     @torch.inference_mode()
     def run():
-        batch = normalize_batch(photos[:batch_size], model.mean, model.std).contiguous(memory_format=torch.channels_last)
+        batch = normalize_batch(photos[:batch_size], model.mean, model.std).contiguous(
+            memory_format=torch.channels_last
+        )
         with autocast(batch.device, precision):
             return model.segment(batch).to(torch.uint8)
 
@@ -88,10 +103,12 @@ def serve_d2l(connection, crops: torch.Tensor) -> None:
 
 
 class D2LProcess:
-    """D2L's predictor in a fresh process with the system allocator, run on request so it can take turns with this one's."""
+    """D2L's predictor in a fresh process with the system allocator, run on request to take turns with this one's."""
 
     def __init__(self, crops: torch.Tensor):
-        context = multiprocessing.get_context("spawn")  # a new interpreter: glibc's defaults, not this process's setting
+        context = multiprocessing.get_context(
+            "spawn"
+        )  # a new interpreter: glibc's defaults, not this process's setting
         self.connection, child = context.Pipe()
         self.process = context.Process(target=serve_d2l, args=(child, crops), daemon=True)
         self.process.start()
@@ -117,7 +134,10 @@ def time_cases(cases: dict, flops: dict[str, int], repeats: int) -> dict:
     for batch_size in (1, 8):
         runs = {name: factory(batch_size) for name, factory in cases.items()}
         for name, seconds in alternated_medians(runs, repeats).items():
-            rows[(name, batch_size)] = (batch_size / seconds, flops["d2l" if name.startswith("d2l") else "pixelwise"] * batch_size / seconds / 1e9)
+            rows[(name, batch_size)] = (
+                batch_size / seconds,
+                flops["d2l" if name.startswith("d2l") else "pixelwise"] * batch_size / seconds / 1e9,
+            )
     return rows
 
 
@@ -134,7 +154,9 @@ def main() -> None:
     peak_bf16 = gemm_gflops(dtype=torch.bfloat16)
     flops = {
         # Counted on torch's transposed convolution: the GEMM form also multiplies the zero padding.
-        "pixelwise": forward_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)).eval(), normalize_batch(photos[:1])),
+        "pixelwise": forward_flops(
+            with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)).eval(), normalize_batch(photos[:1])
+        ),
         "d2l": forward_flops(chapter_fcn(NUM_CLASSES).eval(), normalize_batch(crops[:1])),
     }
     allocator = "kept freed memory" if keep_freed_memory() else "system allocator"
@@ -149,9 +171,15 @@ def main() -> None:
     }
     rows = time_cases(cases, flops, repeats)
     d2l.close()
-    print(f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; GEMM peak float32 {peak:.1f}, bfloat16 {peak_bf16:.1f} GFLOP/s")
+    print(
+        f"FCN-32s ResNet-18 forward, CPU threads {torch.get_num_threads()}, median of {repeats}; "
+        f"GEMM peak float32 {peak:.1f}, bfloat16 {peak_bf16:.1f} GFLOP/s"
+    )
     print(f"d2l: system allocator, in a child process; the other rows: {allocator}; all taking turns")
-    print(f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, d2l 320x480 {flops['d2l'] / 1e9:.1f} G")
+    print(
+        f"forward FLOPs per image: pixelwise 375x500 {flops['pixelwise'] / 1e9:.1f} G, "
+        f"d2l 320x480 {flops['d2l'] / 1e9:.1f} G"
+    )
     print(f"{'':24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for (name, batch_size), (images_per_second, gflops) in rows.items():
         ceiling = peak_bf16 if name.endswith("bf16") else peak
@@ -165,13 +193,17 @@ def main() -> None:
         """Row `name`'s best GFLOP/s over `ceiling`."""
         return max(rows[(name, b)][1] for b in (1, 8)) / ceiling
 
-    print(result_line(
-        speedup=lower_ratio("pixelwise", "d2l"), peak_fraction=peak_share("pixelwise", peak),
-        speedup_same_allocator=lower_ratio("pixelwise", "d2l, same allocator"),
-        gemm_upsampling_gain=lower_ratio("pixelwise", "pixelwise oneDNN tconv"),
-        inference_copy_gain=lower_ratio("pixelwise", "pixelwise as built"),
-        speedup_bf16=lower_ratio("pixelwise bf16", "d2l"), peak_fraction_bf16=peak_share("pixelwise bf16", peak_bf16),
-    ))
+    print(
+        result_line(
+            speedup=lower_ratio("pixelwise", "d2l"),
+            peak_fraction=peak_share("pixelwise", peak),
+            speedup_same_allocator=lower_ratio("pixelwise", "d2l, same allocator"),
+            gemm_upsampling_gain=lower_ratio("pixelwise", "pixelwise oneDNN tconv"),
+            inference_copy_gain=lower_ratio("pixelwise", "pixelwise as built"),
+            speedup_bf16=lower_ratio("pixelwise bf16", "d2l"),
+            peak_fraction_bf16=peak_share("pixelwise bf16", peak_bf16),
+        )
+    )
 
 
 if __name__ == "__main__":

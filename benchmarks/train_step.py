@@ -79,7 +79,9 @@ def main() -> None:
     targets = torch.randint(0, NUM_CLASSES, (args.batch_size, HEIGHT, WIDTH), dtype=torch.uint8)
     batch = (images, targets)
     # Counted on torch's transposed convolution: the GEMM form also multiplies the zero padding.
-    flops = step_flops(with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)), normalize_batch(images), targets.long())
+    flops = step_flops(
+        with_torch_upsampling(build_model("fcn32s", num_classes=NUM_CLASSES)), normalize_batch(images), targets.long()
+    )
     peak = gemm_gflops()
     sides = {
         "d2l": d2l_step(batch),
@@ -88,11 +90,20 @@ def main() -> None:
         "pixelwise oneDNN tconv": pixelwise_step(batch, gemm_upsampling=False),
     }
     median = alternated_medians(sides, steps)
-    print(f"FCN-32s ResNet-18, batch {args.batch_size} x 3 x {HEIGHT} x {WIDTH}, CPU threads {torch.get_num_threads()}, {allocator}, median of {steps} steps")
-    print(f"step FLOPs {flops / 1e9:.1f} G ({flops / args.batch_size / 1e9:.1f} G per image); float32 GEMM peak {peak:.1f} GFLOP/s")
+    print(
+        f"FCN-32s ResNet-18, batch {args.batch_size} x 3 x {HEIGHT} x {WIDTH}, "
+        f"CPU threads {torch.get_num_threads()}, {allocator}, median of {steps} steps"
+    )
+    print(
+        f"step FLOPs {flops / 1e9:.1f} G ({flops / args.batch_size / 1e9:.1f} G per image); "
+        f"float32 GEMM peak {peak:.1f} GFLOP/s"
+    )
     print(f"{'':24}{'s/step':>10}{'images/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for name, seconds in median.items():
-        print(f"{name:24}{seconds:>10.3f}{args.batch_size / seconds:>10.2f}{flops / seconds / 1e9:>10.1f}{flops / seconds / 1e9 / peak:>9.0%}")
+        print(
+            f"{name:24}{seconds:>10.3f}{args.batch_size / seconds:>10.2f}{flops / seconds / 1e9:>10.1f}"
+            f"{flops / seconds / 1e9 / peak:>9.0%}"
+        )
     print(
         result_line(
             speedup=median["d2l"] / median["pixelwise"],

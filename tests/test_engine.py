@@ -94,15 +94,23 @@ def test_config_rejects_impossible_values():
         ({"batch_size": "8"}, "batch_size must be a whole number, got '8'"),
         ({"crop_size": (128.0, 96)}, r"crop size must be two whole numbers in 1..65536, got \(128.0, 96\)"),
         ({"scale_range": (0.5,)}, r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(0.5,\)"),
-        ({"scale_range": (1, 1e300)},
-            r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)"),
-        ({"model": "unet++"},
-            r"model must be one of fcn32s, fcn8s, unet, fpn, deeplabv3plus, segformer, lraspp, got 'unet\+\+'"),
-        ({"model": "fcn8s", "encoder": "mit_b0"},
-            "model fcn8s has no encoder 'mit_b0'; choose one of resnet18, resnet34, resnet50"),
-        ({"model": "deeplabv3plus", "batch_size": 1},
+        (
+            {"scale_range": (1, 1e300)},
+            r"scale range must be two numbers with 0 < low <= high <= 16.0, got \(1, 1e\+300\)",
+        ),
+        (
+            {"model": "unet++"},
+            r"model must be one of fcn32s, fcn8s, unet, fpn, deeplabv3plus, segformer, lraspp, got 'unet\+\+'",
+        ),
+        (
+            {"model": "fcn8s", "encoder": "mit_b0"},
+            "model fcn8s has no encoder 'mit_b0'; choose one of resnet18, resnet34, resnet50",
+        ),
+        (
+            {"model": "deeplabv3plus", "batch_size": 1},
             r"deeplabv3plus trains on at least 2 images per step \(BatchNorm on a pooled 1x1 map\), got a batch "
-            "size of 1"),
+            "size of 1",
+        ),
         ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, got 'bce'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
@@ -122,8 +130,9 @@ def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(precision, f
     before = model.score32.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (2, 32, 32)))
-    progress = train_one_epoch(model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"),
-        precision=precision)
+    progress = train_one_epoch(
+        model, build_criterion("ce"), [batch], optimizer, None, torch.device("cpu"), precision=precision
+    )
     assert seen == [forward_dtype]
     assert model.score32.weight.dtype == torch.float32 and not torch.equal(model.score32.weight, before)
     assert progress.steps == 1 and progress.loss > 0
@@ -139,7 +148,9 @@ def test_non_finite_loss_stops_with_the_step():
     with pytest.raises(TrainingError, match="loss became nan at step 1"):
         train_one_epoch(model, build_criterion("ce"), [bad], optimizer, None, torch.device("cpu"))
     assert all(torch.isfinite(parameter).all() for parameter in model.parameters()), "checked before the optimiser step"
-    assert len(optimizer.state) > 0 and all(torch.isfinite(state["momentum_buffer"]).all() for state in optimizer.state.values())
+    assert len(optimizer.state) > 0 and all(
+        torch.isfinite(state["momentum_buffer"]).all() for state in optimizer.state.values()
+    )
 
 
 def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
@@ -147,8 +158,9 @@ def test_short_training_on_camvid_beats_the_majority_class(camvid_root):
     torch.manual_seed(0)
     size = [120, 160]
     shrink = v2.Resize(size, antialias=True)  # masks are resized with nearest neighbour
-    train_set = FolderSegmentation(camvid_root, "train", v2.Compose([shrink, train_transforms((96, 128),
-        scale_range=(0.8, 1.25))]))
+    train_set = FolderSegmentation(
+        camvid_root, "train", v2.Compose([shrink, train_transforms((96, 128), scale_range=(0.8, 1.25))])
+    )
     val_set = FolderSegmentation(camvid_root, "val", shrink)
     model = build_model("fcn32s", num_classes=11).to(memory_format=torch.channels_last)
     config = TrainConfig(epochs=2, lr=0.02, warmup_epochs=0.2)
@@ -173,8 +185,10 @@ def test_class_weighted_loss_is_a_weighted_mean_over_labelled_pixels():
     valid = target != 255
     expected = (per_pixel[valid] * weights[target[valid]]).sum() / weights[target[valid]].sum()
     assert torch.allclose(segmentation_loss(logits, target, weights), expected)
-    assert torch.allclose(segmentation_loss(logits, target, weights), torch.nn.functional.cross_entropy(logits,
-        target, weight=weights, ignore_index=255))
+    assert torch.allclose(
+        segmentation_loss(logits, target, weights),
+        torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255),
+    )
 
 
 def test_median_frequency_weights_lift_rare_classes_and_data_check_counts_their_pixels(synthetic_voc):
@@ -192,8 +206,9 @@ def test_median_frequency_weights_lift_rare_classes_and_data_check_counts_their_
     assert (pixels <= where_present).all() and pixels[0] == pixels.max(), "background is the most frequent class"
     weights = median_frequency_weights(pixels, where_present)
     frequency = pixels / where_present
-    assert torch.allclose(weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency,
-        dtype=torch.float32))
+    assert torch.allclose(
+        weights, torch.tensor(float(sorted(frequency)[1] + sorted(frequency)[2]) / 2 / frequency, dtype=torch.float32)
+    )
     assert weights[0] == weights.min()
 
 

@@ -46,7 +46,13 @@ def test_conv_transpose2d_matches_torch_on_random_shapes():
         k_h, k_w = (int(v) for v in torch.randint(1, 6, (2,), generator=generator))
         stride = int(torch.randint(1, 5, (1,), generator=generator))
         padding = int(torch.randint(0, min(k_h, k_w), (1,), generator=generator))
-        if min(transposed_output_size(height, k_h, stride, padding), transposed_output_size(width, k_w, stride, padding)) < 1:
+        if (
+            min(
+                transposed_output_size(height, k_h, stride, padding),
+                transposed_output_size(width, k_w, stride, padding),
+            )
+            < 1
+        ):
             continue  # torch refuses empty outputs; so does ours (tested below)
         x = torch.randn(batch, c_in, height, width, generator=generator)
         w = torch.randn(c_in, c_out, k_h, k_w, generator=generator)
@@ -84,12 +90,20 @@ def test_conv_transpose2d_by_phases_matches_torch(stride, taps):
     kernel = taps * stride
     for padding in sorted({0, 1, stride // 2, kernel - 1}):
         for height, width in ((1, 1), (3, 5), (6, 2)):
-            if min(transposed_output_size(height, kernel, stride, padding), transposed_output_size(width, kernel, stride, padding)) < 1:
+            if (
+                min(
+                    transposed_output_size(height, kernel, stride, padding),
+                    transposed_output_size(width, kernel, stride, padding),
+                )
+                < 1
+            ):
                 continue
             x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
             w = torch.randn(3, 4, kernel, kernel, generator=generator, dtype=torch.float64)
             reference = F.conv_transpose2d(x, w, stride=stride, padding=padding)
-            torch.testing.assert_close(conv_transpose2d_by_phases(x, w, stride=stride, padding=padding), reference, atol=1e-10, rtol=0)
+            torch.testing.assert_close(
+                conv_transpose2d_by_phases(x, w, stride=stride, padding=padding), reference, atol=1e-10, rtol=0
+            )
 
 
 def test_conv_transpose2d_by_phases_gradients_match_torch():
@@ -109,7 +123,9 @@ def test_conv_transpose2d_by_phases_needs_kernel_multiple_of_stride():
         conv_transpose2d_by_phases(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 4, 2), stride=2)
 
 
-@pytest.mark.parametrize("n, k, s, p", [(2, 2, 1, 0), (2, 2, 1, 1), (2, 2, 2, 0), (10, 64, 32, 16), (7, 4, 2, 1), (5, 3, 3, 2)])
+@pytest.mark.parametrize(
+    "n, k, s, p", [(2, 2, 1, 0), (2, 2, 1, 1), (2, 2, 2, 0), (10, 64, 32, 16), (7, 4, 2, 1), (5, 3, 3, 2)]
+)
 def test_transposed_output_size_matches_layer(n, k, s, p):
     layer = nn.ConvTranspose2d(1, 1, kernel_size=k, stride=s, padding=p)
     assert layer(torch.zeros(1, 1, n, n)).shape[-1] == transposed_output_size(n, k, s, p)

@@ -176,7 +176,8 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
         match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
         train(config, progress=False)
     calls.update(count=0, nan_at=3)
-    config.out = str(tmp_path / "run")  # the first run's checkpoints are deleted before training, never named as this run's
+    # the first run's checkpoints are deleted before training, never named as this run's
+    config.out = str(tmp_path / "run")
     with pytest.raises(TrainingError,
         match=r"^epoch 1: loss became nan at step 3; no checkpoint was written before it$"):
         train(config, overwrite=True, progress=False)

@@ -26,7 +26,10 @@ def damaged_pickle(path):
     "write, reason",
     [
         (lambda path: None, "weights file not found"),
-        (lambda path: path.write_bytes(b"\xff\xd8\xff\xe0 a photo"), r"not a loadable weights file \(not a PyTorch archive: truncated, or another kind of file\)"),
+        (
+            lambda path: path.write_bytes(b"\xff\xd8\xff\xe0 a photo"),
+            r"not a loadable weights file \(not a PyTorch archive: truncated, or another kind of file\)",
+        ),
         (damaged_pickle, r"not a loadable weights file \(damaged, or objects other than tensors"),
     ],
 )

@@ -22,12 +22,17 @@ def first_batches(dataset, crop_size, scale_range, *, batch_size=6):
     dataset.transforms = transforms
     in_workers = SeededSamples(dataset, seed=5)
     on_device = SeededSamples(DeviceCrops(dataset, transforms), seed=5)
-    return [prepare_batch(*next(iter(train_loader(samples, batch_size=batch_size)))[:2], CPU, NORMALIZATION) for samples in (in_workers, on_device)]
+    return [
+        prepare_batch(*next(iter(train_loader(samples, batch_size=batch_size)))[:2], CPU, NORMALIZATION)
+        for samples in (in_workers, on_device)
+    ]
 
 
 def test_device_crops_are_the_worker_crops_when_photos_are_enlarged(synthetic_voc):
     # Photos of 40 to 90 pixels into 64x96 crops: padded and unpadded samples, mixed sizes in a batch.
-    (images, masks, _), (device_images, device_masks, dropped) = first_batches(VOCSegmentation(synthetic_voc), (64, 96), (1.0, 1.5))
+    (images, masks, _), (device_images, device_masks, dropped) = first_batches(
+        VOCSegmentation(synthetic_voc), (64, 96), (1.0, 1.5)
+    )
     assert dropped == [] and device_images.shape == images.shape == (6, 3, 64, 96)
     assert torch.equal(device_masks, masks)
     levels = (device_images - images).abs() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
@@ -38,7 +43,9 @@ def test_device_crops_are_the_worker_crops_when_photos_are_enlarged(synthetic_vo
 
 
 def test_shrunk_device_crops_keep_the_masks_and_differ_only_by_antialiasing(synthetic_voc):
-    (images, masks, _), (device_images, device_masks, _) = first_batches(VOCSegmentation(synthetic_voc), (48, 48), (0.6, 0.9))
+    (images, masks, _), (device_images, device_masks, _) = first_batches(
+        VOCSegmentation(synthetic_voc), (48, 48), (0.6, 0.9)
+    )
     assert torch.equal(device_masks, masks)
     levels = (device_images - images).abs() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     assert 0 < levels.mean() < 4
@@ -69,7 +76,9 @@ def make_photo_tree(root):
     Image.fromarray(photo).save(root / "images" / "train" / "b_photo.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: upright is the stored photo turned 90 degrees clockwise
-    Image.fromarray(np.ascontiguousarray(np.rot90(photo))).save(root / "images" / "train" / "c_rotated.jpg", quality=95, exif=exif)
+    Image.fromarray(np.ascontiguousarray(np.rot90(photo))).save(
+        root / "images" / "train" / "c_rotated.jpg", quality=95, exif=exif
+    )
     label = np.zeros((20, 30), dtype=np.uint8)
     label[:, 15:] = 1
     for stem in ("a_plain", "b_photo", "c_rotated"):
@@ -96,7 +105,11 @@ def test_photo_headers_come_from_the_bytes_already_read(tmp_path):
         assert torch.equal(data, torch.tensor(list(path.read_bytes()), dtype=torch.uint8))
         path.unlink()  # the header is parsed from `data`, not read again
         headers[path.stem] = read_photo_header(path, data)
-    assert [(h.width, h.height, h.plain_jpeg) for h in headers.values()] == [(30, 20, True), (30, 20, False), (20, 30, False)]
+    assert [(h.width, h.height, h.plain_jpeg) for h in headers.values()] == [
+        (30, 20, True),
+        (30, 20, False),
+        (20, 30, False),
+    ]
     with pytest.raises(DatasetError, match=r"notes\.jpg: cannot decode image"):
         read_photo_header(tmp_path / "notes.jpg", torch.tensor(list(b"not a photo"), dtype=torch.uint8))
     with pytest.raises(DatasetError, match=r"gone\.jpg: file not found"):

@@ -30,7 +30,9 @@ def served(tmp_path):
     folder = tmp_path / "served"
     folder.mkdir()
     CountingHandler.requests = 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(folder)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(folder))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
@@ -51,7 +53,9 @@ def test_download_verifies_extracts_and_does_not_repeat(served, synthetic_voc, t
     root = tmp_path / "data"
     voc = download_voc2012(root, url=f"{url}/{VOC2012_ARCHIVE}", sha1=sha1, progress=False)
     assert voc == root / "VOCdevkit" / "VOC2012"
-    assert (voc / "ImageSets" / "Segmentation" / "train.txt").read_text() == (synthetic_voc / "ImageSets" / "Segmentation" / "train.txt").read_text()
+    assert (voc / "ImageSets" / "Segmentation" / "train.txt").read_text() == (
+        synthetic_voc / "ImageSets" / "Segmentation" / "train.txt"
+    ).read_text()
     assert (root / VOC2012_ARCHIVE).is_file() and not (root / f"{VOC2012_ARCHIVE}.part").exists()
     assert CountingHandler.requests == 1
     assert download_voc2012(root, url=f"{url}/{VOC2012_ARCHIVE}", sha1=sha1, progress=False) == voc

@@ -10,7 +10,9 @@ def make_folder_tree(root, sizes=((20, 16), (24, 18)), split="train"):
     """A tiny folder-layout dataset: 2 classes, value 9 = void."""
     (root / "images" / split).mkdir(parents=True)
     (root / "labels" / split).mkdir(parents=True)
-    (root / "classes.csv").write_text("index,name,r,g,b,ignore\n0,ground,10,10,10,0\n1,thing,200,0,0,0\n9,void,0,0,0,1\n")
+    (root / "classes.csv").write_text(
+        "index,name,r,g,b,ignore\n0,ground,10,10,10,0\n1,thing,200,0,0,0\n9,void,0,0,0,1\n"
+    )
     for number, (width, height) in enumerate(sizes):
         Image.new("RGB", (width, height), (number * 40, 80, 120)).save(root / "images" / split / f"{number}.jpg")
         label = np.zeros((height, width), dtype=np.uint8)
@@ -38,16 +40,18 @@ def test_folder_dataset_errors_name_the_problem(tmp_path):
     with pytest.raises(DatasetError, match=r"labels/train/1\.png: file listed by .* is missing$"):
         FolderSegmentation(root)
     Image.new("L", (24, 18)).save(root / "labels" / "train" / "1.jpg")
-    with pytest.raises(DatasetError,
-        match=r"labels/train/1\.png: file listed by .* is missing; found 1\.jpg, not 1\.png$"):
+    with pytest.raises(
+        DatasetError, match=r"labels/train/1\.png: file listed by .* is missing; found 1\.jpg, not 1\.png$"
+    ):
         FolderSegmentation(root)
 
 
 def test_folder_dataset_refuses_values_outside_the_table(tmp_path):
     root = make_folder_tree(tmp_path)
     Image.fromarray(np.full((16, 20), 4, dtype=np.uint8), mode="L").save(root / "labels" / "train" / "0.png")
-    with pytest.raises(DatasetError,
-        match=r"0\.png: label values 4 \(320 px\) are neither a class \(0, 1\) nor ignored \(9, 255\)"):
+    with pytest.raises(
+        DatasetError, match=r"0\.png: label values 4 \(320 px\) are neither a class \(0, 1\) nor ignored \(9, 255\)"
+    ):
         FolderSegmentation(root)[0]
 
 

@@ -38,7 +38,9 @@ def test_small_images_are_padded_not_dropped():
 def stripes(height, width, stripe=6):
     """An image of vertical stripes (value 40 * stripe number) and the mask of stripe numbers."""
     numbers = (torch.arange(width) // stripe).expand(height, width)
-    return tv_tensors.Image((numbers * 40).to(torch.uint8).expand(3, height, width).clone()), tv_tensors.Mask(numbers.to(torch.uint8))
+    return tv_tensors.Image((numbers * 40).to(torch.uint8).expand(3, height, width).clone()), tv_tensors.Mask(
+        numbers.to(torch.uint8)
+    )
 
 
 def test_scaled_crops_keep_image_and_mask_aligned():
@@ -70,5 +72,7 @@ def test_small_photos_land_at_random_places_in_the_crop():
 
 def test_normalize_batch_standardises_per_channel():
     images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
-    expected = (images.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (images.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(normalize_batch(images), expected, atol=1e-6)

@@ -25,14 +25,19 @@ def test_segment_is_the_argmax_of_the_logits_at_any_size(name):
             assert classes.shape == (2, height, width) and len(classes.unique()) > 1
             assert torch.equal(classes, model(images).argmax(dim=1))
             assert torch.equal(reference.segment(images), reference(images).argmax(dim=1))
-            assert (classes == reference(images).argmax(dim=1)).float().mean() > 0.99, "same classes as torch's transposed convolution"
+            assert (
+                classes == reference(images).argmax(dim=1)
+            ).float().mean() > 0.99, "same classes as torch's transposed convolution"
 
 
 @pytest.mark.parametrize("encoder, channels", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)])
 def test_fcn8s_scores_each_resnet_at_its_own_width(encoder, channels):
     model = build_model("fcn8s", num_classes=3, encoder=encoder)
     assert (model.score32.in_channels, model.score16.in_channels, model.score8.in_channels) == (
-        channels, channels // 2, channels // 4)
+        channels,
+        channels // 2,
+        channels // 4,
+    )
     assert model(torch.randn(1, 3, 40, 50)).shape == (1, 3, 40, 50)
 
 
@@ -85,8 +90,11 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "not found"), ({"conv1.weight": torch.zeros(1)}, "not resnet18 weights"),
-        ([1, 2], "expected a resnet18 state dict")],
+    [
+        (None, "not found"),
+        ({"conv1.weight": torch.zeros(1)}, "not resnet18 weights"),
+        ([1, 2], "expected a resnet18 state dict"),
+    ],
 )
 def test_bad_backbone_weight_files_are_refused(tmp_path, content, message):
     path = tmp_path / "weights.pth"
