@@ -34,10 +34,10 @@ def forward_gflops(network: torch.nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def training_step(name: str, precision: str):
-    """One `train_one_epoch` step on a fixed batch."""
+def training_step(name: str, precision: str, **recipe: str):
+    """One `train_one_epoch` step on a fixed batch: the model's optimiser and loss unless `recipe` names others."""
     model = build_model(name, num_classes=CLASSES).to(memory_format=torch.channels_last)
-    config = TrainConfig(model=name)  # the model's own optimiser and loss
+    config = TrainConfig(model=name, **recipe)
     optimizer = build_optimizer(config, model)
     batch = (torch.randint(0, 256, (BATCH, 3, *CROP), dtype=torch.uint8), torch.randint(0, CLASSES, (BATCH, *CROP)))
     criterion = build_criterion(config.loss)
