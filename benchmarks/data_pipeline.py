@@ -101,7 +101,7 @@ def per_sample_stages(voc_root: Path, crop: tuple[int, int], samples: int) -> di
 
 
 def batch_handover_ms(voc_root: Path, crop: tuple[int, int], batch_size: int, repeats: int = 20) -> dict[str, float]:
-    """Median milliseconds to send one collated batch from a worker to the training process, through shared memory."""
+    """Median milliseconds to pickle one collated batch from a worker to the training process via shared memory."""
     import copy
     import pickle
     from multiprocessing.reduction import ForkingPickler

@@ -312,9 +312,8 @@ def main() -> None:
     settings = [s for s in SETTINGS if not (s.compile and args.no_compile)]
     synthetic = partial(synthetic_batches, args.batch_size, tuple(args.crop_size), device)
     model_only: dict[str, float | None] = {}
-    runs: list[tuple[float, Setting, int, str]] = (
-        []
-    )  # end-to-end images/s, setting, loader processes, where photos are decoded
+    # end-to-end images/s, setting, loader processes, where photos are decoded
+    runs: list[tuple[float, Setting, int, str]] = []
 
     def model_only_rate(setting: Setting, note: str = "") -> float | None:
         return measure(

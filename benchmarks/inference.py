@@ -106,9 +106,8 @@ class D2LProcess:
     """D2L's predictor in a fresh process with the system allocator, run on request to take turns with this one's."""
 
     def __init__(self, crops: torch.Tensor):
-        context = multiprocessing.get_context(
-            "spawn"
-        )  # a new interpreter: glibc's defaults, not this process's setting
+        # a new interpreter: glibc's defaults, not this process's setting
+        context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         self.process = context.Process(target=serve_d2l, args=(child, crops), daemon=True)
         self.process.start()

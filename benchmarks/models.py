@@ -3,7 +3,7 @@
 A training step is pixelwise's `train_one_epoch` on one batch of 8 random 256x320 crops (the
 default recipe's), 11 classes, with the model's own optimiser and loss; inference is
 `Segmenter.for_inference().segment` on one 360x480 photo (CamVid's size). fp32 and bf16 take
-turns in one run, so their ratio holds on any machine.
+turns in one run, so a change of load during it does not bias their ratio.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What each model's own recipe costs per training step against SGD with cross-entropy, in fp32.
 
 The step is `benchmarks/models.py`'s (one batch of 8 random 256x320 crops, 11 classes); the two
-recipes take turns in one run, so their ratio holds on any machine. The FCNs' own recipe is SGD
+recipes take turns in one run, so a change of load during it does not bias their ratio (which
+depends on the CPU: BENCHMARKS.md names the machine of each figure). The FCNs' own recipe is SGD
 with ce, so by default only the models whose recipe differs are timed.
 """
 
@@ -22,7 +23,8 @@ BASELINE = {"optimizer": "sgd", "loss": "ce"}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per side (default 3)")
-    differing = [name for name, spec in MODELS.items() if (spec.optimizer, spec.loss) != tuple(BASELINE.values())]
+    baseline = (BASELINE["optimizer"], BASELINE["loss"])
+    differing = [name for name, spec in MODELS.items() if (spec.optimizer, spec.loss) != baseline]
     parser.add_argument("--models", nargs="+", default=differing, choices=list(MODELS))
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
