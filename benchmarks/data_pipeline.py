@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from common import PeakMemory, camvid_as_voc, find_camvid, result_line, timed
+from pixelwise.cli_arguments import positive_int
 
 
 def measure_d2l(voc_root: Path, crop: tuple[int, int], batch_size: int, workers: int, batches: int) -> dict:
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=None, help="steady-state batches to time")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--side", choices=["d2l", "pixelwise"], help=argparse.SUPPRESS)
     parser.add_argument("--voc-root", help=argparse.SUPPRESS)
     args = parser.parse_args()

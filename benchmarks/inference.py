@@ -23,6 +23,7 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pixelwise.cli_arguments import positive_int
 from pixelwise.models.fcn import with_torch_upsampling
 from common import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line
 from pixelwise.data.transforms import normalize_batch
@@ -143,7 +144,7 @@ def time_cases(cases: dict, flops: dict[str, int], repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under 2 minutes)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 7, quick 3)")
+    parser.add_argument("--repeats", type=positive_int, default=None, help="timed calls per case (default 7, quick 3)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import alternated_medians, result_line
+from pixelwise.cli_arguments import positive_int
 from pixelwise.engine import autocast, train_one_epoch
 from pixelwise.losses import build_criterion
 from pixelwise.models import MODELS, build_model
@@ -63,7 +64,7 @@ def inference(name: str, precision: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per side (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds per side (default 5)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()

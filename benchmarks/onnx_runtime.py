@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from common import alternated_medians, find_camvid, result_line, untrained_segmenter
+from pixelwise.cli_arguments import positive_int
 from pixelwise.export import export_onnx
 from pixelwise.models import MODELS
 from pixelwise.onnx_model import load_onnx
@@ -57,7 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--photos", type=int, default=8, help="CamVid val photos per round (default: 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per engine; the median counts (default: 5)")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, help="rounds per engine; the median counts (default: 5)"
+    )
     parser.add_argument("--checkpoint", help="measure this trained .pt instead of the untrained --models")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default="benchmarks/results/onnx_runtime.json")

@@ -14,6 +14,7 @@ import torch
 
 from common import alternated_medians, result_line
 from models import training_step
+from pixelwise.cli_arguments import positive_int
 from pixelwise.models import MODELS
 from pixelwise.runtime import keep_freed_memory
 
@@ -22,7 +23,7 @@ BASELINE = {"optimizer": "sgd", "loss": "ce"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per side (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed rounds per side (default 3)")
     baseline = (BASELINE["optimizer"], BASELINE["loss"])
     differing = [name for name, spec in MODELS.items() if (spec.optimizer, spec.loss) != baseline]
     parser.add_argument("--models", nargs="+", default=differing, choices=list(MODELS))
