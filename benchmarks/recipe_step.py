@@ -1,4 +1,4 @@
-"""What each model's own recipe costs per training step against SGD with cross-entropy, in fp32.
+"""What each model's own recipe costs per training step against SGD with cross-entropy.
 
 The step is `benchmarks/models.py`'s (one batch of 8 random 256x320 crops, 11 classes); the two
 recipes take turns in one run, so a change of load during it does not bias their ratio (which
@@ -24,25 +24,23 @@ BASELINE = {"optimizer": "sgd", "loss": "ce"}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed rounds per side (default 3)")
-    baseline = (BASELINE["optimizer"], BASELINE["loss"])
-    differing = [name for name, spec in MODELS.items() if (spec.optimizer, spec.loss) != baseline]
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: fp32)")
+    differing = [name for name, spec in MODELS.items() if {"optimizer": spec.optimizer, "loss": spec.loss} != BASELINE]
     parser.add_argument("--models", nargs="+", default=differing, choices=list(MODELS))
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
     torch.manual_seed(0)
     ratios = {}
+    print(f"{args.precision} training steps")
     print("| model | own recipe | step, own recipe (s) | step, sgd and ce (s) | own / sgd |")
     print("|---|---|---|---|---|")
     for name in args.models:
-        sides = {"own": training_step(name, "fp32"), "sgd": training_step(name, "fp32", **BASELINE)}
+        sides = {"own": training_step(name, args.precision), "sgd": training_step(name, args.precision, **BASELINE)}
         steps = alternated_medians(sides, args.repeats)
-        ratios[f"{name}_own_over_sgd"] = steps["own"] / steps["sgd"]
+        ratio = ratios[f"{name}_own_over_sgd"] = steps["own"] / steps["sgd"]
         spec = MODELS[name]
-        print(
-            f"| {name} | {spec.optimizer}, {spec.loss} | {steps['own']:.2f} | {steps['sgd']:.2f} "
-            f"| {ratios[f'{name}_own_over_sgd']:.2f}x |",
-            flush=True,
-        )
+        row = f"| {name} | {spec.optimizer}, {spec.loss} | {steps['own']:.2f} | {steps['sgd']:.2f} | {ratio:.2f}x |"
+        print(row, flush=True)
     print(result_line(**ratios))
 
 
