@@ -6,7 +6,7 @@ what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, voi
 model whose result with the same epochs and recipe is already in `--out` is not trained again, so
 the models can run one at a time (`--models`). Writes results.json, a table, each run's mean val
 mIoU over its last five epochs and its best epoch (from its metrics.csv), and a figure of val
-mIoU against training minutes.
+mIoU against wall minutes.
 """
 
 from __future__ import annotations
@@ -71,14 +71,14 @@ def epoch_summary(key: str, metrics_csv: Path) -> str:
 
 
 def write_figure(results: dict, path: Path) -> None:
-    """Val mIoU against training minutes, one labelled point per model."""
+    """Val mIoU against wall minutes (training and the validation after each epoch), a point per model."""
     figure = Figure(figsize=(6, 4), dpi=120)
     axes = figure.subplots()
     for name, value in results.items():
         axes.scatter(value["minutes"], value["miou"])
         axes.annotate(name, (value["minutes"], value["miou"]), textcoords="offset points", xytext=(4, 4))
     axes.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
-    axes.set_xlabel("training minutes (CPU)")
+    axes.set_xlabel("wall minutes (CPU; training and validation)")
     axes.set_ylabel("CamVid val mIoU")
     axes.grid(alpha=0.3)
     figure.tight_layout()

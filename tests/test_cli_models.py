@@ -73,6 +73,7 @@ def test_models_lists_every_model_as_text_and_json(capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert all(name in text for name in MODELS) and "fcn8s          resnet18 *" in text
+    assert "docs/training.md" in text
 
 
 def test_train_records_the_model_encoder_and_the_models_recipe(fpn_run):

@@ -198,7 +198,10 @@ def add_train(subparsers) -> None:
         help=f"run directory: new, empty, or a run without checkpoints (default: {defaults.out})",
     )
     parser.add_argument(
-        "--model", choices=list(MODELS), help=f"network; `pixelwise models` lists them (default: {defaults.model})"
+        "--model",
+        choices=list(MODELS),
+        help=f"network; `pixelwise models` lists them and docs/training.md says which to choose (default: "
+        f"{defaults.model})",
     )
     parser.add_argument(
         "--encoder", metavar="NAME", help="the model's encoder (backbone), one `pixelwise models` lists for it "
@@ -543,6 +546,7 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"{'':<47}{row['summary']}; {row['optimizer']}, {row['loss']}")
     print("\n* the default model of `pixelwise train`; parameters at the default encoder")
     print("after each summary: the optimiser and loss the model trains with unless told")
+    print("which to choose, and for how many epochs: docs/training.md, 'Choosing a model'")
     return 0
 
 

@@ -1,0 +1,134 @@
+"""Why a class scores low: where its pixels go, for checkpoints trained on CamVid, on CamVid val.
+
+For each checkpoint and class: recall, precision and IoU (hits / (hits + misses + false)), the
+classes its missed pixels are predicted as (shares of the misses), and how many misses lie
+within `--near` pixels of a prediction of the class (an edge off by a few pixels) rather than
+away from any (an object, or a stretch of one, missed); likewise how many false predictions lie
+near a true pixel of the class. Whole val photos, void ignored, the plain inference mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from common import find_camvid, result_line
+from pixelwise.cli_arguments import positive_int
+from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.errors import PixelwiseError
+from pixelwise.metrics import ConfusionMatrix
+from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
+from pixelwise.training import open_dataset, prepare_data
+
+SHOWN_SHARE = 0.03  # confusions below this share of a class's misses are left out of the table
+
+
+def near(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Pixels within `pixels` (a square of side 2 * pixels + 1) of a True pixel of `mask` (H, W)."""
+    grown = F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown[0, 0].bool()
+
+
+class ClassErrors:
+    """Counts, over a split, of one class's hits, misses and false predictions, and how near each lies."""
+
+    def __init__(self, index: int, pixels: int):
+        self.index, self.pixels = index, pixels
+        self.hits = self.misses = self.false = self.misses_near = self.false_near = 0
+
+    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one photo's predicted and true class maps (H, W)."""
+        true, said_anywhere = target == self.index, predicted == self.index
+        said = said_anywhere & (target != IGNORE_INDEX)
+        missed, false = true & ~said, said & ~true
+        self.hits += int((true & said).sum())
+        self.misses += int(missed.sum())
+        self.false += int(false.sum())
+        self.misses_near += int((missed & near(said_anywhere, self.pixels)).sum())
+        self.false_near += int((false & near(true, self.pixels)).sum())
+
+
+def share(part: int, whole: int) -> float:
+    """part / whole, NaN for an empty whole."""
+    return part / whole if whole else float("nan")
+
+
+def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precision: str) -> dict:
+    """Per class of `class_names`: recall, precision, IoU, near shares and confusions of `checkpoint` on val."""
+    model = load_model(checkpoint).for_inference()
+    dataset = open_dataset(prepare_data(str(camvid)), "val")
+    if dataset.class_names != model.class_names:
+        raise PixelwiseError(f"{checkpoint}: classes {', '.join(model.class_names)} differ from {camvid}'s")
+    unknown = sorted(set(class_names) - set(model.class_names))
+    if unknown:
+        raise PixelwiseError(f"{checkpoint}: no class {', '.join(unknown)}; it has {', '.join(model.class_names)}")
+    counters = {name: ClassErrors(model.class_names.index(name), pixels) for name in class_names}
+    confusion = ConfusionMatrix(len(model.class_names))
+    for photos, target in DataLoader(dataset, batch_size=1, num_workers=2):
+        predicted = torch.from_numpy(model.segment_photos(photos.permute(0, 2, 3, 1).numpy(), precision=precision))
+        confusion.update(predicted, target.long())
+        for counter in counters.values():
+            counter.update(predicted[0].long(), target[0].long())
+    rows = {}
+    for name, c in counters.items():
+        missed = confusion.matrix[c.index].clone()
+        missed[c.index] = 0
+        rows[name] = {
+            "recall": share(c.hits, c.hits + c.misses),
+            "precision": share(c.hits, c.hits + c.false),
+            "iou": share(c.hits, c.hits + c.misses + c.false),
+            "misses_near": share(c.misses_near, c.misses),
+            "false_near": share(c.false_near, c.false),
+            "missed_as": {
+                other: value
+                for other, value in zip(model.class_names, (missed / missed.sum().clamp(min=1)).tolist())
+                if value >= SHOWN_SHARE
+            },
+        }
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="pixelwise checkpoints trained on CamVid")
+    parser.add_argument("--classes", nargs="+", default=["pole", "sign"], help="class names (default: pole sign)")
+    parser.add_argument("--near", type=positive_int, default=3, help="pixels that count as near (default: 3)")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="as `pixelwise eval` (default: fp32)"
+    )
+    args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
+    try:
+        camvid = find_camvid(args.camvid)
+    except PixelwiseError as error:
+        raise SystemExit(f"class_errors.py: {error}") from None
+    print(f"CamVid val, {args.precision}; near: within {args.near} pixels")
+    header = f"{'class':>8}{'recall':>8}{'prec':>7}{'IoU':>7}{'miss near':>11}{'false near':>12}  missed as"
+    print(f"{'checkpoint':24}{header} (share of misses)")
+    results = {}
+    for checkpoint in args.checkpoints:
+        try:
+            rows = measure(checkpoint, camvid, args.classes, args.near, args.precision)
+        except PixelwiseError as error:
+            raise SystemExit(f"class_errors.py: {error}") from None
+        run = Path(checkpoint).parent.name
+        shown = f"{run}/{Path(checkpoint).name}"
+        for name, row in rows.items():
+            missed_as = ", ".join(f"{other} {value:.2f}" for other, value in row["missed_as"].items())
+            print(
+                f"{shown:24}{name:>8}{row['recall']:>8.3f}{row['precision']:>7.3f}{row['iou']:>7.3f}"
+                f"{row['misses_near']:>11.2f}{row['false_near']:>12.2f}  {missed_as}"
+            )
+            prefix = f"{run}_{Path(checkpoint).stem}_{name}"
+            results.update({f"{prefix}_{key}": round(row[key], 4) for key in ("recall", "iou")})
+    print(result_line(**results))
+
+
+if __name__ == "__main__":
+    main()
