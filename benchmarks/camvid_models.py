@@ -29,6 +29,7 @@ from pixelwise.training import evaluate_split, train
 
 RECIPE = ("optimizer", "lr", "weight_decay", "loss")  # the settings in which the models' recipes differ
 LAST_EPOCHS = 5
+THIN_CLASSES = ("pole", "sign")  # the classes whose IoU the benchmarks issue sets a target for
 
 
 def recipe(config: TrainConfig) -> dict:
@@ -55,18 +56,26 @@ def train_and_measure(name: str, camvid: Path, out: Path, epochs: int, precision
 
 
 def epoch_summary(key: str, metrics_csv: Path) -> str:
-    """A run's mean val mIoU over its last epochs and its best epoch, from the metrics.csv training wrote."""
+    """A run's val mIoU over its last epochs, its best epoch, the poles' and signs' range over the last
+    epochs and its training minutes, from the metrics.csv training wrote."""
     if not metrics_csv.is_file():
         return f"{key}: no {metrics_csv} to read its epochs from"
-    with metrics_csv.open(newline="") as rows:
-        ious = [(float(row["miou"]), int(row["epoch"])) for row in csv.DictReader(rows)]
-    if not ious:
+    with metrics_csv.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
         return f"{key}: {metrics_csv} holds no epoch"
-    last = [miou for miou, _ in ious[-LAST_EPOCHS:]]
-    best, epoch = max(ious)
+    last = rows[-LAST_EPOCHS:]
+    best = max(rows, key=lambda row: float(row["miou"]))
+    spans = ", ".join(
+        f"{name} {min(values):.3f} to {max(values):.3f}"
+        for name, column in (("mIoU", "miou"), *((name, f"iou_{name}") for name in THIN_CLASSES))
+        if column in rows[0] and (values := [float(row[column]) for row in last])
+    )
+    training_minutes = sum(float(row["seconds"]) for row in rows) / 60
     return (
-        f"{key}: val mIoU {statistics.mean(last):.3f} as the mean of its last {len(last)} epochs, "
-        f"best {best:.3f} at epoch {epoch} of {len(ious)}"
+        f"{key}: val mIoU {statistics.mean(float(row['miou']) for row in last):.3f} as the mean of its last "
+        f"{len(last)} epochs ({spans}), best {float(best['miou']):.3f} at epoch {best['epoch']} of {len(rows)}; "
+        f"{training_minutes:.1f} minutes of training (the epochs' seconds, without validation)"
     )
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from common import find_camvid, result_line
 from pixelwise.cli_arguments import positive_int
+from pixelwise.config import PRECISIONS
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.errors import PixelwiseError
 from pixelwise.metrics import ConfusionMatrix
@@ -34,22 +35,18 @@ def near(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return grown[0, 0].bool()
 
 
-class ClassErrors:
-    """Counts, over a split, of one class's hits, misses and false predictions, and how near each lies."""
+class NearErrors:
+    """Counts, over a split, of one class's misses and false predictions that lie near the class."""
 
     def __init__(self, index: int, pixels: int):
         self.index, self.pixels = index, pixels
-        self.hits = self.misses = self.false = self.misses_near = self.false_near = 0
+        self.misses_near = self.false_near = 0
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
         """Add one photo's predicted and true class maps (H, W)."""
-        true, said_anywhere = target == self.index, predicted == self.index
-        said = said_anywhere & (target != IGNORE_INDEX)
-        missed, false = true & ~said, said & ~true
-        self.hits += int((true & said).sum())
-        self.misses += int(missed.sum())
-        self.false += int(false.sum())
-        self.misses_near += int((missed & near(said_anywhere, self.pixels)).sum())
+        true, said = target == self.index, predicted == self.index
+        false = said & ~true & (target != IGNORE_INDEX)
+        self.misses_near += int((true & ~said & near(said, self.pixels)).sum())
         self.false_near += int((false & near(true, self.pixels)).sum())
 
 
@@ -67,23 +64,26 @@ def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precis
     unknown = sorted(set(class_names) - set(model.class_names))
     if unknown:
         raise PixelwiseError(f"{checkpoint}: no class {', '.join(unknown)}; it has {', '.join(model.class_names)}")
-    counters = {name: ClassErrors(model.class_names.index(name), pixels) for name in class_names}
+    counters = {name: NearErrors(model.class_names.index(name), pixels) for name in class_names}
     confusion = ConfusionMatrix(len(model.class_names))
     for photos, target in DataLoader(dataset, batch_size=1, num_workers=2):
         predicted = torch.from_numpy(model.segment_photos(photos.permute(0, 2, 3, 1).numpy(), precision=precision))
         confusion.update(predicted, target.long())
         for counter in counters.values():
             counter.update(predicted[0].long(), target[0].long())
+    matrix, metrics = confusion.matrix, confusion.compute()
     rows = {}
     for name, c in counters.items():
-        missed = confusion.matrix[c.index].clone()
+        hits = int(matrix[c.index, c.index])
+        missed = matrix[c.index].clone()
         missed[c.index] = 0
+        false = int(matrix[:, c.index].sum()) - hits
         rows[name] = {
-            "recall": share(c.hits, c.hits + c.misses),
-            "precision": share(c.hits, c.hits + c.false),
-            "iou": share(c.hits, c.hits + c.misses + c.false),
-            "misses_near": share(c.misses_near, c.misses),
-            "false_near": share(c.false_near, c.false),
+            "recall": share(hits, int(matrix[c.index].sum())),
+            "precision": share(hits, hits + false),
+            "iou": float(metrics.iou[c.index]),
+            "misses_near": share(c.misses_near, int(missed.sum())),
+            "false_near": share(c.false_near, false),
             "missed_as": {
                 other: value
                 for other, value in zip(model.class_names, (missed / missed.sum().clamp(min=1)).tolist())
@@ -99,24 +99,24 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", default=["pole", "sign"], help="class names (default: pole sign)")
     parser.add_argument("--near", type=positive_int, default=3, help="pixels that count as near (default: 3)")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    parser.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="as `pixelwise eval` (default: fp32)"
-    )
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as `pixelwise eval` (default: fp32)")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
     try:
-        camvid = find_camvid(args.camvid)
+        report(args)
     except PixelwiseError as error:
         raise SystemExit(f"class_errors.py: {error}") from None
+
+
+def report(args: argparse.Namespace) -> None:
+    """Print the table and the RESULT line for the checkpoints and classes `args` names."""
+    camvid = find_camvid(args.camvid)
     print(f"CamVid val, {args.precision}; near: within {args.near} pixels")
     header = f"{'class':>8}{'recall':>8}{'prec':>7}{'IoU':>7}{'miss near':>11}{'false near':>12}  missed as"
     print(f"{'checkpoint':24}{header} (share of misses)")
     results = {}
     for checkpoint in args.checkpoints:
-        try:
-            rows = measure(checkpoint, camvid, args.classes, args.near, args.precision)
-        except PixelwiseError as error:
-            raise SystemExit(f"class_errors.py: {error}") from None
+        rows = measure(checkpoint, camvid, args.classes, args.near, args.precision)
         run = Path(checkpoint).parent.name
         shown = f"{run}/{Path(checkpoint).name}"
         for name, row in rows.items():
