@@ -4,7 +4,11 @@ For each checkpoint and class: recall, precision and IoU (hits / (hits + misses 
 classes its missed pixels are predicted as (shares of the misses), and how many misses lie
 within `--near` pixels of a prediction of the class (an edge off by a few pixels) rather than
 away from any (an object, or a stretch of one, missed); likewise how many false predictions lie
-near a true pixel of the class. Whole val photos, void ignored, the plain inference mode.
+near a true pixel of the class; and recall by the width of the class's horizontal runs in the
+labels (a pole's width), which says whether thin stretches are missed more than wide ones.
+With `--shifts`, also the class's IoU when its logit is raised by each shift before the argmax:
+what a change of the class's prior or loss weight could at best do with the model's scores.
+Whole val photos, void ignored, the plain inference mode.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from common import find_camvid, result_line
 from pixelwise.cli_arguments import positive_int
 from pixelwise.config import PRECISIONS
 from pixelwise.data.labels import IGNORE_INDEX
+from pixelwise.data.transforms import normalize_batch
+from pixelwise.engine import autocast
 from pixelwise.errors import PixelwiseError
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.predict import load_model
@@ -27,6 +33,17 @@ from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import open_dataset, prepare_data
 
 SHOWN_SHARE = 0.03  # confusions below this share of a class's misses are left out of the table
+WIDTHS = (1, 3, 5, 9)  # lower ends of the run-width bands, in pixels of the val photos
+
+
+def run_widths(mask: torch.Tensor) -> torch.Tensor:
+    """For each True pixel of `mask` (H, W), the length of the horizontal run of True it lies in; 0 elsewhere."""
+    padded = F.pad(mask, (0, 1)).flatten()  # a False after each row, so no run crosses rows
+    starts = padded & ~F.pad(padded, (1, 0))[:-1]
+    run = torch.cumsum(starts, 0) * padded
+    lengths = torch.bincount(run)
+    lengths[0] = 0
+    return lengths[run].view(mask.shape[0], -1)[:, :-1].contiguous()
 
 
 def near(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -41,6 +58,7 @@ class NearErrors:
     def __init__(self, index: int, pixels: int):
         self.index, self.pixels = index, pixels
         self.misses_near = self.false_near = 0
+        self.by_width = torch.zeros(len(WIDTHS), 2, dtype=torch.long)  # per band: true pixels, hits
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
         """Add one photo's predicted and true class maps (H, W)."""
@@ -48,6 +66,38 @@ class NearErrors:
         false = said & ~true & (target != IGNORE_INDEX)
         self.misses_near += int((true & ~said & near(said, self.pixels)).sum())
         self.false_near += int((false & near(true, self.pixels)).sum())
+        band = torch.bucketize(run_widths(true), torch.tensor(WIDTHS), right=True) - 1
+        self.by_width[:, 0] += torch.bincount(band[true], minlength=len(WIDTHS))
+        self.by_width[:, 1] += torch.bincount(band[true & said], minlength=len(WIDTHS))
+
+
+class ShiftedIoU:
+    """Counts, over a split, for one class's IoU when its logit is raised by each of `shifts` before the argmax."""
+
+    def __init__(self, index: int, shifts: list[float]):
+        self.index, self.shifts = index, torch.tensor(shifts)
+        self.counts = torch.zeros(len(shifts), 3, dtype=torch.long)  # per shift: hits, true, predicted
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one photo's logits (C, H, W) and true class map (H, W)."""
+        labelled = target != IGNORE_INDEX
+        others = logits.clone()
+        others[self.index] = -torch.inf
+        margin = (logits[self.index] - others.amax(dim=0))[labelled]  # > -shift: predicted as the class
+        said = margin[None] > -self.shifts[:, None]
+        true = (target[labelled] == self.index)[None]
+        self.counts += torch.stack([(said & true).sum(1), true.sum(1).expand(len(self.shifts)), said.sum(1)], 1)
+
+    def ious(self) -> list[float]:
+        """The class's IoU at each shift."""
+        return [share(hits, true + said - hits) for hits, true, said in self.counts.tolist()]
+
+
+@torch.inference_mode()
+def logits_of(model, photos: torch.Tensor, precision: str) -> torch.Tensor:
+    """float32 logits (N, C, H, W) of `model` for uint8 photos (N, 3, H, W) on the CPU."""
+    with autocast(torch.device("cpu"), precision):
+        return model(normalize_batch(photos, model.mean, model.std)).float()
 
 
 def share(part: int, whole: int) -> float:
@@ -55,7 +105,7 @@ def share(part: int, whole: int) -> float:
     return part / whole if whole else float("nan")
 
 
-def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precision: str) -> dict:
+def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precision: str, shifts: list[float]) -> dict:
     """Per class of `class_names`: recall, precision, IoU, near shares and confusions of `checkpoint` on val."""
     model = load_model(checkpoint).for_inference()
     dataset = open_dataset(prepare_data(str(camvid)), "val")
@@ -65,12 +115,17 @@ def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precis
     if unknown:
         raise PixelwiseError(f"{checkpoint}: no class {', '.join(unknown)}; it has {', '.join(model.class_names)}")
     counters = {name: NearErrors(model.class_names.index(name), pixels) for name in class_names}
+    shifted = {name: ShiftedIoU(model.class_names.index(name), shifts) for name in class_names}
     confusion = ConfusionMatrix(len(model.class_names))
     for photos, target in DataLoader(dataset, batch_size=1, num_workers=2):
         predicted = torch.from_numpy(model.segment_photos(photos.permute(0, 2, 3, 1).numpy(), precision=precision))
         confusion.update(predicted, target.long())
         for counter in counters.values():
             counter.update(predicted[0].long(), target[0].long())
+        if shifts:
+            logits = logits_of(model, photos, precision)[0]
+            for counter in shifted.values():
+                counter.update(logits, target[0].long())
     matrix, metrics = confusion.matrix, confusion.compute()
     rows = {}
     for name, c in counters.items():
@@ -84,6 +139,11 @@ def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precis
             "iou": float(metrics.iou[c.index]),
             "misses_near": share(c.misses_near, int(missed.sum())),
             "false_near": share(c.false_near, false),
+            "shifted_iou": shifted[name].ious(),
+            "by_width": [
+                (share(hits_in_band, true_in_band), share(true_in_band, int(c.by_width[:, 0].sum())))
+                for true_in_band, hits_in_band in c.by_width.tolist()
+            ],
             "missed_as": {
                 other: value
                 for other, value in zip(model.class_names, (missed / missed.sum().clamp(min=1)).tolist())
@@ -98,6 +158,10 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", required=True, help="pixelwise checkpoints trained on CamVid")
     parser.add_argument("--classes", nargs="+", default=["pole", "sign"], help="class names (default: pole sign)")
     parser.add_argument("--near", type=positive_int, default=3, help="pixels that count as near (default: 3)")
+    parser.add_argument(
+        "--shifts", nargs="+", type=float, default=[],
+        help="also each class's IoU with its logit raised by these amounts before the argmax (default: none)",
+    )  # fmt: skip
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as `pixelwise eval` (default: fp32)")
     args = parser.parse_args()
@@ -114,11 +178,12 @@ def report(args: argparse.Namespace) -> None:
     print(f"CamVid val, {args.precision}; near: within {args.near} pixels")
     header = f"{'class':>8}{'recall':>8}{'prec':>7}{'IoU':>7}{'miss near':>11}{'false near':>12}  missed as"
     print(f"{'checkpoint':24}{header} (share of misses)")
-    results = {}
+    results, measured = {}, []
     for checkpoint in args.checkpoints:
-        rows = measure(checkpoint, camvid, args.classes, args.near, args.precision)
+        rows = measure(checkpoint, camvid, args.classes, args.near, args.precision, args.shifts)
         run = Path(checkpoint).parent.name
         shown = f"{run}/{Path(checkpoint).name}"
+        measured.append((shown, rows))
         for name, row in rows.items():
             missed_as = ", ".join(f"{other} {value:.2f}" for other, value in row["missed_as"].items())
             print(
@@ -127,7 +192,32 @@ def report(args: argparse.Namespace) -> None:
             )
             prefix = f"{run}_{Path(checkpoint).stem}_{name}"
             results.update({f"{prefix}_{key}": round(row[key], 4) for key in ("recall", "iou")})
+            if args.shifts:
+                results[f"{prefix}_best_shifted_iou"] = round(max(row["shifted_iou"]), 4)
+    print_by_width(measured)
+    if args.shifts:
+        print_shifted(measured, args.shifts)
     print(result_line(**results))
+
+
+def print_by_width(measured: list[tuple[str, dict]]) -> None:
+    """Print each class's recall per band of run width, with the band's share of the class's pixels."""
+    bands = [f"{low}-{high - 1} px" for low, high in zip(WIDTHS, WIDTHS[1:])] + [f"{WIDTHS[-1]}+ px"]
+    print("\nrecall by the width of the class's horizontal runs in the labels (share of its pixels)")
+    print(f"{'checkpoint':24}{'class':>8}" + "".join(f"{band:>16}" for band in bands))
+    for shown, rows in measured:
+        for name, row in rows.items():
+            cells = "".join(f"{recall:>9.3f} ({part:.2f})" for recall, part in row["by_width"])
+            print(f"{shown:24}{name:>8}{cells}")
+
+
+def print_shifted(measured: list[tuple[str, dict]], shifts: list[float]) -> None:
+    """Print each class's IoU with its logit raised by each shift before the argmax."""
+    print("\nIoU with the class's logit raised by each shift before the argmax")
+    print(f"{'checkpoint':24}{'class':>8}" + "".join(f"{shift:>8g}" for shift in shifts))
+    for shown, rows in measured:
+        for name, row in rows.items():
+            print(f"{shown:24}{name:>8}" + "".join(f"{iou:>8.3f}" for iou in row["shifted_iou"]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ import csv
 import importlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,6 +127,10 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
     assert (tmp_path / "out" / "fine_mask.png").is_file()
     errors = capsys.readouterr().err
     assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "empty.jpg"), "--out",
+        str(tmp_path / "out")]) == 1
+    assert "empty.jpg: empty file (0 bytes), not an image" in capsys.readouterr().err
 
 
 def test_inputs_are_folders_files_and_recursive_patterns(tmp_path):
@@ -240,6 +246,9 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
         (["data", "--bogus"], "unrecognized option --bogus before the data command"),
         (["data", "show", "x", "--out", "p.png", "--crops", "1000000"], "--crops: must be in 1..64"),
         (["data", "synth", "--out", "x", "--max-size", "100000"], "--max-size: must be in 1..8192"),
+        (["train", "--resume", ""], "empty argument after --resume (an unset shell variable?)"),
+        (["train", "--resume="], "empty value in --resume="),
+        (["predict", "--checkpoint", "c.pt", "a.jpg", " "], "empty argument after a.jpg"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
@@ -256,14 +265,14 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--data", "/nonexistent/data"], "/nonexistent/data: no such dataset folder"),
         (["train", "--data", "voc2012", "--root", "/nonexistent"], "no VOC2012 tree here; download it (2 GB)"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
-        (["train", "--resume", "/nonexistent-run"], "last.pt: checkpoint not found"),
+        (["train", "--resume", "/nonexistent-run"], "/nonexistent-run: no such run directory to resume"),
         (["train", "--resume", "/nonexistent-run", "--model", "fcn32s"],
             "--resume continues the run with its own settings: --model cannot change"),
         (["train", "--resume", "/nonexistent-run", "--deterministic", "--crop-size", "64x64"],
             "--crop-size cannot change"),
         (["data", "synth", "--out", "/tmp/x", "--classes", "40"], "num_classes must be in 2..21"),
         (["train", "--resume", "/nonexistent-run", "--deterministic", "--device", "cpu", "--lr", "0.1"],
-            "/nonexistent-run/last.pt: checkpoint not found"),
+            "/nonexistent-run: no such run directory to resume"),
         (["train", "--model", "unet", "--momentum", "0.5"], "--momentum is SGD's, and this run trains with adamw"),
         (["train", "--optimizer", "adamw", "--momentum", "0"], "--momentum is SGD's, and this run trains with adamw"),
         (["train", "--device", "meta", "--data", "/nonexistent"],
@@ -409,3 +418,38 @@ def test_keep_refuses_an_empty_or_ambiguous_list():
         _keep_mask(mask, ("background", "a"), "")
     with pytest.raises(PixelwiseError, match="names one class and also the classes a, x"):
         _keep_mask(mask, ("background", "a", "x", "a,x"), "a,x")
+
+
+def test_a_reader_that_stops_early_gets_no_error_message():
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pixelwise", "models", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    command.stdout.close()  # before the command writes: its first write meets a closed pipe
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 1 and err == b""
+
+
+def test_predict_leaves_files_it_did_not_write_alone_unless_told(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    Image.new("RGB", (40, 30)).save(tmp_path / "cat.jpg")
+    Image.new("L", (40, 30), 7).save(tmp_path / "cat_mask.png")  # the user's ground truth beside the photo
+    argv = ["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/cat_mask.png: a file that pixelwise predict did not write is where an output goes" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cat.jpg", "cat_mask.png"], "nothing written"
+    assert np.asarray(Image.open(tmp_path / "cat_mask.png")).max() == 7
+    assert main([*argv, "--overwrite"]) == 0 and main(argv) == 0, "its own outputs are replaced without --overwrite"
+    assert Image.open(tmp_path / "cat_mask.png").mode == "P"
+
+
+def test_predict_refuses_a_folder_at_an_output_name_before_any_work(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    for name in ("a", "b"):
+        Image.new("RGB", (40, 30)).save(tmp_path / f"{name}.jpg")
+    (tmp_path / "out" / "b_overlay.jpg").mkdir(parents=True)
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"),
+        "--out", str(tmp_path / "out"), "--overwrite"]) == 2
+    assert f"{tmp_path}/out/b_overlay.jpg: a folder is where an output goes" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["b_overlay.jpg"]

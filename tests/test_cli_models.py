@@ -142,6 +142,10 @@ def test_bad_model_choices_fail_before_any_training(fpn_run, tmp_path, capsys):
             "missing.pth: resnet18 weights file not found",
         ),
         (
+            ["--out", str(tmp_path / "a"), "--encoder-weights", str(tmp_path)],
+            f"{tmp_path}: resnet18 weights file is a folder",
+        ),
+        (
             ["--out", str(tmp_path / "b"), "--model", "deeplabv3plus", "--batch-size", "1"],
             "deeplabv3plus trains on at least 2 images per step",
         ),

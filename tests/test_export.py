@@ -159,5 +159,8 @@ def test_cli_export_refuses_bad_targets(fcn32s_onnx, tmp_path, capsys):
     assert "name the file NAME.onnx" in capsys.readouterr().err
     assert main(["export", "--checkpoint", "x.pt", "--out", str(tmp_path / "absent" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["export", "--checkpoint", "x.pt", "--out", str(tmp_path / "file" / "m.onnx")]) == 2
+    assert f"{tmp_path}/file is a file" in capsys.readouterr().err
     with pytest.raises(ModelError, match="fp32, not bf16"):
         load_onnx(fcn32s_onnx).predict(np.zeros((8, 8, 3), np.uint8), precision="bf16")

@@ -39,3 +39,24 @@ def test_unloadable_files_give_one_line_naming_the_file(tmp_path, write, reason)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path))}/w\.pth: {reason}") as raised:
         load_weights_only(path, "weights file", ModelError)
     assert "\n" not in str(raised.value) and "\x1b" not in str(raised.value)
+
+
+def test_flipped_bytes_in_the_weights_are_refused_naming_the_part(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"weight": torch.arange(4096.0)}, path)
+    data = bytearray(path.read_bytes())
+    start = data.index(torch.arange(4096.0).numpy().tobytes()[:64]) + 1000
+    data[start : start + 8] = bytes(255 - byte for byte in data[start : start + 8])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"w\.pt: damaged weights file \(its part \S+/data/0 fails its checksum\)$"):
+        load_weights_only(path, "weights file", ModelError)
+
+
+def test_a_folder_is_named_as_one_with_the_checkpoint_inside(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ModelError, match=r"run: a folder, not a checkpoint$"):
+        load_weights_only(run, "checkpoint", ModelError)
+    torch.save({}, run / "last.pt")
+    with pytest.raises(ModelError, match=rf"run: a folder, not a checkpoint \(did you mean {run}/last\.pt\?\)$"):
+        load_weights_only(run, "checkpoint", ModelError)

@@ -59,6 +59,7 @@ from pixelwise.photo_files import (
     PREDICTION_SUFFIXES,
     earlier_outputs,
     expand_inputs,
+    in_the_way,
     output_names,
     save_output,
 )
@@ -453,6 +454,13 @@ def run_predict(args: argparse.Namespace) -> int:
         )
         paths = [path for path in paths if path not in earlier]
     names = output_names(paths)
+    suffixes = PREDICTION_SUFFIXES if args.blur_background else (MASK_SUFFIX, OVERLAY_SUFFIX)
+    blocking = in_the_way([out / f"{name}{suffix}" for name in names.values() for suffix in suffixes], args.overwrite)
+    if blocking:
+        path, what = blocking[0]
+        more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
+        hint = "" if what == "a folder" else "; --overwrite replaces it"
+        raise PixelwiseError(f"{path}: {what} is where an output goes{more}: move it or choose another --out{hint}")
     segmented = 0
     for path in paths:
         try:
@@ -473,7 +481,8 @@ def run_predict(args: argparse.Namespace) -> int:
                     quality=92,
                 )
         except OSError as error:
-            raise PixelwiseError(f"{out}: cannot write predictions ({error.strerror or error})") from None
+            written = error.filename or out
+            raise PixelwiseError(f"{written}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1
         print(f"{path} -> {target}{MASK_SUFFIX}")
     print(f"{segmented} image(s) segmented into {out}")
@@ -504,7 +513,11 @@ def add_predict(subparsers) -> None:
         "--out",
         required=True,
         metavar="DIR",
-        help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share",
+        help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share; "
+        "files there that pixelwise predict did not write are left alone: the command stops before any work",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace files at the output names that predict did not write"
     )
     parser.add_argument(
         "--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred"
@@ -823,15 +836,29 @@ def _refuse_unknown_leading_options(parser: ArgumentParser, tokens: list[str]) -
         tokens, known = rest[1:], ("-h", "--help")
 
 
+def _refuse_empty_arguments(parser: ArgumentParser, tokens: list[str]) -> None:
+    """Refuse an empty argument (`--resume "$UNSET"`): it would read as not given, or as the current folder."""
+    for before, token in zip([None, *tokens], tokens):
+        if token.startswith("--") and token.endswith("="):
+            parser.error(f"empty value in {token}")
+        if not token.strip():
+            parser.error(f"empty argument{f' after {before}' if before else ''} (an unset shell variable?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 when some inputs failed, 2 on bad arguments or files."""
     parser = build_parser()
-    _refuse_unknown_leading_options(parser, sys.argv[1:] if argv is None else argv)
+    tokens = sys.argv[1:] if argv is None else argv
+    _refuse_unknown_leading_options(parser, tokens)
+    _refuse_empty_arguments(parser, tokens)
     args = parser.parse_args(argv)
     keep_freed_memory()
     try:
         _refuse_other_commands_under_torchrun(args.command)
         return args.handler(args)
+    except BrokenPipeError:  # whoever read the output stopped (`pixelwise models | head -1`): nobody to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 1
     except (PixelwiseError, OSError) as error:  # OSError: a file the command had to write (unwritable, disk full)
         print(f"pixelwise: error: {error_line(error)}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ def run_export(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise PixelwiseError(f"--out {args.out}: is a folder; name the file to write")
     if not Path(args.out).parent.is_dir():
-        raise PixelwiseError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+        parent = Path(args.out).parent
+        raise PixelwiseError(f"--out {args.out}: {parent} {'is a file' if parent.exists() else 'does not exist'}")
     model = load_model(args.checkpoint, "cpu")
     export_onnx(model, args.out, logits=args.logits)
     outputs = "class indices and logits" if args.logits else "class indices"

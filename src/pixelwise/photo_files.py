@@ -7,9 +7,12 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from PIL import Image, PngImagePlugin
+
 from pixelwise.data.io import IMAGE_SUFFIXES
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
+OUTPUT_MARK = "pixelwise predict"  # in each output's metadata: a later run may replace a file that carries it
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -44,11 +47,44 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
     return list(first_named.values()), problems
 
 
-def save_output(image, path: Path | str, **options) -> None:
-    """`image.save(path)`, replacing a link found at `path` rather than writing through it to a file elsewhere."""
+def save_output(image: Image.Image, path: Path | str, **options) -> None:
+    """`image.save(path)` with OUTPUT_MARK in its metadata, replacing a link found at `path` rather than writing
+    through it to a file elsewhere."""
     if Path(path).is_symlink():
         Path(path).unlink()
+    if str(path).endswith(".png"):
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_text("Software", OUTPUT_MARK)
+    else:
+        options["comment"] = OUTPUT_MARK.encode()
     image.save(path, **options)
+
+
+def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str]]:
+    """(path, what it is) for each output path that holds what `save_output` must not replace.
+
+    A folder always; a file that `save_output` did not write (it lacks OUTPUT_MARK) unless
+    `replace_files`. Links are replaced, not written through, so they are never in the way.
+    """
+    found = []
+    for target in targets:
+        if target.is_symlink() or not target.exists():
+            continue
+        if target.is_dir():
+            found.append((target, "a folder"))
+        elif not replace_files and not _carries_mark(target):
+            found.append((target, "a file that pixelwise predict did not write"))
+    return found
+
+
+def _carries_mark(path: Path) -> bool:
+    """Whether the picture at `path` has OUTPUT_MARK in its metadata."""
+    try:
+        with Image.open(path) as picture:
+            marks = [picture.info.get("Software"), picture.info.get("comment")]  # PNG text; JPEG comment (bytes)
+    except (OSError, ValueError, Image.DecompressionBombError):  # not a picture Pillow reads: not one of ours
+        return False
+    return OUTPUT_MARK in [mark.decode("latin-1") if isinstance(mark, bytes) else mark for mark in marks]
 
 
 def _absolute(path: Path) -> Path:

@@ -51,6 +51,8 @@ class RunState:
 
 def resume_config(run_dir: Path | str, **changes) -> TrainConfig:
     """The config a run saved in its last.pt, with `changes` (`train` refuses those outside RESUME_MAY_CHANGE)."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory to resume")
     path = Path(run_dir) / "last.pt"
     config = _saved_config(path, load_checkpoint(path, for_resume=True))
     return replace(config, out=str(run_dir), **{name: value for name, value in changes.items() if value is not None})

@@ -191,8 +191,9 @@ def _refuse_unusable_output(config: TrainConfig, *, resume: bool, overwrite: boo
     weights_file = Path(config.encoder_weights)
     if not resume and config.encoder_weights not in ("none", "imagenet") and not weights_file.is_file():
         raise ModelError(  # before the minutes of the data check
-            f"{weights_file}: {resolve_encoder(config.model, config.encoder)} weights file not found (encoder weights "
-            "are imagenet, none or the path of a state-dict file)"
+            f"{weights_file}: {resolve_encoder(config.model, config.encoder)} weights file "
+            f"{'is a folder' if weights_file.is_dir() else 'not found'} (encoder weights are imagenet, none or the "
+            "path of a state-dict file)"
         )
 
 

@@ -56,7 +56,7 @@ def test_exif_rotated_photo_is_turned_upright(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("empty.jpg", b"", "cannot decode image"),
+        ("empty.jpg", b"", r"empty file \(0 bytes\), not an image"),
         ("text.jpg", b"this is not an image\n", "cannot decode image"),
         ("truncated.jpg", jpeg_bytes(Image.new("RGB", (64, 64), (200, 10, 10)))[:300], "cannot decode image"),
     ],
@@ -120,7 +120,7 @@ def test_data_check_reports_every_problem(broken_voc):
     report = check_dataset(broken_voc, crop_size=(60, 60))
     train = next(split for split in report.splits if split.name == "train")
     problems = "\n".join(train.problems)
-    assert "000000.jpg: cannot decode image" in problems
+    assert "000000.jpg: empty file (0 bytes), not an image" in problems
     assert "000001.png: 5x5 label for a" in problems
     assert "000002.png: label values 17 (3 px) are neither a class (0..3) nor ignored (255)" in problems
     assert "000003.jpg: image listed by" in problems and "is missing; found 000003.jpeg, not 000003.jpg" in problems

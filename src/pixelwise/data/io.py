@@ -33,6 +33,8 @@ def _decoder_errors(path: Path | str):
     except Image.DecompressionBombError as error:
         raise DatasetError(f"{path}: refused, image too large ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise DatasetError(f"{path}: empty file (0 bytes), not an image") from None
         raise DatasetError(f"{path}: cannot decode image ({error})") from None
 
 
