@@ -106,7 +106,7 @@ def share(part: int, whole: int) -> float:
 
 
 def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precision: str, shifts: list[float]) -> dict:
-    """Per class of `class_names`: recall, precision, IoU, near shares and confusions of `checkpoint` on val."""
+    """Per class of `class_names`: recall, precision, IoU, near shares, confusions, recall by width, shifted IoUs."""
     model = load_model(checkpoint).for_inference()
     dataset = open_dataset(prepare_data(str(camvid)), "val")
     if dataset.class_names != model.class_names:

@@ -3,6 +3,7 @@
 import csv
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -172,7 +173,11 @@ def test_predict_into_an_unwritable_folder_is_one_line(trained_run, tmp_path, ca
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out",
         str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err
-    assert "cannot write predictions" in err and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path}/file: a file where a folder goes" in err and len(err.strip().splitlines()) == 1
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out",
+        "/proc/pixelwise-out"]) == 2
+    err = capsys.readouterr().err
+    assert "/proc/pixelwise-out: cannot write predictions (" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
@@ -266,6 +271,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--data", "voc2012", "--root", "/nonexistent"], "no VOC2012 tree here; download it (2 GB)"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "synthetic"], "/nonexistent.pt: checkpoint not found"),
         (["train", "--resume", "/nonexistent-run"], "/nonexistent-run: no such run directory to resume"),
+        (["train", "--resume", "/proc/version"], "/proc/version: a file; --resume takes the run's folder"),
         (["train", "--resume", "/nonexistent-run", "--model", "fcn32s"],
             "--resume continues the run with its own settings: --model cannot change"),
         (["train", "--resume", "/nonexistent-run", "--deterministic", "--crop-size", "64x64"],
@@ -406,7 +412,9 @@ def test_predict_replaces_a_link_at_an_output_name_instead_of_writing_through_it
     out.mkdir()
     (out / "p_overlay.jpg").symlink_to(victim)
     Image.new("RGB", (40, 30)).save(tmp_path / "p.jpg")
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "p.jpg"), "--out", str(out)]) == 0
+    argv = ["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "p.jpg"), "--out", str(out)]
+    assert main(argv) == 2, "a link the user made is left alone unless told"
+    assert main([*argv, "--overwrite"]) == 0
     assert victim.read_text() == "mine" and not (out / "p_overlay.jpg").is_symlink()
 
 
@@ -421,9 +429,11 @@ def test_keep_refuses_an_empty_or_ambiguous_list():
 
 
 def test_a_reader_that_stops_early_gets_no_error_message():
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     command = subprocess.Popen(
-        [sys.executable, "-m", "pixelwise", "models", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        [sys.executable, "-m", "pixelwise", "models", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=environment,
+    )  # fmt: skip
     command.stdout.close()  # before the command writes: its first write meets a closed pipe
     _, err = command.communicate(timeout=120)
     assert command.returncode == 1 and err == b""
@@ -453,3 +463,11 @@ def test_predict_refuses_a_folder_at_an_output_name_before_any_work(trained_run,
         "--out", str(tmp_path / "out"), "--overwrite"]) == 2
     assert f"{tmp_path}/out/b_overlay.jpg: a folder is where an output goes" in capsys.readouterr().err
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["b_overlay.jpg"]
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "sub" / "c.jpg")
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "sub").write_text("")  # where c.jpg's outputs need a folder
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), str(tmp_path / "sub"),
+        "--out", str(tmp_path / "out2")]) == 2
+    assert f"{tmp_path}/out2/sub: a file where a folder goes" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "out2").iterdir()] == ["sub"], "a.jpg's outputs not written either"

@@ -60,3 +60,23 @@ def test_a_folder_is_named_as_one_with_the_checkpoint_inside(tmp_path):
     torch.save({}, run / "last.pt")
     with pytest.raises(ModelError, match=rf"run: a folder, not a checkpoint \(did you mean {run}/last\.pt\?\)$"):
         load_weights_only(run, "checkpoint", ModelError)
+
+
+def test_an_archive_saved_without_checksums_still_loads(tmp_path):
+    from torch.utils.serialization import config
+
+    with config.patch({"save.compute_crc32": False}):
+        torch.save({"weight": torch.arange(3.0)}, tmp_path / "plain.pt")
+    assert all(member.CRC == 0 for member in zipfile.ZipFile(tmp_path / "plain.pt").infolist())
+    assert torch.equal(load_weights_only(tmp_path / "plain.pt", "weights file", ModelError)["weight"], torch.arange(3.0))
+
+
+def test_a_damaged_part_header_is_one_line(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"PK\x01\x02") + 8] |= 1  # the first part's "encrypted" flag, in the central directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"w\.pt: damaged weights file \(.*encrypted") as raised:
+        load_weights_only(path, "weights file", ModelError)
+    assert "\n" not in str(raised.value)

@@ -8,6 +8,7 @@ import functools
 import itertools
 import math
 import os
+import select
 import signal
 import sys
 from pathlib import Path
@@ -433,11 +434,20 @@ def _keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None)
         raise PixelwiseError(f"--keep: {error}") from None
 
 
+def _prediction_pictures(photo, mask: np.ndarray, model, args: argparse.Namespace):
+    """(suffix, picture, save options) of each output predict writes for one photo, made as they are asked for."""
+    from pixelwise.data.labels import palette_png
+    from pixelwise.visualize import blur_background, overlay
+
+    yield MASK_SUFFIX, palette_png(mask, model.palette), {}
+    yield OVERLAY_SUFFIX, overlay(photo, mask, model.class_names, model.palette), {"quality": 92}
+    if args.blur_background:
+        yield BLUR_SUFFIX, blur_background(photo, _keep_mask(mask, model.class_names, args.keep)), {"quality": 92}
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """pixelwise predict."""
     from pixelwise.data.io import read_image
-    from pixelwise.data.labels import palette_png
-    from pixelwise.visualize import blur_background, overlay
 
     if args.keep is not None and not args.blur_background:
         raise PixelwiseError("--keep chooses the classes that --blur-background keeps sharp; add --blur-background")
@@ -457,9 +467,9 @@ def run_predict(args: argparse.Namespace) -> int:
     suffixes = PREDICTION_SUFFIXES if args.blur_background else (MASK_SUFFIX, OVERLAY_SUFFIX)
     blocking = in_the_way([out / f"{name}{suffix}" for name in names.values() for suffix in suffixes], args.overwrite)
     if blocking:
-        path, what = blocking[0]
+        path, what, replaceable = blocking[0]
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
-        hint = "" if what == "a folder" else "; --overwrite replaces it"
+        hint = "; --overwrite replaces it" if replaceable else ""
         raise PixelwiseError(f"{path}: {what} is where an output goes{more}: move it or choose another --out{hint}")
     segmented = 0
     for path in paths:
@@ -470,19 +480,14 @@ def run_predict(args: argparse.Namespace) -> int:
             continue
         mask = model.predict(photo, max_side=args.max_side, precision=args.precision)
         target = out / names[path]
+        writing = target.parent
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            save_output(palette_png(mask, model.palette), f"{target}{MASK_SUFFIX}")
-            save_output(overlay(photo, mask, model.class_names, model.palette), f"{target}{OVERLAY_SUFFIX}", quality=92)
-            if args.blur_background:
-                save_output(
-                    blur_background(photo, _keep_mask(mask, model.class_names, args.keep)),
-                    f"{target}{BLUR_SUFFIX}",
-                    quality=92,
-                )
+            for suffix, picture, options in _prediction_pictures(photo, mask, model, args):
+                writing = f"{target}{suffix}"
+                save_output(picture, writing, **options)
         except OSError as error:
-            written = error.filename or out
-            raise PixelwiseError(f"{written}: cannot write predictions ({error.strerror or error})") from None
+            raise PixelwiseError(f"{writing}: cannot write predictions ({error.strerror or error})") from None
         segmented += 1
         print(f"{path} -> {target}{MASK_SUFFIX}")
     print(f"{segmented} image(s) segmented into {out}")
@@ -836,9 +841,20 @@ def _refuse_unknown_leading_options(parser: ArgumentParser, tokens: list[str]) -
         tokens, known = rest[1:], ("-h", "--help")
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() on this system, or no stdout file
+        return False
+
+
 def _refuse_empty_arguments(parser: ArgumentParser, tokens: list[str]) -> None:
     """Refuse an empty argument (`--resume "$UNSET"`): it would read as not given, or as the current folder."""
-    for before, token in zip([None, *tokens], tokens):
+    options = list(itertools.takewhile(lambda token: token != "--", tokens))  # after "--", names are names
+    for before, token in zip([None, *options], options):
         if token.startswith("--") and token.endswith("="):
             parser.error(f"empty value in {token}")
         if not token.strip():
@@ -855,11 +871,13 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         _refuse_other_commands_under_torchrun(args.command)
-        return args.handler(args)
-    except BrokenPipeError:  # whoever read the output stopped (`pixelwise models | head -1`): nobody to tell
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
-        return 1
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen below
+        return code
     except (PixelwiseError, OSError) as error:  # OSError: a file the command had to write (unwritable, disk full)
+        if isinstance(error, BrokenPipeError) and _stdout_closed():  # `pixelwise models | head -1`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+            return 1
         print(f"pixelwise: error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it

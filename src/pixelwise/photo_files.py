@@ -48,8 +48,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
 
 
 def save_output(image: Image.Image, path: Path | str, **options) -> None:
-    """`image.save(path)` with OUTPUT_MARK in its metadata, replacing a link found at `path` rather than writing
-    through it to a file elsewhere."""
+    """`image.save(path)` with OUTPUT_MARK in its metadata; a link at `path` is replaced, not written through."""
     if Path(path).is_symlink():
         Path(path).unlink()
     if str(path).endswith(".png"):
@@ -60,21 +59,28 @@ def save_output(image: Image.Image, path: Path | str, **options) -> None:
     image.save(path, **options)
 
 
-def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str]]:
-    """(path, what it is) for each output path that holds what `save_output` must not replace.
+def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str, bool]]:
+    """(path, what it is, whether `replace_files` allows it) for what predict must not replace at or above `targets`.
 
-    A folder always; a file that `save_output` did not write (it lacks OUTPUT_MARK) unless
-    `replace_files`. Links are replaced, not written through, so they are never in the way.
+    Always a folder, a file where a folder goes, or what is neither file nor folder (a pipe);
+    unless `replace_files`, also a link, and a file that `save_output` did not write (it lacks
+    OUTPUT_MARK).
     """
-    found = []
+    found: dict[Path, tuple[str, bool]] = {}
     for target in targets:
-        if target.is_symlink() or not target.exists():
-            continue
-        if target.is_dir():
-            found.append((target, "a folder"))
-        elif not replace_files and not _carries_mark(target):
-            found.append((target, "a file that pixelwise predict did not write"))
-    return found
+        for folder in reversed(target.parents):
+            if folder.exists() and not folder.is_dir():
+                found.setdefault(folder, ("a file where a folder goes", False))
+        if target.is_symlink():
+            if not replace_files:
+                found[target] = ("a link that pixelwise predict did not make", True)
+        elif target.is_dir():
+            found[target] = ("a folder", False)
+        elif target.exists() and not target.is_file():
+            found[target] = ("neither a file nor a folder", False)
+        elif target.exists() and not replace_files and not _carries_mark(target):
+            found[target] = ("a file that pixelwise predict did not write", True)
+    return [(path, what, replaceable) for path, (what, replaceable) in found.items()]
 
 
 def _carries_mark(path: Path) -> bool:

@@ -51,6 +51,8 @@ class RunState:
 
 def resume_config(run_dir: Path | str, **changes) -> TrainConfig:
     """The config a run saved in its last.pt, with `changes` (`train` refuses those outside RESUME_MAY_CHANGE)."""
+    if Path(run_dir).is_file():
+        raise CheckpointError(f"{run_dir}: a file; --resume takes the run's folder (the one holding last.pt)")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory to resume")
     path = Path(run_dir) / "last.pt"
