@@ -225,6 +225,18 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     assert Image.open(tmp_path / "crops.png").width >= 4 * 160 * 40 // 30
 
 
+def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    argv = ["data", "show", str(data), "--n", "1", "--out", str(tmp_path / "preview.jpg")]
+    assert main(argv) == 0 and main(argv) == 0
+    (tmp_path / "notes.png").write_text("mine")
+    assert main([*argv[:-1], str(tmp_path / "notes.png")]) == 2
+    assert "notes.png: a file that pixelwise did not write is where an output goes" in capsys.readouterr().err
+    assert (tmp_path / "notes.png").read_text() == "mine"
+    assert main([*argv[:-1], str(tmp_path / "notes.png"), "--overwrite"]) == 0
+    assert Image.open(tmp_path / "notes.png").format == "PNG"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -446,7 +458,7 @@ def test_predict_leaves_files_it_did_not_write_alone_unless_told(trained_run, tm
     argv = ["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path), "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path}/cat_mask.png: a file that pixelwise predict did not write is where an output goes" in err
+    assert f"{tmp_path}/cat_mask.png: a file that pixelwise did not write is where an output goes" in err
     assert len(err.strip().splitlines()) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cat.jpg", "cat_mask.png"], "nothing written"
     assert np.asarray(Image.open(tmp_path / "cat_mask.png")).max() == 7

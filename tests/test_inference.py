@@ -81,6 +81,7 @@ def test_segmenter_segments_in_its_inference_mode():
         ({"window": (0, 5)}, "window must be two whole numbers .height, width. of at least 32"),
         ({"window": (16, 64)}, "of at least 32, got \\(16, 64\\)"),
         ({"window": (64,)}, "window must be two whole numbers"),
+        ({"window": 64}, "window must be two whole numbers .* got 64$"),
         ({"overlap": 0.95}, "overlap must be between 0 and 0.9"),
         ({"overlap": float("nan")}, "overlap must be between 0 and 0.9"),
     ],

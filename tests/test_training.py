@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -29,3 +30,20 @@ def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, 
     full = median_frequency_weights(counts.class_pixels, counts.pixels_where_present)
     assert torch.allclose(used[0], full**power)
     assert (used[0][0] < 1) and (used[0].max() > 1), "background loses weight, some object class gains"
+
+
+def test_library_calls_given_the_wrong_kind_of_thing_say_what_they_expected(tmp_path):
+    import pixelwise
+
+    with pytest.raises(TypeError, match="^expected a pixelwise.TrainConfig, got dict$"):
+        pixelwise.train({"data": "synthetic"})
+    for call in (lambda: pixelwise.predict("best.pt", np.zeros((4, 4, 3), np.uint8)),
+                 lambda: pixelwise.evaluate(tmp_path / "best.pt", "synthetic")):  # fmt: skip
+        with pytest.raises(TypeError, match="got (str|PosixPath); load it first with pixelwise.load_model"):
+            call()
+    model = pixelwise.Segmenter(
+        pixelwise.build_model("fcn32s", num_classes=2), model_name="fcn32s", class_names=("a", "b"),
+        palette=((0, 0, 0), (9, 9, 9)),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="workers must be a whole number of loading processes, 0 or more, got -1"):
+        pixelwise.evaluate(model, "synthetic", workers=-1)

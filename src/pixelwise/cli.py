@@ -60,7 +60,7 @@ from pixelwise.photo_files import (
     PREDICTION_SUFFIXES,
     earlier_outputs,
     expand_inputs,
-    in_the_way,
+    refuse_what_is_in_the_way,
     output_names,
     save_output,
 )
@@ -465,12 +465,7 @@ def run_predict(args: argparse.Namespace) -> int:
         paths = [path for path in paths if path not in earlier]
     names = output_names(paths)
     suffixes = PREDICTION_SUFFIXES if args.blur_background else (MASK_SUFFIX, OVERLAY_SUFFIX)
-    blocking = in_the_way([out / f"{name}{suffix}" for name in names.values() for suffix in suffixes], args.overwrite)
-    if blocking:
-        path, what, replaceable = blocking[0]
-        more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
-        hint = "; --overwrite replaces it" if replaceable else ""
-        raise PixelwiseError(f"{path}: {what} is where an output goes{more}: move it or choose another --out{hint}")
+    refuse_what_is_in_the_way([out / f"{n}{suffix}" for n in names.values() for suffix in suffixes], args.overwrite)
     segmented = 0
     for path in paths:
         try:
@@ -519,11 +514,9 @@ def add_predict(subparsers) -> None:
         required=True,
         metavar="DIR",
         help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share; "
-        "files there that pixelwise predict did not write are left alone: the command stops before any work",
+        "files there that pixelwise did not write are left alone: the command stops before any work",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace files at the output names that predict did not write"
-    )
+    _overwrite_argument(parser)
     parser.add_argument(
         "--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred"
     )
@@ -614,13 +607,14 @@ def run_show(args: argparse.Namespace) -> int:
     from pixelwise.data.spec import open_dataset, prepare_data
     from pixelwise.visualize import show_crops, show_samples
 
+    refuse_what_is_in_the_way([Path(args.out)], args.overwrite)
     dataset = open_dataset(prepare_data(args.data, root=args.root, download=bool(args.download)), args.split)
     torch.manual_seed(args.seed)
     figure = (
         show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
     )
     try:
-        figure.save(args.out)
+        save_output(figure, args.out)
     except ValueError as error:  # a format Pillow knows but cannot write this picture in (.blp)
         raise PixelwiseError(f"{args.out}: cannot write this picture ({error}); use .png or .jpg") from None
     print(f"wrote {args.out}")
@@ -746,7 +740,18 @@ def add_data(subparsers) -> None:
     )
     show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
     show.add_argument(
-        "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...)"
+        "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...); "
+        "a file there that pixelwise did not write is left alone",
+    )  # fmt: skip
+    _overwrite_argument(show)
+
+
+def _overwrite_argument(parser: ArgumentParser) -> None:
+    """--overwrite, for commands that refuse to replace what pixelwise did not write."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files and links at the output names that pixelwise did not write (never folders)",
     )
 
 

@@ -33,7 +33,9 @@ class InferenceMode:
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
         if self.window is not None and not (
-            len(self.window) == 2 and all(isinstance(side, int) and side >= MIN_WINDOW_SIDE for side in self.window)
+            isinstance(self.window, (tuple, list))
+            and len(self.window) == 2
+            and all(isinstance(side, int) and side >= MIN_WINDOW_SIDE for side in self.window)
         ):
             raise ValueError(
                 f"window must be two whole numbers (height, width) of at least {MIN_WINDOW_SIDE}, got {self.window!r}"

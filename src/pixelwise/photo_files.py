@@ -10,9 +10,10 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from pixelwise.data.io import IMAGE_SUFFIXES
+from pixelwise.errors import PixelwiseError
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
-OUTPUT_MARK = "pixelwise predict"  # in each output's metadata: a later run may replace a file that carries it
+OUTPUT_MARK = "pixelwise"  # in each picture's metadata: a later command may replace a file that carries it
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -51,16 +52,17 @@ def save_output(image: Image.Image, path: Path | str, **options) -> None:
     """`image.save(path)` with OUTPUT_MARK in its metadata; a link at `path` is replaced, not written through."""
     if Path(path).is_symlink():
         Path(path).unlink()
-    if str(path).endswith(".png"):
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
         options["pnginfo"] = PngImagePlugin.PngInfo()
         options["pnginfo"].add_text("Software", OUTPUT_MARK)
-    else:
+    elif suffix in (".jpg", ".jpeg"):
         options["comment"] = OUTPUT_MARK.encode()
     image.save(path, **options)
 
 
 def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str, bool]]:
-    """(path, what it is, whether `replace_files` allows it) for what predict must not replace at or above `targets`.
+    """(path, what it is, whether `replace_files` allows it) for what must not be replaced at or above `targets`.
 
     Always a folder, a file where a folder goes, or what is neither file nor folder (a pipe);
     unless `replace_files`, also a link, and a file that `save_output` did not write (it lacks
@@ -73,14 +75,24 @@ def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str
                 found.setdefault(folder, ("a file where a folder goes", False))
         if target.is_symlink():
             if not replace_files:
-                found[target] = ("a link that pixelwise predict did not make", True)
+                found[target] = ("a link that pixelwise did not make", True)
         elif target.is_dir():
             found[target] = ("a folder", False)
         elif target.exists() and not target.is_file():
             found[target] = ("neither a file nor a folder", False)
         elif target.exists() and not replace_files and not _carries_mark(target):
-            found[target] = ("a file that pixelwise predict did not write", True)
+            found[target] = ("a file that pixelwise did not write", True)
     return [(path, what, replaceable) for path, (what, replaceable) in found.items()]
+
+
+def refuse_what_is_in_the_way(targets: list[Path], replace_files: bool) -> None:
+    """Raise a PixelwiseError naming the first of `in_the_way(targets, replace_files)`, if any."""
+    blocking = in_the_way(targets, replace_files)
+    if blocking:
+        path, what, replaceable = blocking[0]
+        more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
+        hint = "; --overwrite replaces it" if replaceable else ""
+        raise PixelwiseError(f"{path}: {what} is where an output goes{more}: move it or choose another --out{hint}")
 
 
 def _carries_mark(path: Path) -> bool:

@@ -9,7 +9,7 @@ import torch
 
 from pixelwise.checkpoint import load_segmenter
 from pixelwise.device import resolve_device
-from pixelwise.segmenter import ImageLike, Segmenter, array_to_image, as_rgb_image
+from pixelwise.segmenter import ImageLike, Segmenter, array_to_image, as_rgb_image, require_model
 
 __all__ = [
     "ImageLike", "Segmenter", "array_to_image", "as_rgb_image", "keep_mask", "kept_classes", "load_model", "predict",
@@ -18,6 +18,7 @@ __all__ = [
 
 def predict(model: Segmenter, image: ImageLike, *, max_side: int | None = 2048, precision: str = "fp32") -> np.ndarray:
     """Class-index mask (H, W) uint8 of `image`; same as `model.predict(image)`."""
+    require_model(model)
     return model.predict(image, max_side=max_side, precision=precision)
 
 

@@ -32,6 +32,13 @@ def as_rgb_image(image: ImageLike) -> Image.Image:
     return to_rgb(image, "the image given")
 
 
+def require_model(model) -> None:
+    """Raise a TypeError unless `model` is a loaded pixelwise model (a Segmenter, or an exported one)."""
+    if not callable(getattr(model, "segment_photos", None)):
+        hint = "; load it first with pixelwise.load_model(path)" if isinstance(model, (str, Path)) else ""
+        raise TypeError(f"expected a model from pixelwise.load_model, got {type(model).__name__}{hint}")
+
+
 def array_to_image(array: np.ndarray) -> Image.Image:
     """A PIL image from an (H, W), (H, W, 3) or (H, W, 4) uint8 array; anything else is a one-line error."""
     channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
@@ -134,7 +141,9 @@ def predict_photo(
     segment_photos: Callable[[np.ndarray], np.ndarray], image: ImageLike, max_side: int | None
 ) -> np.ndarray:
     """The (H, W) uint8 mask `segment_photos` gives `image`, segmented at `max_side` at most and resized back."""
-    if max_side is not None and max_side < 1:  # a negative size would give a 1x1 mask of one class
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, float))):
+        raise TypeError(f"max_side must be a number of pixels, or None for full resolution, got {max_side!r}")
+    if max_side is not None and not max_side >= 1:  # a negative size would give a 1x1 mask of one class; NaN too
         raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")
     photo = as_rgb_image(image)
     small = shrunk(photo, max_side)

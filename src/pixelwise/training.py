@@ -39,7 +39,7 @@ from pixelwise.onnx_model import OnnxSegmenter
 from pixelwise.losses import Criterion, build_criterion
 from pixelwise.models import build_model, model_spec, resolve_encoder
 from pixelwise.run_directory import prepare_run_dir, refuse_earlier_run, refuse_foreign_folder, write_metrics_csv
-from pixelwise.segmenter import Segmenter
+from pixelwise.segmenter import Segmenter, require_model
 from pixelwise.resume import Log, RunState, restore
 from pixelwise.runtime import deterministic_algorithms
 from pixelwise.schedule import build_optimizer, build_scheduler
@@ -165,6 +165,8 @@ def train(
     trains on its share of every global batch, rank 0 alone writes the run directory, logs
     and shows progress, and an error on any rank is raised on all of them (RankFailure).
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"expected a pixelwise.TrainConfig, got {type(config).__name__}")
     # The caller's random state and torch's kernel settings are as they were when train returns.
     cuda_generators = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     ranks = join_process_group()
@@ -425,6 +427,9 @@ def evaluate_split(
     precision: str = "fp32",
 ) -> SegmentationMetrics:
     """Metrics of `model` (a Segmenter, or an exported model, in fp32) on a split, whole images at their own size."""
+    require_model(model)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a whole number of loading processes, 0 or more, got {workers!r}")
     folder = prepare_data(str(data), root=root)
     dataset = open_dataset(folder, split)
     if dataset.class_names != model.class_names:

@@ -2,6 +2,7 @@
 
 import io
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.data.check import check_dataset
-from pixelwise.data.io import read_image, read_label_array
+from pixelwise.data.io import read_image, read_label_array, to_rgb
 from pixelwise.data.voc import VOCSegmentation
 from pixelwise.errors import DatasetError
 
@@ -41,6 +42,23 @@ def test_sixteen_bit_grayscale_photo_keeps_its_tones_and_32_bit_is_refused(tmp_p
     Image.fromarray(np.zeros((2, 3), dtype=np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(DatasetError, match=r"float\.tif: photo mode 'F' \(32-bit pixels\) is not supported"):
         read_image(tmp_path / "float.tif")
+
+
+def test_pictures_without_pixels_or_with_unconvertible_modes_are_named():
+    with pytest.raises(DatasetError, match=r"^given: an image without pixels \(0x5\)$"):
+        to_rgb(Image.new("RGB", (0, 5)), "given")
+    with pytest.raises(DatasetError, match=r"^given: photo mode 'La' cannot be converted to RGB"):
+        to_rgb(Image.new("LA", (2, 2)).convert("La"), "given")
+
+
+def test_a_palette_with_transparency_converts_without_a_warning():
+    picture = Image.new("P", (2, 1))
+    picture.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
+    picture.putpixel((1, 0), 1)
+    picture.info["transparency"] = bytes([0, 255] + [255] * 254)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.asarray(to_rgb(picture, "given")).tolist() == [[[10, 20, 30], [200, 0, 0]]]
 
 
 def test_exif_rotated_photo_is_turned_upright(tmp_path):

@@ -88,13 +88,22 @@ def upright_rgb(image: Image.Image, name: Path | str) -> Image.Image:
 
 def to_rgb(image: Image.Image, name: Path | str) -> Image.Image:
     """`image` as 8-bit RGB: 16-bit grayscale scaled, not clipped; 32-bit and float pixels refused naming `name`."""
+    if image.width == 0 or image.height == 0:
+        raise DatasetError(f"{name}: an image without pixels ({image.width}x{image.height})")
+    if image.mode == "P" and "transparency" in image.info:  # via RGBA, as Pillow warns it should be
+        image = image.convert("RGBA")
     if image.mode.startswith("I;16"):  # convert("RGB") would clip every value above 255 to white
         image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     elif image.mode in ("I", "F"):
         raise DatasetError(
             f"{name}: photo mode {image.mode!r} (32-bit pixels) is not supported; save it with 8 or 16 bits per channel"
         )
-    return image.convert("RGB") if image.mode != "RGB" else image
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError:  # a mode Pillow reads but cannot convert (premultiplied "La")
+        raise DatasetError(f"{name}: photo mode {image.mode!r} cannot be converted to RGB; save it as RGB") from None
 
 
 def read_label_array(path: Path | str) -> np.ndarray:
