@@ -129,6 +129,11 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
     errors = capsys.readouterr().err
     assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
     (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path), "--out", str(tmp_path / "out"),
+        "--overwrite"]) == 1
+    assert f"moved.jpg: broken link (to {tmp_path}/gone.jpg)" in capsys.readouterr().err
+    (tmp_path / "moved.jpg").unlink()
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "empty.jpg"), "--out",
         str(tmp_path / "out")]) == 1
     assert "empty.jpg: empty file (0 bytes), not an image" in capsys.readouterr().err
@@ -315,7 +320,7 @@ def test_unwritable_files_of_other_commands_are_one_line(trained_run, tmp_path, 
     assert main(["data", "show", str(data), "--n", "2", "--out", str(tmp_path / "file" / "preview.png")]) == 2
     assert main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num-train", "1", "--num-val", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("Not a directory" in line for line in err)
+    assert len(err) == 2 and f"{tmp_path}/file: a file where a folder goes" in err[0] and "Not a directory" in err[1]
 
 
 def test_unwritable_output_fails_before_training(trained_run, tmp_path, capsys):

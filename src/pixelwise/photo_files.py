@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from pixelwise.data.io import IMAGE_SUFFIXES
+from pixelwise.data.io import folder_pictures
 from pixelwise.errors import PixelwiseError
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
@@ -22,7 +22,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = folder_pictures(path)
             found += images
             if not images:
                 nested = any(p.is_dir() for p in path.iterdir())

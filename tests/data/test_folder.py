@@ -67,3 +67,16 @@ def test_camvid_reads_with_eleven_classes_and_void_ignored(camvid_root):
     assert values <= set(range(11)) | {255}
     raw = np.asarray(Image.open(val.samples[0][1]))
     assert ((raw == 11) == (mask.numpy() == 255)).all(), "void (11) and only void becomes 255"
+
+
+def test_a_photo_that_is_a_broken_link_is_named_as_one(tmp_path):
+    from pixelwise.data.check import check_dataset
+
+    root = make_folder_tree(tmp_path)
+    (root / "images" / "train" / "1.jpg").unlink()
+    (root / "images" / "train" / "1.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(DatasetError, match=rf"images/train/1\.jpg: broken link \(to {tmp_path}/nowhere\.jpg\)$"):
+        FolderSegmentation(root, split="train")
+    problems = "\n".join(check_dataset(root).problems)
+    assert f"images/train/1.jpg: broken link (to {tmp_path}/nowhere.jpg)" in problems
+    assert "label without an image" not in problems

@@ -132,6 +132,8 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
         ("index,name,r,g,b\n0,,1,2,3\n", "empty class name"),
         ("index,name,r,g,b,ignore\n0,void,1,2,3,1\n", "at least one class"),
         ("", "needs a header"),
+        ("0,sky,1,2,3\n1,road,4,5,6\n", r"needs a header line .*; its first line reads '0,sky,1,2,3'$"),
+        ("# my classes\nindex,name,r,g,b\n0,sky,1,2,3\n", r"its first line reads '# my classes'$"),
     ],
 )
 def test_read_classes_csv_rejects_bad_tables(tmp_path, text, message):
@@ -139,6 +141,11 @@ def test_read_classes_csv_rejects_bad_tables(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DatasetError, match=message):
         read_classes_csv(path)
+
+
+def test_a_table_whose_lines_end_in_cr_alone_reads(tmp_path):
+    (tmp_path / "classes.csv").write_bytes(b"index,name,r,g,b\r0,sky,1,2,3\r1,road,4,5,6\r")
+    assert read_classes_csv(tmp_path / "classes.csv").class_names == ("sky", "road")
 
 
 def test_read_label_array_rejects_16_bit_labels(tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise.data.dataset import Sample, require_same_size, same_name_hint
-from pixelwise.data.folder import folder_photos, folder_splits, is_folder_tree
-from pixelwise.data.io import read_image, read_label_file
+from pixelwise.data.folder import folder_splits, is_folder_tree
+from pixelwise.data.io import folder_pictures, read_image, read_label_file
 from pixelwise.data.labels import IGNORE_INDEX, ClassTable, read_classes_csv
 from pixelwise.data.voc import (
     SPLIT_DIR,
@@ -169,7 +169,7 @@ def _folder_samples(root: Path, split: str, report: SplitReport) -> tuple[list[S
     image_dir, label_dir = root / "images" / split, root / "labels" / split
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: split not found (available: {', '.join(folder_splits(root)) or 'none'})")
-    photos = folder_photos(image_dir)
+    photos = folder_pictures(image_dir)
     stems = Counter(photo.stem for photo in photos)
     for photo in photos:
         if stems[photo.stem] > 1:

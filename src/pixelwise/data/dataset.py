@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from pixelwise.data.io import read_bytes, read_image, read_label_array, read_photo_header
+from pixelwise.data.io import broken_link, read_bytes, read_image, read_label_array, read_photo_header
 from pixelwise.data.labels import ClassTable
 from pixelwise.errors import DatasetError
 
@@ -90,7 +90,8 @@ def require_files(samples: list[Sample], listed_in: Path | str) -> None:
     missing = [path for pair in samples for path in pair if not path.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DatasetError(f"{missing[0]}: file listed by {listed_in} is missing{more}{same_name_hint(missing[0])}")
+        problem = broken_link(missing[0]) or f"file listed by {listed_in} is missing"
+        raise DatasetError(f"{missing[0]}: {problem}{more}{same_name_hint(missing[0])}")
 
 
 def same_name_hint(missing: Path) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixelwise.data.dataset import PairTransform, SegmentationDataset, require_files
-from pixelwise.data.io import IMAGE_SUFFIXES
+from pixelwise.data.io import folder_pictures
 from pixelwise.data.labels import read_classes_csv
 from pixelwise.errors import DatasetError
 
@@ -21,11 +21,6 @@ def folder_splits(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
 
 
-def folder_photos(image_dir: Path) -> list[Path]:
-    """Photo files of one split folder, sorted."""
-    return sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 class FolderSegmentation(SegmentationDataset):
     """Photos in `images/<split>/`, same-stem PNG labels in `labels/<split>/`, classes in CSV."""
 
@@ -38,7 +33,7 @@ class FolderSegmentation(SegmentationDataset):
         if not image_dir.is_dir():
             available = folder_splits(self.root)
             raise DatasetError(f"{image_dir}: split not found (available: {', '.join(available) or 'none'})")
-        photos = folder_photos(image_dir)
+        photos = folder_pictures(image_dir)
         if not photos:
             raise DatasetError(f"{image_dir}: split is empty")
         samples = [(photo, self.root / "labels" / split / f"{photo.stem}.png") for photo in photos]

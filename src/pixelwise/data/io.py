@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,19 @@ from PIL import ExifTags, Image, ImageOps
 from pixelwise.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def folder_pictures(folder: Path) -> list[Path]:
+    """The picture files of `folder` (not its subfolders) by suffix, sorted; broken links too, to be named as such."""
+    return sorted(
+        path for path in folder.iterdir()
+        if (path.is_file() or (path.is_symlink() and not path.exists())) and path.suffix.lower() in IMAGE_SUFFIXES
+    )  # fmt: skip
+
+
+def broken_link(path: Path) -> str | None:
+    """'broken link (to TARGET)' when `path` is a link to nothing, else None."""
+    return f"broken link (to {os.readlink(path)})" if path.is_symlink() and not path.exists() else None
 
 
 @contextlib.contextmanager
@@ -29,7 +43,7 @@ def _decoder_errors(path: Path | str):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
     except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
+        raise DatasetError(f"{path}: {broken_link(Path(path)) or 'file not found'}") from None
     except Image.DecompressionBombError as error:
         raise DatasetError(f"{path}: refused, image too large ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:

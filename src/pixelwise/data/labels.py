@@ -218,26 +218,29 @@ def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     declared = re.fullmatch(r"sep=(.)", lines[0].strip()) if lines else None  # Excel's first line naming the delimiter
     first_line = next((line for line in lines[1 if declared else 0 :] if line.strip()), "")
     delimiter = declared.group(1) if declared else next((mark for mark in ",;\t" if mark in first_line), ",")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # old Mac spreadsheets end lines in CR alone
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
     try:
         records = [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)][
             1 if declared else 0 :
         ]
-        header = [column.strip().lower() for column in records[0][1]] if records else []
-        rows = []
-        for line, fields in records[1:]:
-            if any(field.strip() for field in fields[len(header) :]):
-                raise DatasetError(f"{path}:{line}: {len(fields)} fields for a header of {len(header)} columns")
-            rows.append((line, dict(zip(header, (field.strip() for field in fields)))))
     except csv.Error as error:
         raise DatasetError(f"{path}: cannot read class table ({error})") from None
+    header = [column.strip().lower() for column in records[0][1]] if records else []
+    if len(records) < 2 or not set(CLASS_COLUMNS) <= set(header):
+        first = f"; its first line reads {delimiter.join(records[0][1])!r}" if records else ""
+        raise DatasetError(
+            f"{path}: needs a header line with columns index,name,r,g,b (and optional ignore) and at least one "
+            f"row{first}"
+        )
     twice = sorted({column for column in header if column and header.count(column) > 1})
     if twice:
         raise DatasetError(f"{path}: the header names column {twice[0]!r} twice")
-    if not rows or not set(CLASS_COLUMNS) <= set(header):
-        raise DatasetError(
-            f"{path}: needs a header with columns index,name,r,g,b (and optional ignore) and at least one row"
-        )
+    rows = []
+    for line, fields in records[1:]:
+        if any(field.strip() for field in fields[len(header) :]):
+            raise DatasetError(f"{path}:{line}: {len(fields)} fields for a header of {len(header)} columns")
+        rows.append((line, dict(zip(header, (field.strip() for field in fields)))))
     return rows
 
 
