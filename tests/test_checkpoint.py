@@ -144,6 +144,7 @@ def test_large_photos_are_segmented_smaller_and_the_mask_resized_back():
     expected = np.asarray(Image.fromarray(model.predict(small, max_side=None)).resize((130, 90), Image.NEAREST))
     assert np.array_equal(capped, expected)
     assert model.predict(photo, max_side=None).shape == (90, 130)
+    assert np.array_equal(model.predict(photo, max_side=np.int64(64)), capped), "numpy numbers are numbers"
     for bad in (0, -64, float("nan")):
         with pytest.raises(ValueError, match=f"max_side must be at least 1, or None for full resolution, got {bad}"):
             model.predict(photo, max_side=bad)

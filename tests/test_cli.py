@@ -130,10 +130,13 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
     assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path), "--out", str(tmp_path / "out"),
-        "--overwrite"]) == 1
-    assert f"moved.jpg: broken link (to {tmp_path}/gone.jpg)" in capsys.readouterr().err
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    for named in (str(tmp_path), str(tmp_path / "*o*.jpg")):  # a folder, a pattern
+        assert main(["predict", "--checkpoint", str(run / "best.pt"), named, "--out", str(tmp_path / "out")]) == 1
+        errors = capsys.readouterr().err
+        assert f"moved.jpg: broken link (to {tmp_path}/gone.jpg)" in errors and "loop.jpg: link loop" in errors
     (tmp_path / "moved.jpg").unlink()
+    (tmp_path / "loop.jpg").unlink()
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "empty.jpg"), "--out",
         str(tmp_path / "out")]) == 1
     assert "empty.jpg: empty file (0 bytes), not an image" in capsys.readouterr().err
@@ -240,6 +243,10 @@ def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tm
     assert (tmp_path / "notes.png").read_text() == "mine"
     assert main([*argv[:-1], str(tmp_path / "notes.png"), "--overwrite"]) == 0
     assert Image.open(tmp_path / "notes.png").format == "PNG"
+    for name in ("p.gif", "p.tif", "p.jpe"):
+        assert main([*argv[:-1], str(tmp_path / name)]) == 0 and main([*argv[:-1], str(tmp_path / name)]) == 0, name
+    assert main([*argv[:-1], str(tmp_path / "p.bmp")]) == 0 and main([*argv[:-1], str(tmp_path / "p.bmp")]) == 2
+    assert "p.bmp: a .bmp file (no room for its mark) is where an output goes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,14 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from pixelwise.data.io import folder_pictures
+from pixelwise.data.io import broken_link, folder_pictures
 from pixelwise.errors import PixelwiseError
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
 OUTPUT_MARK = "pixelwise"  # in each picture's metadata: a later command may replace a file that carries it
+MARKABLE_FORMATS = ("PNG", "JPEG", "GIF", "TIFF")  # the formats whose metadata carries OUTPUT_MARK
+TIFF_SOFTWARE_TAG = 305
+NOT_OURS = "a file that pixelwise did not write"
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -33,10 +36,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
                         + (f" (subfolders are not searched; '{path / '**' / '*.jpg'}' is)" if nested else ""),
                     )
                 )
-        elif path.is_file():
+        elif path.is_file() or broken_link(path):  # a broken link is read, and named as one
             found.append(path)
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            matched = (Path(name) for name in glob.glob(text, recursive=True))
+            matches = sorted(p for p in matched if p.is_file() or broken_link(p))
             found += matches
             if not matches:
                 problems.append((text, "pattern matches no file"))
@@ -52,13 +56,20 @@ def save_output(image: Image.Image, path: Path | str, **options) -> None:
     """`image.save(path)` with OUTPUT_MARK in its metadata; a link at `path` is replaced, not written through."""
     if Path(path).is_symlink():
         Path(path).unlink()
-    suffix = Path(path).suffix.lower()
-    if suffix == ".png":
+    picture_format = _format_of(path)
+    if picture_format == "PNG":
         options["pnginfo"] = PngImagePlugin.PngInfo()
         options["pnginfo"].add_text("Software", OUTPUT_MARK)
-    elif suffix in (".jpg", ".jpeg"):
+    elif picture_format in ("JPEG", "GIF"):
         options["comment"] = OUTPUT_MARK.encode()
+    elif picture_format == "TIFF":
+        options["tiffinfo"] = {TIFF_SOFTWARE_TAG: OUTPUT_MARK}
     image.save(path, **options)
+
+
+def _format_of(path: Path | str) -> str | None:
+    """The format Pillow writes for `path`'s suffix (JPEG for .jpg and .jpe), None for one it does not know."""
+    return Image.registered_extensions().get(Path(path).suffix.lower())
 
 
 def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str, bool]]:
@@ -81,7 +92,8 @@ def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str
         elif target.exists() and not target.is_file():
             found[target] = ("neither a file nor a folder", False)
         elif target.exists() and not replace_files and not _carries_mark(target):
-            found[target] = ("a file that pixelwise did not write", True)
+            unmarkable = _format_of(target) not in MARKABLE_FORMATS
+            found[target] = (f"a {target.suffix} file (no room for its mark)" if unmarkable else NOT_OURS, True)
     return [(path, what, replaceable) for path, (what, replaceable) in found.items()]
 
 
@@ -99,7 +111,8 @@ def _carries_mark(path: Path) -> bool:
     """Whether the picture at `path` has OUTPUT_MARK in its metadata."""
     try:
         with Image.open(path) as picture:
-            marks = [picture.info.get("Software"), picture.info.get("comment")]  # PNG text; JPEG comment (bytes)
+            tiff_tags = getattr(picture, "tag_v2", {})
+            marks = [picture.info.get("Software"), picture.info.get("comment"), tiff_tags.get(TIFF_SOFTWARE_TAG)]
     except (OSError, ValueError, Image.DecompressionBombError):  # not a picture Pillow reads: not one of ours
         return False
     return OUTPUT_MARK in [mark.decode("latin-1") if isinstance(mark, bytes) else mark for mark in marks]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -141,7 +142,7 @@ def predict_photo(
     segment_photos: Callable[[np.ndarray], np.ndarray], image: ImageLike, max_side: int | None
 ) -> np.ndarray:
     """The (H, W) uint8 mask `segment_photos` gives `image`, segmented at `max_side` at most and resized back."""
-    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, float))):
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, numbers.Real)):
         raise TypeError(f"max_side must be a number of pixels, or None for full resolution, got {max_side!r}")
     if max_side is not None and not max_side >= 1:  # a negative size would give a 1x1 mask of one class; NaN too
         raise ValueError(f"max_side must be at least 1, or None for full resolution, got {max_side}")

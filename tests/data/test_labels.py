@@ -110,7 +110,7 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("name,r,g,b\nsky,1,2,3\n", "needs a header"),
+        ("name,r,g,b\nsky,1,2,3\n", "the header line lacks column index"),
         ("index,name,r,g,b\n0,sky,1,2,x\n", r"classes\.csv:2: index, r, g, b and ignore must be integers"),
         ("index,name,r,g,b\n0,sky,1,2,300\n", r"classes\.csv:2: colour \(1, 2, 300\) must be three values in 0\.\.255"),
         ("index,name,r,g,b,ignore\n0,sky,1,2,3,0\n255,edge,4,5,6,0\n",
@@ -132,8 +132,10 @@ def test_a_spreadsheet_csv_with_bom_spaces_and_crlf_reads(tmp_path):
         ("index,name,r,g,b\n0,,1,2,3\n", "empty class name"),
         ("index,name,r,g,b,ignore\n0,void,1,2,3,1\n", "at least one class"),
         ("", "needs a header"),
-        ("0,sky,1,2,3\n1,road,4,5,6\n", r"needs a header line .*; its first line reads '0,sky,1,2,3'$"),
+        ("0,sky,1,2,3\n1,road,4,5,6\n", r"lacks column index, name, r, g, b .*; its first line reads '0,sky,1,2,3'$"),
         ("# my classes\nindex,name,r,g,b\n0,sky,1,2,3\n", r"its first line reads '# my classes'$"),
+        ("index,name,r,g\n0,sky,1,2\n", r"the header line lacks column b \(it needs"),
+        ("index,name,r,g,b\n\n", r"classes\.csv: a header but no class rows under it$"),
     ],
 )
 def test_read_classes_csv_rejects_bad_tables(tmp_path, text, message):

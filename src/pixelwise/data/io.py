@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import warnings
@@ -27,8 +28,15 @@ def folder_pictures(folder: Path) -> list[Path]:
 
 
 def broken_link(path: Path) -> str | None:
-    """'broken link (to TARGET)' when `path` is a link to nothing, else None."""
-    return f"broken link (to {os.readlink(path)})" if path.is_symlink() and not path.exists() else None
+    """'broken link (to TARGET)' or 'link loop' when `path` is a link that leads to no file, else None."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"link loop (to {os.readlink(path)})"
+    return f"broken link (to {os.readlink(path)})"
 
 
 @contextlib.contextmanager
@@ -47,6 +55,8 @@ def _decoder_errors(path: Path | str):
     except Image.DecompressionBombError as error:
         raise DatasetError(f"{path}: refused, image too large ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
+        if getattr(error, "errno", None) == errno.ELOOP:
+            raise DatasetError(f"{path}: {broken_link(Path(path)) or 'link loop'}") from None
         if Path(path).is_file() and Path(path).stat().st_size == 0:
             raise DatasetError(f"{path}: empty file (0 bytes), not an image") from None
         raise DatasetError(f"{path}: cannot decode image ({error})") from None

@@ -226,16 +226,21 @@ def _class_table_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
         ]
     except csv.Error as error:
         raise DatasetError(f"{path}: cannot read class table ({error})") from None
-    header = [column.strip().lower() for column in records[0][1]] if records else []
-    if len(records) < 2 or not set(CLASS_COLUMNS) <= set(header):
-        first = f"; its first line reads {delimiter.join(records[0][1])!r}" if records else ""
-        raise DatasetError(
-            f"{path}: needs a header line with columns index,name,r,g,b (and optional ignore) and at least one "
-            f"row{first}"
-        )
+    if not records:
+        raise DatasetError(f"{path}: empty; needs a header line with columns index,name,r,g,b (and optional ignore)")
+    header = [column.strip().lower() for column in records[0][1]]
     twice = sorted({column for column in header if column and header.count(column) > 1})
     if twice:
         raise DatasetError(f"{path}: the header names column {twice[0]!r} twice")
+    lacking = [column for column in CLASS_COLUMNS if column not in header]
+    if lacking:
+        shown = first_line if len(first_line) <= 80 else f"{first_line[:77]}..."
+        raise DatasetError(
+            f"{path}: the header line lacks column {', '.join(lacking)} (it needs index,name,r,g,b and optional "
+            f"ignore); its first line reads {shown!r}"
+        )
+    if len(records) < 2:
+        raise DatasetError(f"{path}: a header but no class rows under it")
     rows = []
     for line, fields in records[1:]:
         if any(field.strip() for field in fields[len(header) :]):
