@@ -14,6 +14,7 @@ Whole val photos, void ignored, the plain inference mode.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from common import find_camvid, result_line
-from pixelwise.cli_arguments import positive_int
+from pixelwise.cli_arguments import positive_int, real_number
 from pixelwise.config import PRECISIONS
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.transforms import normalize_batch
@@ -52,8 +53,8 @@ def near(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return grown[0, 0].bool()
 
 
-class NearErrors:
-    """Counts, over a split, of one class's misses and false predictions that lie near the class."""
+class ClassErrors:
+    """Counts, over a split, of one class's misses and false predictions near the class, and its hits by run width."""
 
     def __init__(self, index: int, pixels: int):
         self.index, self.pixels = index, pixels
@@ -80,6 +81,8 @@ class ShiftedIoU:
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add one photo's logits (C, H, W) and true class map (H, W)."""
+        if not len(self.shifts):
+            return
         labelled = target != IGNORE_INDEX
         others = logits.clone()
         others[self.index] = -torch.inf
@@ -114,18 +117,17 @@ def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precis
     unknown = sorted(set(class_names) - set(model.class_names))
     if unknown:
         raise PixelwiseError(f"{checkpoint}: no class {', '.join(unknown)}; it has {', '.join(model.class_names)}")
-    counters = {name: NearErrors(model.class_names.index(name), pixels) for name in class_names}
+    counters = {name: ClassErrors(model.class_names.index(name), pixels) for name in class_names}
     shifted = {name: ShiftedIoU(model.class_names.index(name), shifts) for name in class_names}
     confusion = ConfusionMatrix(len(model.class_names))
     for photos, target in DataLoader(dataset, batch_size=1, num_workers=2):
-        predicted = torch.from_numpy(model.segment_photos(photos.permute(0, 2, 3, 1).numpy(), precision=precision))
-        confusion.update(predicted, target.long())
+        logits = logits_of(model, photos, precision)  # the plain mode's prediction is their argmax
+        predicted, target = logits.argmax(dim=1), target.long()
+        confusion.update(predicted, target)
         for counter in counters.values():
-            counter.update(predicted[0].long(), target[0].long())
-        if shifts:
-            logits = logits_of(model, photos, precision)[0]
-            for counter in shifted.values():
-                counter.update(logits, target[0].long())
+            counter.update(predicted[0], target[0])
+        for counter in shifted.values():
+            counter.update(logits[0], target[0])
     matrix, metrics = confusion.matrix, confusion.compute()
     rows = {}
     for name, c in counters.items():
@@ -153,13 +155,21 @@ def measure(checkpoint: str, camvid, class_names: list[str], pixels: int, precis
     return rows
 
 
+def finite_number(text: str) -> float:
+    """`real_number`, refusing inf and nan (a NaN shift would silently predict the class nowhere)."""
+    value = real_number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="+", required=True, help="pixelwise checkpoints trained on CamVid")
     parser.add_argument("--classes", nargs="+", default=["pole", "sign"], help="class names (default: pole sign)")
     parser.add_argument("--near", type=positive_int, default=3, help="pixels that count as near (default: 3)")
     parser.add_argument(
-        "--shifts", nargs="+", type=float, default=[],
+        "--shifts", nargs="+", type=finite_number, default=[],
         help="also each class's IoU with its logit raised by these amounts before the argmax (default: none)",
     )  # fmt: skip
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")

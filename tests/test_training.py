@@ -41,9 +41,3 @@ def test_library_calls_given_the_wrong_kind_of_thing_say_what_they_expected(tmp_
                  lambda: pixelwise.evaluate(tmp_path / "best.pt", "synthetic")):  # fmt: skip
         with pytest.raises(TypeError, match="got (str|PosixPath); load it first with pixelwise.load_model"):
             call()
-    model = pixelwise.Segmenter(
-        pixelwise.build_model("fcn32s", num_classes=2), model_name="fcn32s", class_names=("a", "b"),
-        palette=((0, 0, 0), (9, 9, 9)),
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="workers must be a whole number of loading processes, 0 or more, got -1"):
-        pixelwise.evaluate(model, "synthetic", workers=-1)

@@ -79,11 +79,12 @@ def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str
     unless `replace_files`, also a link, and a file that `save_output` did not write (it lacks
     OUTPUT_MARK).
     """
-    found: dict[Path, tuple[str, bool]] = {}
+    found: dict[Path, tuple[str, bool]] = {
+        folder: ("a file where a folder goes", False)
+        for folder in sorted({folder for target in targets for folder in target.parents})  # each folder once
+        if folder.exists() and not folder.is_dir()
+    }
     for target in targets:
-        for folder in reversed(target.parents):
-            if folder.exists() and not folder.is_dir():
-                found.setdefault(folder, ("a file where a folder goes", False))
         if target.is_symlink():
             if not replace_files:
                 found[target] = ("a link that pixelwise did not make", True)

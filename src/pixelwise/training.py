@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -429,8 +428,6 @@ def evaluate_split(
 ) -> SegmentationMetrics:
     """Metrics of `model` (a Segmenter, or an exported model, in fp32) on a split, whole images at their own size."""
     require_model(model)
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
-        raise ValueError(f"workers must be a whole number of loading processes, 0 or more, got {workers!r}")
     folder = prepare_data(str(data), root=root)
     dataset = open_dataset(folder, split)
     if dataset.class_names != model.class_names:

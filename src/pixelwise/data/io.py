@@ -23,7 +23,7 @@ def folder_pictures(folder: Path) -> list[Path]:
     """The picture files of `folder` (not its subfolders) by suffix, sorted; broken links too, to be named as such."""
     return sorted(
         path for path in folder.iterdir()
-        if (path.is_file() or (path.is_symlink() and not path.exists())) and path.suffix.lower() in IMAGE_SUFFIXES
+        if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or broken_link(path))
     )  # fmt: skip
 
 
