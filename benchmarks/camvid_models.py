@@ -20,7 +20,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from common import find_camvid, print_iou_table, result_line
+from common import add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far
 from pixelwise.config import TrainConfig
 from pixelwise.models import MODELS
 from pixelwise.predict import load_model
@@ -42,17 +42,15 @@ def result_key(name: str, precision: str) -> str:
     return name if precision == "bf16" else f"{name}-{precision}"
 
 
-def train_and_measure(name: str, camvid: Path, out: Path, epochs: int, precision: str) -> dict:
-    """Train `name` with its recipe; its val metrics, minutes, recipe and precision."""
-    key = result_key(name, precision)
-    config = TrainConfig(data=str(camvid), out=str(out / key), model=name, epochs=epochs, precision=precision)
+def train_and_measure(config: TrainConfig, camvid: Path, label: str) -> dict:
+    """Train per `config`, logging lines as `label`; its val metrics, minutes, epochs, recipe and precision."""
     started = time.perf_counter()
-    train(config, overwrite=True, progress=False, log=lambda line: print(f"{name}: {line}", flush=True))
+    train(config, overwrite=True, progress=False, log=lambda line: print(f"{label}: {line}", flush=True))
     minutes = (time.perf_counter() - started) / 60
-    model = load_model(out / key / "last.pt").for_inference()
+    model = load_model(Path(config.out) / "last.pt").for_inference()
     metrics = evaluate_split(model, camvid, "val", workers=2)
-    result = {**metrics.as_dict(model.class_names), "minutes": minutes, "epochs": epochs, "recipe": recipe(config)}
-    return {**result, "precision": precision}
+    result = {**metrics.as_dict(model.class_names), "minutes": minutes, "epochs": config.epochs}
+    return {**result, "recipe": recipe(config), "precision": config.precision}
 
 
 def epoch_summary(key: str, metrics_csv: Path) -> str:
@@ -98,21 +96,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=12, help="epochs for every model (default: 12)")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="(default: bf16)")
-    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
-    parser.add_argument("--out", default="benchmarks/results/models", help="runs, results.json and figure")
+    add_camvid_run_arguments(parser, "benchmarks/results/models", "runs, results.json and figure")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
     camvid, out = find_camvid(args.camvid), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path, results = results_so_far(out)
     for name in args.models:
         key = result_key(name, args.precision)
         done = results.get(key, {})
         if done.get("epochs") == args.epochs and done.get("recipe") == recipe(TrainConfig(model=name)):
             continue
-        results[key] = train_and_measure(name, camvid, out, args.epochs, args.precision)
+        config = TrainConfig(
+            data=str(camvid), out=str(out / key), model=name, epochs=args.epochs, precision=args.precision
+        )
+        results[key] = train_and_measure(config, camvid, name)
         path.write_text(json.dumps(results, indent=1))
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))
     for key in results:

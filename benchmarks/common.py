@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 import threading
@@ -23,6 +25,20 @@ from pixelwise.errors import DatasetError
 from pixelwise.ops import bilinear_kernel
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
+
+
+def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: str) -> None:
+    """--precision, --camvid and --out (default `out`, described as holding `holds`) of a CamVid training script."""
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="(default: bf16)")
+    parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
+    parser.add_argument("--out", default=out, help=holds)
+
+
+def results_so_far(out: Path) -> tuple[Path, dict]:
+    """`out`/results.json (the folder made if absent) and what it holds, so finished runs are not trained again."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    return path, json.loads(path.read_text()) if path.exists() else {}
 
 
 def find_camvid(path: str | Path | None = None) -> Path:

@@ -155,7 +155,7 @@ def test_a_process_group_without_a_cpu_backend_is_refused(monkeypatch):
 def test_a_run_too_small_for_its_processes_is_refused():
     tiny = TrainConfig(batch_size=4, world_size=2, model="deeplabv3plus", device="cpu")
     with pytest.raises(TrainingError, match="3 training image.* each of the 2 processes 2 per step"):
-        pixelwise.training._network(tiny, 2, 3, None, torch.device("cpu"))
+        pixelwise.training._network(tiny, 2, 3, None, None, torch.device("cpu"))
 
 
 def test_the_global_batch_must_split_evenly_and_feed_every_process():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.errors import CheckpointError, ModelError
-from pixelwise.export import CLASSES_OUTPUT, INPUT_NAME, LOGITS_OUTPUT, export_onnx
+from pixelwise.export import CLASSES_OUTPUT, INPUT_NAME, LOGITS_OUTPUT, export_onnx, written_by_export
 from pixelwise.models import MODELS, build_model
 from pixelwise.onnx_model import load_onnx
 from pixelwise.predict import load_model
@@ -92,6 +92,18 @@ def test_cli_export_then_eval_and_predict_with_the_onnx_file(synthetic_voc, tmp_
     checkpoint, onnx_file = tmp_path / "run" / "best.pt", tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_file)]) == 0
     assert f"-> {onnx_file}" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_file)]) == 0, "its own export"
+    assert written_by_export(onnx_file) and f"-> {onnx_file}" in capsys.readouterr().out
+    theirs, link = tmp_path / "theirs.onnx", tmp_path / "link.onnx"
+    theirs.write_bytes(b"a user's work")
+    link.symlink_to(tmp_path / "nowhere.onnx")
+    for target, what in ((theirs, "a file that pixelwise did not write"), (link, "a link that pixelwise did not")):
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{target}: {what}" in err and "--overwrite replaces it" in err and len(err.splitlines()) == 1
+    assert theirs.read_bytes() == b"a user's work" and link.is_symlink()
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(theirs), "--overwrite"]) == 0
+    assert written_by_export(theirs) and f"-> {theirs}" in capsys.readouterr().out
 
     torch_metrics = evaluate_split(load_model(checkpoint).for_inference(), synthetic_voc, "val")
     onnx_metrics = evaluate_split(load_onnx(onnx_file), synthetic_voc, "val")

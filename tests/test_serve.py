@@ -334,7 +334,10 @@ def test_a_real_server_refuses_slow_and_oversized_uploads_and_goes_on(tmp_path):
     network = build_model("fcn32s", num_classes=len(CLASS_NAMES))
     segmenter = Segmenter(network, model_name="fcn32s", class_names=CLASS_NAMES, palette=PALETTE)
     save_checkpoint(model_fields(segmenter), tmp_path / "model.pt")
-    process, url = launch_server(str(tmp_path / "model.pt"), "--max-upload-mb", "1", "--upload-timeout", "1")
+    with (tmp_path / "stderr.txt").open("wb") as log:
+        process, url = launch_server(
+            str(tmp_path / "model.pt"), "--max-upload-mb", "1", "--upload-timeout", "1", stderr=log
+        )
     port = int(url.rsplit(":", 1)[1])
     head = "POST /segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
     try:
@@ -344,6 +347,9 @@ def test_a_real_server_refuses_slow_and_oversized_uploads_and_goes_on(tmp_path):
         assert big.startswith(b"HTTP/1.1 413")
         files = {"image": ("photo.jpg", jpeg(), "image/jpeg")}
         assert httpx.post(f"{url}/segment", files=files, timeout=60).status_code == 200
+        huge = {"image": ("huge.png", png_header_only(10_000, 10_000), "image/png")}  # past Pillow's warning
+        assert httpx.post(f"{url}/segment", files=huge, timeout=60).status_code == 413
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert "DecompressionBombWarning" not in (tmp_path / "stderr.txt").read_text(), "the 413 says it, once"

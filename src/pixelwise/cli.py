@@ -34,6 +34,7 @@ from pixelwise.cli_arguments import (
     command_parser,
     non_negative_int,
     overlap_share,
+    overwrite_argument,
     picture_count,
     picture_file,
     picture_side,
@@ -97,6 +98,12 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     names = [field.name for field in dataclasses.fields(TrainConfig)]
     given = {name: value for name in names if (value := getattr(args, name, None)) is not None}  # 0 is a value
     if not args.resume:
+        if "init_from" in given:  # its model and encoder, unless named
+            from pixelwise.starting_weights import checkpoint_model
+
+            model, encoder = checkpoint_model(given["init_from"])
+            given.setdefault("model", model)
+            given.setdefault("encoder", encoder if given["model"] == model else None)
         config = TrainConfig(**given)
         if "momentum" in given and config.optimizer != "sgd":
             raise PixelwiseError(
@@ -104,6 +111,8 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
                 "--optimizer's): leave --momentum out, or give --optimizer sgd"
             )
         return config, False
+    if "init_from" in given:
+        raise PixelwiseError("--init-from starts a new run from a checkpoint, and --resume continues a run: give one")
     may_change = [name for name in RESUME_MAY_CHANGE if name != "out" and hasattr(args, name)]
     refused = [name for name in given if name not in may_change]
     if refused:
@@ -190,6 +199,7 @@ def add_train(subparsers) -> None:
         "  pixelwise train --data ../camvid --out runs/unet --model unet --encoder resnet34\n"
         "  pixelwise train --data ../camvid --out runs/camvid --crop-size 256x320 --epochs 40\n"
         "  pixelwise train --resume runs/camvid --epochs 60\n"
+        "  pixelwise train --data ../camvid --out runs/tuned --init-from runs/camvid/last.pt --loss lovasz --lr 1e-4\n"
         "  torchrun --nproc-per-node 4 -m pixelwise train --data voc2012 --root data --out runs/voc --batch-size 32\n\n"
         "Started by torchrun, the processes make one run (docs/distributed.md).",
     )
@@ -212,6 +222,11 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--encoder-weights", "--backbone-weights", dest="encoder_weights", metavar="W",
         help="imagenet (downloaded once), none, or a state-dict file of the encoder's classifier (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init-from", metavar="CHECKPOINT",
+        help="start from a checkpoint's weights (fine-tuning), with a new optimiser and schedule: its model, "
+        "encoder and classes, which the data must share (default: random weights, or --encoder-weights)",
     )  # fmt: skip
     parser.add_argument(
         "--loss", choices=LOSSES,
@@ -516,7 +531,7 @@ def add_predict(subparsers) -> None:
         help="folder for NAME_mask.png, NAME_overlay.jpg, in the photos' subfolders below the folder they share; "
         "files there that pixelwise did not write are left alone: the command stops before any work",
     )
-    _overwrite_argument(parser)
+    overwrite_argument(parser)
     parser.add_argument(
         "--blur-background", action="store_true", help="also write NAME_blur.jpg: all but the kept classes blurred"
     )
@@ -743,16 +758,7 @@ def add_data(subparsers) -> None:
         "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...); "
         "a file there that pixelwise did not write is left alone",
     )  # fmt: skip
-    _overwrite_argument(show)
-
-
-def _overwrite_argument(parser: ArgumentParser) -> None:
-    """--overwrite, for commands that refuse to replace what pixelwise did not write."""
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace files and links at the output names that pixelwise did not write (never folders)",
-    )
+    overwrite_argument(show)
 
 
 # ---------------------------------------------------------------- demo

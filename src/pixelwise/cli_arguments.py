@@ -139,3 +139,12 @@ def command_parser(subparsers, name: str, handler, help_text: str, examples: str
     )
     parser.set_defaults(handler=handler)
     return parser
+
+
+def overwrite_argument(parser: ArgumentParser) -> None:
+    """--overwrite, for commands that refuse to replace what pixelwise did not write."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files and links at the output names that pixelwise did not write (never folders)",
+    )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from pixelwise.cli_arguments import command_parser, positive_int, real_number, whole_number
+from pixelwise.cli_arguments import command_parser, overwrite_argument, positive_int, real_number, whole_number
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.engines import ENGINES
 
@@ -17,8 +18,9 @@ SERVE_EXTRA = "pip install 'pixelwise[serve]'"
 
 def run_export(args: argparse.Namespace) -> int:
     """pixelwise export."""
-    from pixelwise.export import export_onnx
+    from pixelwise.export import export_onnx, written_by_export
     from pixelwise.onnx_model import is_onnx_file
+    from pixelwise.photo_files import refuse_what_is_in_the_way
     from pixelwise.predict import load_model
 
     if is_onnx_file(args.checkpoint):
@@ -30,6 +32,7 @@ def run_export(args: argparse.Namespace) -> int:
     if not Path(args.out).parent.is_dir():
         parent = Path(args.out).parent
         raise PixelwiseError(f"--out {args.out}: {parent} {'is a file' if parent.exists() else 'does not exist'}")
+    refuse_what_is_in_the_way([Path(args.out)], args.overwrite, ours=written_by_export)
     model = load_model(args.checkpoint, "cpu")
     export_onnx(model, args.out, logits=args.logits)
     outputs = "class indices and logits" if args.logits else "class indices"
@@ -52,6 +55,7 @@ def add_export(subparsers) -> None:
     parser.add_argument(
         "--logits", action="store_true", help="also output the logits (N, classes, H, W) as float32, named 'logits'"
     )
+    overwrite_argument(parser)
 
 
 def size_limit(text: str) -> float:
@@ -75,8 +79,12 @@ def run_serve(args: argparse.Namespace) -> int:
         from pixelwise.serve.main_thread import MainThreadExecutor, serve_with_model_on_main_thread
     except ImportError as error:
         raise PixelwiseError(f"pixelwise serve needs {error.name or error}: {SERVE_EXTRA}") from None
+    from PIL import Image
+
     from pixelwise.serve.uploads import MAX_PIXELS
 
+    # Uploads are held to --max-megapixels from their header; Pillow's warning about large ones would only echo it.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     if args.max_megapixels * 1e6 > MAX_PIXELS:
         raise PixelwiseError(f"--max-megapixels: at most {MAX_PIXELS // 10**6} (the image decoder's own limit)")
     if args.host not in LOOPBACK_HOSTS:

@@ -76,6 +76,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     encoder: str | None = None  # the model's default encoder
     encoder_weights: str = "none"
+    init_from: str | None = None  # a checkpoint whose network weights the run starts from (fine-tuning)
     loss: str | None = None  # the model's (pixelwise.models.ModelSpec)
     epochs: int = 30
     batch_size: int = 8
@@ -152,8 +153,18 @@ class TrainConfig:
             for name in TEXTS
             if not isinstance(getattr(self, name), str)
         ]
-        if self.root is not None and not isinstance(self.root, str):
-            problems.append(f"root must be text or None, got {self.root!r}")
+        problems += [
+            f"{name} must be text or None, got {getattr(self, name)!r}"
+            for name in ("root", "init_from")
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str)
+        ]
+        if isinstance(self.init_from, str) and not self.init_from.strip():
+            problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
+        if self.init_from is not None and self.encoder_weights != "none":
+            problems.append(
+                f"encoder weights must be none when the run starts from a checkpoint (init_from), which replaces "
+                f"them, got {self.encoder_weights!r}"
+            )
         problems += [
             f"{name} must be true or false, got {getattr(self, name)!r}"
             for name in ("download", "deterministic", "sync_bn")

@@ -59,6 +59,19 @@ def metadata(segmenter: Segmenter, *, logits: bool) -> dict[str, str]:
     }
 
 
+def written_by_export(path: str | Path) -> bool:
+    """Whether `path` is an ONNX file that `export_onnx` wrote (its metadata names a pixelwise version)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(f"exporting needs onnx: {INSTALL_HINT}") from None
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # protobuf's decode error, or an unreadable file: not one of ours either way
+        return False
+    return any(entry.key == "pixelwise_version" for entry in model.metadata_props)
+
+
 def export_onnx(segmenter: Segmenter, path: str | Path, *, logits: bool = False) -> None:
     """Write `segmenter` to `path` as ONNX: dynamic batch, height and width; metadata per `metadata`."""
     if len(segmenter.class_names) > 256:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -72,13 +73,16 @@ def _format_of(path: Path | str) -> str | None:
     return Image.registered_extensions().get(Path(path).suffix.lower())
 
 
-def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str, bool]]:
+def in_the_way(
+    targets: list[Path], replace_files: bool, ours: Callable[[Path], bool] | None = None
+) -> list[tuple[Path, str, bool]]:
     """(path, what it is, whether `replace_files` allows it) for what must not be replaced at or above `targets`.
 
     Always a folder, a file where a folder goes, or what is neither file nor folder (a pipe);
-    unless `replace_files`, also a link, and a file that `save_output` did not write (it lacks
-    OUTPUT_MARK).
+    unless `replace_files`, also a link, and a file that pixelwise did not write: by `ours`,
+    or for pictures one that `save_output` did not write (it lacks OUTPUT_MARK).
     """
+    is_ours = ours or _carries_mark
     found: dict[Path, tuple[str, bool]] = {
         folder: ("a file where a folder goes", False)
         for folder in sorted({folder for target in targets for folder in target.parents})  # each folder once
@@ -92,15 +96,17 @@ def in_the_way(targets: list[Path], replace_files: bool) -> list[tuple[Path, str
             found[target] = ("a folder", False)
         elif target.exists() and not target.is_file():
             found[target] = ("neither a file nor a folder", False)
-        elif target.exists() and not replace_files and not _carries_mark(target):
-            unmarkable = _format_of(target) not in MARKABLE_FORMATS
+        elif target.exists() and not replace_files and not is_ours(target):
+            unmarkable = ours is None and _format_of(target) not in MARKABLE_FORMATS
             found[target] = (f"a {target.suffix} file (no room for its mark)" if unmarkable else NOT_OURS, True)
     return [(path, what, replaceable) for path, (what, replaceable) in found.items()]
 
 
-def refuse_what_is_in_the_way(targets: list[Path], replace_files: bool) -> None:
-    """Raise a PixelwiseError naming the first of `in_the_way(targets, replace_files)`, if any."""
-    blocking = in_the_way(targets, replace_files)
+def refuse_what_is_in_the_way(
+    targets: list[Path], replace_files: bool, ours: Callable[[Path], bool] | None = None
+) -> None:
+    """Raise a PixelwiseError naming the first of `in_the_way(targets, replace_files, ours)`, if any."""
+    blocking = in_the_way(targets, replace_files, ours)
     if blocking:
         path, what, replaceable = blocking[0]
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ from pixelwise.segmenter import Segmenter, require_model
 from pixelwise.resume import Log, RunState, restore
 from pixelwise.runtime import deterministic_algorithms
 from pixelwise.schedule import build_optimizer, build_scheduler
+from pixelwise.starting_weights import StartingWeights, starting_weights
 from pixelwise.visualize import plot_curves
 
 
@@ -190,6 +192,12 @@ def _refuse_unusable_output(config: TrainConfig, *, resume: bool, overwrite: boo
         refuse_foreign_folder(Path(config.out))
     if not (resume or overwrite):
         refuse_earlier_run(Path(config.out))
+    start_folder = Path(config.init_from).resolve().parent if config.init_from is not None else None
+    if not resume and start_folder == Path(config.out).resolve():
+        raise TrainingError(
+            f"{config.init_from}: the checkpoint to start from is in the run's own folder, whose checkpoints the run "
+            "replaces: copy it elsewhere first, or train into another folder"
+        )
     weights_file = Path(config.encoder_weights)
     if not resume and config.encoder_weights not in ("none", "imagenet") and not weights_file.is_file():
         raise ModelError(  # before the minutes of the data check
@@ -214,9 +222,14 @@ def _data_folder(config: TrainConfig, *, download: bool, resume: bool) -> Path:
 
 
 def _network(
-    config: TrainConfig, num_classes: int, num_samples: int, weights: str | None, device: torch.device
+    config: TrainConfig,
+    num_classes: int,
+    num_samples: int,
+    weights: str | None,
+    start: StartingWeights | None,
+    device: torch.device,
 ) -> torch.nn.Module:
-    """The model to train (`weights` for its encoder), refused if one process's share of a batch cannot train."""
+    """The model to train (`weights` for its encoder, or all of `start`'s), refused if a batch share cannot train."""
     min_batch = model_spec(config.model).min_batch
     if config.world_size > 1 and min(config.batch_size, num_samples) // config.world_size < min_batch:
         raise TrainingError(
@@ -224,6 +237,8 @@ def _network(
             "step: train in fewer processes"
         )  # else every rank would pass every batch over
     network = build_model(config.model, num_classes=num_classes, encoder=config.encoder, encoder_weights=weights)
+    if start is not None:
+        start.load_into(network)
     per_process = -(-min(config.batch_size, num_samples) // config.world_size)
     refuse_impossible_batch(network, per_process, config.crop_size, device)
     return network
@@ -235,6 +250,11 @@ def _train(
     """The body of `train`: everything is checked before the run directory is touched."""
     on_rank_zero(ranks, partial(_refuse_unusable_output, config, resume=resume, overwrite=overwrite))
     config, device = on_every_rank(ranks, partial(_process_settings, config, ranks))
+    start = None  # a resumed run's weights come from its last.pt
+    if config.init_from is not None and not resume:  # read before the minutes of the data check, by rank 0 alone
+        config = replace(config, init_from=os.path.abspath(config.init_from))  # as given, links and all
+        read = partial(starting_weights, config.init_from, config.model, config.encoder)
+        start = on_every_rank(ranks, read if ranks.is_main else lambda: None)
     torch.default_generator.manual_seed(config.seed)  # the model's initial weights
     folder = on_rank_zero(ranks, partial(_data_folder, config, download=config.download, resume=resume))
     if ranks.world_size > 1:  # every machine reads the data from its own disk
@@ -242,9 +262,14 @@ def _train(
     config = _with_absolute_paths(config)
     data = on_rank_zero(ranks, partial(_checked_data, config, folder, log))
     class_names = data.train_set.class_names
-    # Rank 0's initial weights go to every rank; a resumed run's come from its checkpoint, not read again.
+    if config.init_from is not None and not resume:
+        on_every_rank(ranks, lambda: start and start.refuse_other_classes(class_names))
+        log(f"starting from the weights of {start.describe() if start else config.init_from}")
+    # Rank 0's initial weights (`start` is rank 0's only) go to every rank; a resumed run's come from its checkpoint.
     weights = None if resume or not ranks.is_main else config.encoder_weights
-    network = on_every_rank(ranks, partial(_network, config, len(class_names), len(data.train_set), weights, device))
+    network = on_every_rank(
+        ranks, partial(_network, config, len(class_names), len(data.train_set), weights, start, device)
+    )
     segmenter = Segmenter(
         network,
         model_name=config.model,

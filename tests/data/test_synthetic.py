@@ -17,6 +17,13 @@ def test_same_seed_writes_identical_files(tmp_path):
     assert (first / "JPEGImages" / "000000.jpg").read_bytes() != (other / "JPEGImages" / "000000.jpg").read_bytes()
 
 
+def test_a_smaller_second_tree_in_the_same_place_leaves_no_earlier_sample(tmp_path):
+    make_synthetic_voc(tmp_path, num_train=4, num_val=2, size_range=(16, 16))
+    root = make_synthetic_voc(tmp_path, num_train=2, num_val=1, size_range=(16, 16))
+    for folder in ("JPEGImages", "SegmentationClass"):
+        assert sorted(path.stem for path in (root / folder).iterdir()) == ["000000", "000001", "000002"]
+
+
 def test_tree_is_voc_format_with_palette_labels_and_sizes_in_range(tmp_path):
     root = make_synthetic_voc(tmp_path, num_train=8, num_val=2, num_classes=6, size_range=(30, 60), seed=1)
     label = Image.open(root / "SegmentationClass" / "000000.png")

@@ -139,6 +139,14 @@ def is_synthetic_tree(root: Path) -> bool:
         return False
 
 
+def _remove_other_samples(root: Path, names: set[str]) -> None:
+    """Delete the images and labels an earlier synthetic tree has beyond `names`, so the tree holds this one only."""
+    for folder, suffix in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
+        for path in (root / folder).glob("[0-9]" * 6 + suffix):
+            if path.stem not in names:
+                path.unlink()
+
+
 def make_synthetic_voc(
     out_dir: Path | str,
     *,
@@ -166,6 +174,7 @@ def make_synthetic_voc(
     for folder in ("JPEGImages", "SegmentationClass", SPLIT_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
     names = [f"{index:06d}" for index in range(num_train + num_val)]
+    _remove_other_samples(root, set(names))
     for index, name in enumerate(names):
         rng = np.random.default_rng([seed, index])
         height, width = (int(v) for v in rng.integers(low, high + 1, size=2))

@@ -1,0 +1,67 @@
+"""Fine-tune a trained CamVid model with each of several losses: does one that optimises IoU lift thin classes?
+
+Each loss gets a new run that starts from `--checkpoint`'s weights (`pixelwise train --init-from`)
+with the model's own recipe but the loss, learning rate and epochs given here, in bfloat16 unless
+`--precision fp32`. Give the checkpoint's own loss among `--losses` as the control: the same
+extra epochs at the same rate with the loss unchanged. A run already in `--out` with the same
+settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
+whole photos), and each run's last epochs from its metrics.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from camvid_models import epoch_summary, recipe, result_key, train_and_measure
+from common import add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far
+from pixelwise.config import TrainConfig
+from pixelwise.losses import LOSSES
+from pixelwise.predict import load_model
+from pixelwise.runtime import keep_freed_memory
+from pixelwise.starting_weights import checkpoint_model
+from pixelwise.training import evaluate_split
+
+
+def starting_point(checkpoint: Path, camvid: Path) -> dict:
+    """The checkpoint's own val metrics, as the table's first row (no training minutes)."""
+    model = load_model(checkpoint).for_inference()
+    metrics = evaluate_split(model, camvid, "val", workers=2)
+    return {**metrics.as_dict(model.class_names), "minutes": 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a CamVid run's last.pt or best.pt")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=["lovasz"], help="(default: lovasz)")
+    parser.add_argument("--epochs", type=int, default=15, help="(default: 15)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
+    add_camvid_run_arguments(parser, "benchmarks/results/fine_tune", "runs and results.json")
+    args = parser.parse_args()
+    keep_freed_memory()  # as every pixelwise command does
+    camvid, out = find_camvid(args.camvid), Path(args.out)
+    path, results = results_so_far(out)
+    model, encoder = checkpoint_model(args.checkpoint)
+    start = str(args.checkpoint.resolve())
+    results["start"] = starting_point(args.checkpoint, camvid)
+    keys = [result_key(loss, args.precision) for loss in args.losses]
+    for loss, key in zip(args.losses, keys):
+        config = TrainConfig(
+            data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
+            lr=args.lr, epochs=args.epochs, precision=args.precision,
+        )  # fmt: skip
+        done = results.get(key, {})
+        if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):
+            results[key] = {**train_and_measure(config, camvid, loss), "from": start}
+            path.write_text(json.dumps(results, indent=1))
+    shown = {key: results[key] for key in ("start", *keys)}
+    print_iou_table(shown, tuple(results["start"]["iou"]))
+    for key in keys:
+        print(epoch_summary(key, out / key / "metrics.csv"))
+    named = {key.replace("+", "_").replace("-", "_"): value["miou"] for key, value in shown.items()}
+    print(result_line(**{f"{name}_miou": miou for name, miou in named.items()}))
+
+
+if __name__ == "__main__":
+    main()
