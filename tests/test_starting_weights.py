@@ -1,6 +1,7 @@
 """`train --init-from`: a new run that starts from a checkpoint's weights, and what it refuses."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -71,6 +72,18 @@ def test_a_fine_tuned_run_resumes_after_its_starting_checkpoint_moved(start, tmp
     assert [row["epoch"] for row in torch.load(run / "last.pt", weights_only=True)["history"]] == [1, 2, 3]
 
 
+def test_a_path_through_a_link_and_up_reads_the_file_it_leads_to(start, tmp_path):
+    data, checkpoint = start
+    (tmp_path / "elsewhere" / "inner").mkdir(parents=True)
+    shutil.copy(checkpoint, tmp_path / "elsewhere" / "start.pt")
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "start.pt").write_text("not this one")
+    (tmp_path / "here" / "link").symlink_to(tmp_path / "elsewhere" / "inner")
+    given = tmp_path / "here" / "link" / ".." / "start.pt"  # elsewhere/start.pt, as the shell opens it
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--init-from", str(given), *TINY]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["init_from"] == str(given)
+
+
 def test_the_log_says_where_in_its_run_a_checkpoint_was_saved(start, tmp_path, capsys):
     data, checkpoint = start
     payload = torch.load(checkpoint, weights_only=True)
@@ -89,15 +102,23 @@ def test_bad_starting_points_give_one_line_before_anything_is_written(start, tmp
     payload = torch.load(checkpoint, weights_only=True)
     payload["normalization"] = {"mean": [0.5] * 3, "std": [0.5] * 3}
     torch.save(payload, tmp_path / "other_mean.pt")
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["state_dict"] = {key: value for key, value in payload["state_dict"].items() if "decoder" not in key}
+    torch.save(payload, tmp_path / "other_model.pt")  # its record says fpn, its weights lack fpn's decoder
+    (tmp_path / "model.onnx").write_bytes(b"")
+    os.mkfifo(tmp_path / "pipe.pt")
     base = ["train", "--data", str(data), *TINY, "--init-from"]
     cases = [
         ([str(tmp_path / "missing.pt")], "missing.pt: checkpoint not found"),
         ([str(tmp_path)], f"{tmp_path}: a folder, not a checkpoint"),
         ([str(tmp_path / "notes.pt")], "notes.pt: not a loadable checkpoint"),
+        ([str(tmp_path / "pipe.pt")], "pipe.pt: not a regular file, not a checkpoint"),
         ([str(tmp_path / "weights.pth")], "weights.pth: not a pixelwise checkpoint"),
         ([str(checkpoint), "--model", "unet"], "holds fpn on resnet18, and this run trains unet on resnet18"),
         ([str(checkpoint), "--encoder", "resnet34"], "holds fpn on resnet18, and this run trains fpn on resnet34"),
-        ([str(checkpoint), "--encoder-weights", "imagenet"], "encoder weights must be none when the run starts"),
+        ([str(checkpoint), "--encoder-weights", "imagenet"], "--encoder-weights: the checkpoint --init-from names"),
+        ([str(tmp_path / "model.onnx")], "model.onnx: an exported model; a run starts from the .pt checkpoint"),
+        ([str(tmp_path / "other_model.pt")], "other_model.pt: weights do not fit fpn (missing ["),
         ([str(checkpoint), "--data", str(tmp_path / "four")], "trained on other classes than the data's (3 classes "
          "there, 4 here): a run that starts from a checkpoint keeps its classes"),
         ([str(tmp_path / "other_mean.pt")], "normalised with mean [0.5, 0.5, 0.5] and std [0.5, 0.5, 0.5]; training"),
@@ -132,3 +153,8 @@ def test_a_run_may_not_replace_the_checkpoint_it_starts_from(start, tmp_path):
 def test_the_library_refuses_a_starting_point_that_is_not_a_path(value, message):
     with pytest.raises(TrainingError, match=message):
         TrainConfig(init_from=value)
+
+
+def test_the_library_refuses_encoder_weights_that_a_starting_point_would_replace():
+    with pytest.raises(TrainingError, match="encoder weights must be none when the run starts from a checkpoint"):
+        TrainConfig(init_from="a.pt", encoder_weights="imagenet")

@@ -34,7 +34,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise PixelwiseError(f"--out {args.out}: {parent} {'is a file' if parent.exists() else 'does not exist'}")
     refuse_what_is_in_the_way([Path(args.out)], args.overwrite, ours=written_by_export)
     model = load_model(args.checkpoint, "cpu")
-    export_onnx(model, args.out, logits=args.logits)
+    try:
+        export_onnx(model, args.out, logits=args.logits)
+    except OSError as error:  # replace_file's temporary file beside it, named in the error
+        raise PixelwiseError(f"--out {args.out}: cannot write ({error.strerror or error})") from None
     outputs = "class indices and logits" if args.logits else "class indices"
     print(f"{args.checkpoint} -> {args.out} ({model.model_name}, {len(model.class_names)} classes; {outputs})")
     return 0

@@ -10,7 +10,7 @@ import torch
 from pixelwise.checkpoint import load_checkpoint, load_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.errors import DatasetError, ModelError
-from pixelwise.models import LEGACY_ENCODER
+from pixelwise.models import LEGACY_ENCODER, build_from_record
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,16 @@ def _model_of(payload: dict) -> tuple[str, str]:
     return record["name"], record.get("encoder", LEGACY_ENCODER)
 
 
+def _checked_payload(path: Path | str) -> dict:
+    """load_checkpoint's payload; an exported model is refused naming what to give instead."""
+    if Path(path).suffix.lower() == ".onnx":
+        raise ModelError(f"{path}: an exported model; a run starts from the .pt checkpoint it was exported from")
+    return load_checkpoint(path)
+
+
 def checkpoint_model(path: Path | str) -> tuple[str, str]:
     """The model and encoder a checkpoint holds, as a run's settings would name them."""
-    return _model_of(load_checkpoint(path))
+    return _model_of(_checked_payload(path))
 
 
 def _when(payload: dict) -> str:
@@ -70,7 +77,7 @@ def _when(payload: dict) -> str:
 
 def starting_weights(path: Path | str, model: str, encoder: str) -> StartingWeights:
     """The weights of checkpoint `path`, refused unless they are a `model` on `encoder` fed as the run feeds it."""
-    payload = load_checkpoint(path)
+    payload = _checked_payload(path)
     theirs = _model_of(payload)
     if theirs != (model, encoder):
         raise ModelError(
@@ -83,5 +90,6 @@ def starting_weights(path: Path | str, model: str, encoder: str) -> StartingWeig
             f"{path}: its network was fed photos normalised with mean {normalization['mean']} and std "
             f"{normalization['std']}; training normalises with ImageNet's mean and std, so it cannot start from it"
         )
+    load_weights(path, build_from_record(payload["model"]), payload["state_dict"], model)  # now, not after the data
     class_names = tuple(payload["class_names"])
     return StartingWeights(Path(path), model, encoder, class_names, payload["state_dict"], _when(payload))

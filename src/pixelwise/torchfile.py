@@ -20,7 +20,11 @@ def load_weights_only(path: Path, what: str, error: type[PixelwiseError]) -> obj
         inside = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
         raise error(f"{path}: a folder, not a {what}" + (f" (did you mean {inside}?)" if inside else ""))
     if not path.is_file():
-        raise error(f"{path}: {what} not found")
+        raise error(f"{path}: {what} not found" if not path.exists() else f"{path}: not a regular file, not a {what}")
+    try:
+        path.open("rb").close()
+    except OSError as failure:
+        raise error(f"{path}: cannot read the {what} ({failure.strerror or failure})") from None
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's errors for other files say little
         raise error(f"{path}: not a loadable {what} (not a PyTorch archive: truncated, or another kind of file)")
     damage = _archive_damage(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -252,7 +251,7 @@ def _train(
     config, device = on_every_rank(ranks, partial(_process_settings, config, ranks))
     start = None  # a resumed run's weights come from its last.pt
     if config.init_from is not None and not resume:  # read before the minutes of the data check, by rank 0 alone
-        config = replace(config, init_from=os.path.abspath(config.init_from))  # as given, links and all
+        config = replace(config, init_from=str(Path(config.init_from).absolute()))  # '..' after a link kept
         read = partial(starting_weights, config.init_from, config.model, config.encoder)
         start = on_every_rank(ranks, read if ranks.is_main else lambda: None)
     torch.default_generator.manual_seed(config.seed)  # the model's initial weights
