@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise PixelwiseError(f"{args.checkpoint}: already an exported model; export a .pt checkpoint")
     if not is_onnx_file(args.out):
         raise PixelwiseError(f"--out {args.out}: name the file NAME.onnx")
-    if Path(args.out).is_dir():
+    if Path(args.out).is_dir() or args.out.endswith(("/", os.sep)):
         raise PixelwiseError(f"--out {args.out}: is a folder; name the file to write")
     if not Path(args.out).parent.is_dir():
         parent = Path(args.out).parent
