@@ -42,14 +42,18 @@ def result_key(name: str, precision: str) -> str:
     return name if precision == "bf16" else f"{name}-{precision}"
 
 
+def val_metrics(checkpoint: Path | str, camvid: Path) -> dict:
+    """A checkpoint's metrics on CamVid val: whole photos, fp32, BatchNorm folded as predict runs it."""
+    model = load_model(checkpoint).for_inference()
+    return evaluate_split(model, camvid, "val", workers=2).as_dict(model.class_names)
+
+
 def train_and_measure(config: TrainConfig, camvid: Path, label: str) -> dict:
     """Train per `config`, logging lines as `label`; its val metrics, minutes, epochs, recipe and precision."""
     started = time.perf_counter()
     train(config, overwrite=True, progress=False, log=lambda line: print(f"{label}: {line}", flush=True))
     minutes = (time.perf_counter() - started) / 60
-    model = load_model(Path(config.out) / "last.pt").for_inference()
-    metrics = evaluate_split(model, camvid, "val", workers=2)
-    result = {**metrics.as_dict(model.class_names), "minutes": minutes, "epochs": config.epochs}
+    result = {**val_metrics(Path(config.out) / "last.pt", camvid), "minutes": minutes, "epochs": config.epochs}
     return {**result, "recipe": recipe(config), "precision": config.precision}
 
 

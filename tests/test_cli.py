@@ -271,6 +271,8 @@ def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tm
         (["train", "--seed", "99999999999999999999999"], "--seed: must be in 0..9223372036854775807"),
         (["data", "show", "x", "--out", "preview"], "'preview' does not end in a picture extension"),
         (["data", "show", "x", "--out", "preview.xyz"], "'preview.xyz' does not end in a picture extension"),
+        (["data", "show", "x", "--out", "p.png/"], "--out: 'p.png/' names a folder (it ends in /); name the file"),
+        (["export", "--checkpoint", "c.pt", "--out", "m.onnx/"], "'m.onnx/' names a folder (it ends in /)"),
         (["data", "show", "x", "--out", "p.png", "--crop-size", "100000x100000"], "sides must be at most 2048"),
         (["data", "--bogus"], "unrecognized option --bogus before the data command"),
         (["data", "show", "x", "--out", "p.png", "--crops", "1000000"], "--crops: must be in 1..64"),

@@ -101,12 +101,9 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if "init_from" in given:  # its model and encoder, unless named
             from pixelwise.starting_weights import checkpoint_model
 
-            if given.get("encoder_weights", "none") != "none":
-                raise PixelwiseError("--encoder-weights: the checkpoint --init-from names replaces every weight")
-
             model, encoder = checkpoint_model(given["init_from"])
-            given.setdefault("model", model)
-            given.setdefault("encoder", encoder if given["model"] == model else None)
+            if given.setdefault("model", model) == model:
+                given.setdefault("encoder", encoder)
         config = TrainConfig(**given)
         if "momentum" in given and config.optimizer != "sgd":
             raise PixelwiseError(

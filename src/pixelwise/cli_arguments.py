@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -101,10 +102,18 @@ def picture_side(text: str) -> int:
     return whole_number(text, 1, MAX_PICTURE_SIDE)
 
 
+def output_file(text: str) -> str:
+    """A file to write; a name ending in a separator names a folder, whatever its extension."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in {text[-1]}); name the file to write")
+    return text
+
+
 def picture_file(text: str) -> str:
     """A file name whose extension names a picture format Pillow writes (.png, .jpg, ...)."""
     from PIL import Image
 
+    output_file(text)
     extension = Path(text).suffix.lower()
     if Image.registered_extensions().get(extension) not in Image.SAVE:
         raise argparse.ArgumentTypeError(

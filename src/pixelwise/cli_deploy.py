@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
 
-from pixelwise.cli_arguments import command_parser, overwrite_argument, positive_int, real_number, whole_number
+from pixelwise.cli_arguments import (
+    command_parser, output_file, overwrite_argument, positive_int, real_number, whole_number,
+)  # fmt: skip
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.engines import ENGINES
 
@@ -28,7 +29,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise PixelwiseError(f"{args.checkpoint}: already an exported model; export a .pt checkpoint")
     if not is_onnx_file(args.out):
         raise PixelwiseError(f"--out {args.out}: name the file NAME.onnx")
-    if Path(args.out).is_dir() or args.out.endswith(("/", os.sep)):
+    if Path(args.out).is_dir():
         raise PixelwiseError(f"--out {args.out}: is a folder; name the file to write")
     if not Path(args.out).parent.is_dir():
         parent = Path(args.out).parent
@@ -55,7 +56,7 @@ def add_export(subparsers) -> None:
         "  pixelwise predict --checkpoint camvid.onnx street.jpg --out predictions",
     )
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pt file written by pixelwise train")
-    parser.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    parser.add_argument("--out", required=True, type=output_file, metavar="FILE.onnx", help="the ONNX file to write")
     parser.add_argument(
         "--logits", action="store_true", help="also output the logits (N, classes, H, W) as float32, named 'logits'"
     )

@@ -162,8 +162,8 @@ class TrainConfig:
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
         if self.init_from is not None and self.encoder_weights != "none":
             problems.append(
-                f"encoder weights must be none when the run starts from a checkpoint (init_from), which replaces "
-                f"them, got {self.encoder_weights!r}"
+                f"encoder weights must be none when the run starts from a checkpoint, whose weights replace them, "
+                f"got {self.encoder_weights!r}"
             )
         problems += [
             f"{name} must be true or false, got {getattr(self, name)!r}"

@@ -15,13 +15,13 @@ from pixelwise.models import LEGACY_ENCODER, build_from_record
 
 @dataclass(frozen=True)
 class StartingWeights:
-    """A checkpoint's network weights and what they were trained as."""
+    """A checkpoint's network, its weights loaded, and what it was trained as."""
 
     path: Path
     model: str
     encoder: str
     class_names: tuple[str, ...]
-    state_dict: dict
+    network: torch.nn.Module
     when: str  # ", epoch 60" after an epoch, ", in epoch 5" within one, "" when the file does not say
 
     def describe(self) -> str:
@@ -43,10 +43,6 @@ class StartingWeights:
             f"{self.path}: trained on other classes than the data's ({differs}): a run that starts from a "
             "checkpoint keeps its classes and their order, so train on data with them or start from random weights"
         )
-
-    def load_into(self, network: torch.nn.Module) -> None:
-        """Copy the weights into `network`, refusing any tensor that does not fit it."""
-        load_weights(self.path, network, self.state_dict, self.model)
 
 
 def _model_of(payload: dict) -> tuple[str, str]:
@@ -90,6 +86,7 @@ def starting_weights(path: Path | str, model: str, encoder: str) -> StartingWeig
             f"{path}: its network was fed photos normalised with mean {normalization['mean']} and std "
             f"{normalization['std']}; training normalises with ImageNet's mean and std, so it cannot start from it"
         )
-    load_weights(path, build_from_record(payload["model"]), payload["state_dict"], model)  # now, not after the data
+    network = build_from_record(payload["model"])
+    load_weights(path, network, payload["state_dict"], model)  # refused now, not after the data check
     class_names = tuple(payload["class_names"])
-    return StartingWeights(Path(path), model, encoder, class_names, payload["state_dict"], _when(payload))
+    return StartingWeights(Path(path), model, encoder, class_names, network, _when(payload))

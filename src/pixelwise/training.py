@@ -228,16 +228,16 @@ def _network(
     start: StartingWeights | None,
     device: torch.device,
 ) -> torch.nn.Module:
-    """The model to train (`weights` for its encoder, or all of `start`'s), refused if a batch share cannot train."""
+    """The model to train (`start`'s, or built with `weights` for its encoder), refused if a batch cannot train."""
     min_batch = model_spec(config.model).min_batch
     if config.world_size > 1 and min(config.batch_size, num_samples) // config.world_size < min_batch:
         raise TrainingError(
             f"{num_samples} training image(s) cannot give each of the {config.world_size} processes {min_batch} per "
             "step: train in fewer processes"
         )  # else every rank would pass every batch over
-    network = build_model(config.model, num_classes=num_classes, encoder=config.encoder, encoder_weights=weights)
-    if start is not None:
-        start.load_into(network)
+    network = start.network if start is not None else build_model(
+        config.model, num_classes=num_classes, encoder=config.encoder, encoder_weights=weights
+    )
     per_process = -(-min(config.batch_size, num_samples) // config.world_size)
     refuse_impossible_batch(network, per_process, config.crop_size, device)
     return network
