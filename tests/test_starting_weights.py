@@ -116,11 +116,13 @@ def test_bad_starting_points_give_one_line_before_anything_is_written(start, tmp
         ([str(tmp_path / "weights.pth")], "weights.pth: not a pixelwise checkpoint"),
         ([str(checkpoint), "--model", "unet"], "holds fpn on resnet18, and this run trains unet on resnet18"),
         ([str(checkpoint), "--encoder", "resnet34"], "holds fpn on resnet18, and this run trains fpn on resnet34"),
-        ([str(checkpoint), "--encoder-weights", "imagenet"], "encoder weights must be none when the run starts from a checkpoint"),
+        ([str(checkpoint), "--encoder-weights", "imagenet"], "encoder weights must be none when the run starts"),
         ([str(tmp_path / "model.onnx")], "model.onnx: an exported model; a run starts from the .pt checkpoint"),
         ([str(tmp_path / "other_model.pt")], "other_model.pt: weights do not fit fpn (missing ["),
-        ([str(checkpoint), "--data", str(tmp_path / "four")], "trained on other classes than the data's (3 classes "
-         "there, 4 here): a run that starts from a checkpoint keeps its classes"),
+        (
+            [str(checkpoint), "--data", str(tmp_path / "four")],
+            "trained on other classes than the data's (3 classes there, 4 here): a run that starts from a checkpoint",
+        ),
         ([str(tmp_path / "other_mean.pt")], "normalised with mean [0.5, 0.5, 0.5] and std [0.5, 0.5, 0.5]; training"),
     ]
     for options, message in cases:
@@ -148,6 +150,7 @@ def test_a_run_may_not_replace_the_checkpoint_it_starts_from(start, tmp_path):
         (5, "init_from must be text or None, got 5"),
         ("", "init_from must be a checkpoint's path or None, got ''"),
         (" ", "init_from must be a checkpoint's path or None, got ' '"),
+        ("a\x00.pt", "init_from must not hold a NUL character"),
     ],
 )
 def test_the_library_refuses_a_starting_point_that_is_not_a_path(value, message):

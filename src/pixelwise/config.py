@@ -158,6 +158,11 @@ class TrainConfig:
             for name in ("root", "init_from")
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str)
         ]
+        problems += [
+            f"{name} must not hold a NUL character, got {getattr(self, name)!r}"
+            for name in ("data", "root", "out", "encoder_weights", "init_from")
+            if isinstance(getattr(self, name), str) and "\x00" in getattr(self, name)
+        ]  # no file name can, and pathlib would raise a bare ValueError
         if isinstance(self.init_from, str) and not self.init_from.strip():
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
         if self.init_from is not None and self.encoder_weights != "none":
