@@ -3,7 +3,9 @@
 Each loss gets a new run that starts from `--checkpoint`'s weights (`pixelwise train --init-from`)
 with the model's own recipe but the loss, learning rate and epochs given here, in bfloat16 unless
 `--precision fp32`. Give the checkpoint's own loss among `--losses` as the control: the same
-extra epochs at the same rate with the loss unchanged. A run already in `--out` with the same
+extra epochs at the same rate with the loss unchanged. `--whole-photos` trains on whole
+photos at their own size (no random scale; the crop is the photo) instead of the recipe's
+scaled crops, as evaluation sees them. A run already in `--out` with the same
 settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
 whole photos), and each run's last epochs from its metrics.csv.
 """
@@ -21,6 +23,8 @@ from pixelwise.losses import LOSSES
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.starting_weights import checkpoint_model
 
+CAMVID_SIZE = (360, 480)  # every photo of the copy: height, width
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,6 +32,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=["lovasz"], help="(default: lovasz)")
     parser.add_argument("--epochs", type=int, default=15, help="(default: 15)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
+    parser.add_argument("--whole-photos", action="store_true", help="train on whole CamVid photos, unscaled")
     add_camvid_run_arguments(parser, "benchmarks/results/fine_tune", "runs and results.json")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
@@ -38,11 +43,12 @@ def main() -> None:
     if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
         results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
         path.write_text(json.dumps(results, indent=1))
-    keys = [result_key(loss, args.precision) for loss in args.losses]
+    keys = [result_key(loss, args.precision) + ("-whole" if args.whole_photos else "") for loss in args.losses]
+    photos = {"crop_size": CAMVID_SIZE, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
     for loss, key in zip(args.losses, keys):
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
-            lr=args.lr, epochs=args.epochs, precision=args.precision,
+            lr=args.lr, epochs=args.epochs, precision=args.precision, **photos,
         )  # fmt: skip
         done = results.get(key, {})
         if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):

@@ -2,7 +2,8 @@
 
 Each mode evaluates the same checkpoint (folded for inference) on CamVid val, whole 480x360
 photos, and reports val mIoU, pixel accuracy, the IoU of poles and signs, and seconds per
-photo on this CPU, so a mode's gain can be weighed against its cost.
+photo on this CPU, so a mode's gain can be weighed against its cost. `--input-scales` adds one
+pass at each of those sizes (the photo enlarged or shrunk, the probabilities resized back).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import time
 
 from common import find_camvid, result_line
+from pixelwise.inference import MS_SCALES
 from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split
@@ -29,15 +31,17 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a pixelwise checkpoint trained on CamVid")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--input-scales", type=float, nargs="*", default=[], help="single passes at these sizes")
     args = parser.parse_args()
+    modes = {**MODES, **{f"scale {scale:g}": {"tta": "ms", "scales": (scale,)} for scale in args.input_scales}}
     keep_freed_memory()  # as every pixelwise command does
     camvid = find_camvid(args.camvid)
     model = load_model(args.checkpoint).for_inference()
     print(f"{args.checkpoint} ({model.model_name}, {model.model_record['encoder']}), CamVid val, {args.precision}")
     print(f"{'mode':24}{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}")
     results = {}
-    for name, settings in MODES.items():
-        model.set_inference(**{"tta": "none", "window": None, **settings})
+    for name, settings in modes.items():
+        model.set_inference(**{"tta": "none", "window": None, "scales": MS_SCALES, **settings})
         started = time.perf_counter()
         metrics = evaluate_split(model, camvid, "val", workers=2, precision=args.precision)
         seconds = (time.perf_counter() - started) / 101

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelwise.cli import main
+from pixelwise.cli import _inference_model, build_parser, main
+from pixelwise.inference import MS_SCALES, InferenceMode
 from pixelwise.models import MODELS
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--crop-size", "32x32", "--workers", "0", "--quiet", "--device", "cpu"]
@@ -88,6 +89,7 @@ def test_train_records_the_model_encoder_and_the_models_recipe(fpn_run):
     [
         ["--tta", "flip"],
         ["--tta", "ms"],
+        ["--tta", "ms", "--tta-scales", "0.5,1.25"],
         ["--sliding-window", "32x40"],
         ["--sliding-window", "32x32", "--overlap", "0.5", "--tta", "flip"],
     ],
@@ -108,6 +110,14 @@ def test_eval_and_predict_in_every_inference_mode(fpn_run, tmp_path, capsys, opt
     assert Image.open(tmp_path / "out" / "photo_mask.png").size == (131, 97)
 
 
+def test_tta_scales_reach_the_model(fpn_run):
+    data, run = fpn_run
+    base = ["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--device", "cpu"]
+    chosen = _inference_model(build_parser().parse_args([*base, "--tta", "ms", "--tta-scales", "0.5,1,1.75"]))
+    assert chosen.inference == InferenceMode(tta="ms", scales=(0.5, 1.0, 1.75))
+    assert _inference_model(build_parser().parse_args([*base, "--tta", "ms"])).inference.scales == MS_SCALES
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -119,6 +129,10 @@ def test_eval_and_predict_in_every_inference_mode(fpn_run, tmp_path, capsys, opt
         (["eval", "--checkpoint", "x.pt", "--data", "d", "--overlap", "0.95"], "--overlap: must be between 0 and 0.9"),
         (["eval", "--checkpoint", "x.pt", "--data", "d", "--overlap", "nan"], "--overlap: must be between 0 and 0.9"),
         (["predict", "--checkpoint", "x.pt", "p.jpg", "--out", "o", "--tta", "rotate"], "invalid choice: 'rotate'"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--tta-scales", "1,x"], "expected a number, got 'x'"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--tta-scales", "3"], "between 0.25 and 2, got '3'"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--tta-scales", "nan"], "between 0.25 and 2, got 'nan'"),
+        (["eval", "--checkpoint", "x.pt", "--data", "d", "--tta-scales", "1,"], "expected a number, got ''"),
         (["train", "--precision", "fast"], "invalid choice: 'fast'"),
         (["train", "--loss", "dice+focal"], "invalid choice: 'dice+focal'"),
         (["models", "--classes", "100000"], "--classes: must be in 1..254, got 100000"),
@@ -156,6 +170,10 @@ def test_bad_model_choices_fail_before_any_training(fpn_run, tmp_path, capsys):
         (
             ["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--overlap", "0.5"],
             "--overlap sets how --sliding-window's windows overlap; add --sliding-window",
+        ),
+        (
+            ["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--tta-scales", "1.5"],
+            "--tta-scales sets the sizes --tta ms averages; add --tta ms",
         ),
     ]
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "small.pth")

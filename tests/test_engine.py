@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +121,26 @@ def test_config_rejects_impossible_values():
 def test_config_names_the_setting_and_the_value_it_refuses(values, message):
     with pytest.raises(TrainingError, match=f"^{message}$"):
         TrainConfig(**values)
+
+
+def test_config_takes_paths_as_their_text(tmp_path):
+    config = TrainConfig(data=tmp_path / "data", root=tmp_path, out=tmp_path / "run", init_from=tmp_path / "a.pt")
+    assert (config.data, config.root, config.out, config.init_from) == (
+        f"{tmp_path}/data", str(tmp_path), f"{tmp_path}/run", f"{tmp_path}/a.pt"
+    )
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+class _BytesPath:
+    """A path object whose file-system form is bytes."""
+
+    def __fspath__(self) -> bytes:
+        return b"/data"
+
+
+def test_config_refuses_a_path_that_is_not_text():
+    with pytest.raises(TrainingError, match="data must be text, got b'/data'"):
+        TrainConfig(data=_BytesPath())
 
 
 @pytest.mark.parametrize("precision, forward_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])

@@ -47,16 +47,17 @@ def test_flip_averages_the_photo_and_its_mirror_image():
     assert torch.allclose(averaged_probabilities(position_network, x, InferenceMode(tta="flip")), expected)
 
 
-def test_multi_scale_averages_the_scales_resized_back():
+@pytest.mark.parametrize("scales", [MS_SCALES, (1.5,), (0.5, 2.0)])
+def test_multi_scale_averages_the_scales_resized_back(scales):
     x = torch.randn(1, 3, 12, 16)
     expected = 0
-    for scale in MS_SCALES:
+    for scale in scales:
         scaled = F.interpolate(x, size=(round(12 * scale), round(16 * scale)), mode="bilinear", align_corners=False)
         expected = expected + F.interpolate(
             position_network(scaled).softmax(1), size=(12, 16), mode="bilinear", align_corners=False
         )
-    result = averaged_probabilities(position_network, x, InferenceMode(tta="ms"))
-    assert torch.allclose(result, expected / len(MS_SCALES), atol=1e-6)
+    result = averaged_probabilities(position_network, x, InferenceMode(tta="ms", scales=scales))
+    assert torch.allclose(result, expected / len(scales), atol=1e-6)
 
 
 def test_segmenter_segments_in_its_inference_mode():
@@ -84,6 +85,12 @@ def test_segmenter_segments_in_its_inference_mode():
         ({"window": 64}, "window must be two whole numbers .* got 64$"),
         ({"overlap": 0.95}, "overlap must be between 0 and 0.9"),
         ({"overlap": float("nan")}, "overlap must be between 0 and 0.9"),
+        ({"tta": "ms", "scales": ()}, "scales must be a non-empty tuple of numbers from 0.25 to 2, got \\(\\)"),
+        ({"tta": "ms", "scales": (1.0, 2.5)}, "from 0.25 to 2, got \\(1.0, 2.5\\)"),
+        ({"tta": "ms", "scales": (True,)}, "from 0.25 to 2, got \\(True,\\)"),
+        ({"tta": "ms", "scales": [1.0]}, "non-empty tuple"),
+        ({"tta": "ms", "scales": (float("nan"),)}, "from 0.25 to 2"),
+        ({"tta": "flip", "scales": (1.5,)}, "scales are the sizes tta='ms' averages; with tta='flip' they would be"),
     ],
 )
 def test_impossible_modes_are_refused(settings, message):

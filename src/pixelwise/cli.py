@@ -43,13 +43,14 @@ from pixelwise.cli_arguments import (
     real_number,
     seed_number,
     size_pair,
+    tta_scales,
     window_size,
     worker_count,
 )
 from pixelwise.cli_deploy import add_export, add_serve
 from pixelwise.device import emulated_bf16_warning
 from pixelwise.errors import EarlierRunError, PixelwiseError, one_line
-from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, TTA_MODES
+from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, SCALE_RANGE, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES
 from pixelwise.models import MODELS
@@ -327,12 +328,17 @@ def add_train(subparsers) -> None:
 
 
 def _inference_arguments(parser: ArgumentParser) -> None:
-    """--tta, --sliding-window and --overlap, shared by eval and predict."""
-    scales = ", ".join(f"{scale:g}" for scale in MS_SCALES)
+    """--tta, --tta-scales, --sliding-window and --overlap, shared by eval and predict."""
+    scales = ",".join(f"{scale:g}" for scale in MS_SCALES)
     parser.add_argument(
         "--tta", choices=TTA_MODES, default="none",
-        help="test-time augmentation: flip averages the photo and its mirror image, ms the photo at scales "
-        f"{scales}; slower, see BENCHMARKS.md for whether it helps (default: none)",
+        help="test-time augmentation: flip averages the photo and its mirror image, ms the photo at several "
+        "scales (--tta-scales); slower, see BENCHMARKS.md for whether it helps (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tta-scales", type=tta_scales, metavar="S[,S...]",
+        help=f"with --tta ms: the photo's size times each, {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}; "
+        f"one scale is a single pass at that size (default: {scales})",
     )  # fmt: skip
     parser.add_argument(
         "--sliding-window", type=window_size, metavar="HxW",
@@ -351,6 +357,8 @@ def _inference_model(args: argparse.Namespace):
 
     if args.overlap is not None and args.sliding_window is None:
         raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
+    if args.tta_scales is not None and args.tta != "ms":
+        raise PixelwiseError("--tta-scales sets the sizes --tta ms averages; add --tta ms")
     if is_onnx_file(args.checkpoint):
         return _onnx_model(args)
     model = load_model(args.checkpoint, args.device).for_inference()
@@ -358,7 +366,8 @@ def _inference_model(args: argparse.Namespace):
     if slow_precision:
         print(f"pixelwise: warning: {slow_precision}", file=sys.stderr)
     overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
-    return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=overlap)
+    scales = MS_SCALES if args.tta_scales is None else args.tta_scales
+    return model.set_inference(tta=args.tta, window=args.sliding_window, overlap=overlap, scales=scales)
 
 
 def _onnx_model(args: argparse.Namespace):

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pixelwise.config import MAX_SEED, MAX_WORKERS
-from pixelwise.inference import MAX_OVERLAP, MIN_WINDOW_SIDE
+from pixelwise.inference import MAX_OVERLAP, MIN_WINDOW_SIDE, SCALE_RANGE
 from pixelwise.numbers import ascii_int
 
 
@@ -60,6 +60,15 @@ def overlap_share(text: str) -> float:
     if not 0 <= value <= MAX_OVERLAP:
         raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_OVERLAP}, got {text!r}")
     return value
+
+
+def tta_scales(text: str) -> tuple[float, ...]:
+    """'0.75,1,1.25' -> the scales --tta ms averages, each within SCALE_RANGE."""
+    low, high = SCALE_RANGE
+    scales = tuple(real_number(part) for part in text.split(","))
+    if not all(low <= scale <= high for scale in scales):
+        raise argparse.ArgumentTypeError(f"scales must be between {low:g} and {high:g}, got {text!r}")
+    return scales
 
 
 def picture_size(text: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from pixelwise.errors import ModelError, TrainingError
@@ -42,6 +43,7 @@ ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
 """Settings every saved config has held since the first release: a dict without them is not a run's config."""
 TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
+PATHS = ("data", "root", "out", "encoder_weights", "init_from")  # a pathlib.Path is taken as its text
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps", "world_size")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
@@ -102,6 +104,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_size, self.scale_range = _as_tuple(self.crop_size), _as_tuple(self.scale_range)
+        for name in PATHS:
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         self._fill_in_the_recipe()
         self.validate()
 
@@ -160,7 +165,7 @@ class TrainConfig:
         ]
         problems += [
             f"{name} must not hold a NUL character, got {getattr(self, name)!r}"
-            for name in ("data", "root", "out", "encoder_weights", "init_from")
+            for name in PATHS
             if isinstance(getattr(self, name), str) and "\x00" in getattr(self, name)
         ]  # no file name can, and pathlib would raise a bare ValueError
         if isinstance(self.init_from, str) and not self.init_from.strip():

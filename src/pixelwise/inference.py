@@ -10,17 +10,24 @@ import torch.nn.functional as F
 
 TTA_MODES = ("none", "flip", "ms")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
+SCALE_RANGE = (0.25, 2.0)  # larger photos multiply the memory of one pass by the scale's square
 DEFAULT_OVERLAP = 1 / 3
 MAX_OVERLAP = 0.9  # beyond it windows step by a few pixels: thousands of passes for one photo
 MIN_WINDOW_SIDE = 32  # the largest output stride: smaller windows are padded up to it anyway
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _is_number(value: object) -> bool:
+    """An int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class InferenceMode:
     """Test-time augmentation (`tta`: none, flip or ms) and an optional sliding window (height, width).
 
-    "flip" averages the softmax of the photo and its mirror image; "ms" averages it over MS_SCALES.
+    "flip" averages the softmax of the photo and its mirror image; "ms" averages it over `scales`
+    (MS_SCALES unless given; one scale is a single pass at that size).
     With `window`, a photo larger than it is segmented window by window, windows overlapping by
     `overlap` of their side, and logits averaged where they overlap.
     """
@@ -28,10 +35,22 @@ class InferenceMode:
     tta: str = "none"
     window: tuple[int, int] | None = None
     overlap: float = DEFAULT_OVERLAP
+    scales: tuple[float, ...] = MS_SCALES
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        low, high = SCALE_RANGE
+        if not (
+            isinstance(self.scales, tuple)
+            and self.scales
+            and all(_is_number(scale) and low <= scale <= high for scale in self.scales)
+        ):
+            raise ValueError(
+                f"scales must be a non-empty tuple of numbers from {low:g} to {high:g}, got {self.scales!r}"
+            )
+        if self.scales != MS_SCALES and self.tta != "ms":
+            raise ValueError(f"scales are the sizes tta='ms' averages; with tta={self.tta!r} they would be ignored")
         if self.window is not None and not (
             isinstance(self.window, (tuple, list))
             and len(self.window) == 2
@@ -80,7 +99,7 @@ def averaged_probabilities(logits: Logits, x: torch.Tensor, mode: InferenceMode)
     def run(view: torch.Tensor) -> torch.Tensor:
         return window_logits(logits, view, mode.window, mode.overlap) if mode.window else logits(view).float()
 
-    scales = MS_SCALES if mode.tta == "ms" else (1.0,)
+    scales = mode.scales if mode.tta == "ms" else (1.0,)
     flips = (False, True) if mode.tta == "flip" else (False,)
     total = None
     for scale in scales:
