@@ -12,6 +12,7 @@ import argparse
 import time
 
 from common import find_camvid, result_line
+from pixelwise.cli_arguments import tta_scales
 from pixelwise.inference import MS_SCALES
 from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a pixelwise checkpoint trained on CamVid")
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
-    parser.add_argument("--input-scales", type=float, nargs="*", default=[], help="single passes at these sizes")
+    parser.add_argument("--input-scales", type=tta_scales, default=(), help="single passes at these sizes: 1.25,1.5")
     args = parser.parse_args()
     modes = {**MODES, **{f"scale {scale:g}": {"tta": "ms", "scales": (scale,)} for scale in args.input_scales}}
     keep_freed_memory()  # as every pixelwise command does

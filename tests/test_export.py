@@ -121,8 +121,10 @@ def test_cli_export_then_eval_and_predict_with_the_onnx_file(synthetic_voc, tmp_
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--tta", "flip"], "--tta and --sliding-window need the .pt checkpoint"),
-        (["--sliding-window", "64x64"], "--tta and --sliding-window need the .pt checkpoint"),
+        (["--tta", "flip"], "--tta, --tta-scales, --sliding-window and --overlap need the .pt checkpoint"),
+        (["--sliding-window", "64x64"], "--sliding-window and --overlap need the .pt checkpoint"),
+        (["--tta-scales", "1.25"], "--sliding-window and --overlap need the .pt checkpoint"),
+        (["--overlap", "0.5"], "--sliding-window and --overlap need the .pt checkpoint"),
         (["--precision", "bf16"], "runs in fp32, not bf16"),
         (["--device", "cuda"], "runs on the CPU (ONNX Runtime)"),
     ],

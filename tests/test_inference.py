@@ -73,6 +73,8 @@ def test_segmenter_segments_in_its_inference_mode():
         flipped = segmenter.set_inference(tta="flip", window=None).segment(x)
         assert torch.equal(flipped, averaged_probabilities(network, x, InferenceMode(tta="flip")).argmax(1))
         assert segmenter.for_inference().inference == InferenceMode(tta="flip"), "the copy keeps the mode"
+        segmenter.set_inference(tta="ms", scales=(1.25,)).set_inference(tta="flip")
+        assert torch.equal(segmenter.segment(x), flipped), "scales set for ms leave flip unchanged"
 
 
 @pytest.mark.parametrize(
@@ -85,12 +87,13 @@ def test_segmenter_segments_in_its_inference_mode():
         ({"window": 64}, "window must be two whole numbers .* got 64$"),
         ({"overlap": 0.95}, "overlap must be between 0 and 0.9"),
         ({"overlap": float("nan")}, "overlap must be between 0 and 0.9"),
-        ({"tta": "ms", "scales": ()}, "scales must be a non-empty tuple of numbers from 0.25 to 2, got \\(\\)"),
-        ({"tta": "ms", "scales": (1.0, 2.5)}, "from 0.25 to 2, got \\(1.0, 2.5\\)"),
-        ({"tta": "ms", "scales": (True,)}, "from 0.25 to 2, got \\(True,\\)"),
-        ({"tta": "ms", "scales": [1.0]}, "non-empty tuple"),
-        ({"tta": "ms", "scales": (float("nan"),)}, "from 0.25 to 2"),
-        ({"tta": "flip", "scales": (1.5,)}, "scales are the sizes tta='ms' averages; with tta='flip' they would be"),
+        ({"tta": "ms", "scales": ()}, "scales must be a tuple of 1 to 8 numbers, got \\(\\)"),
+        ({"scales": (1.0, 2.5)}, "scales must be between 0.25 and 2, got 2.5$"),
+        ({"scales": (True,)}, "between 0.25 and 2, got True$"),
+        ({"scales": [1.0]}, "a tuple of 1 to 8 numbers, got \\[1.0\\]"),
+        ({"scales": (float("nan"),)}, "between 0.25 and 2, got nan"),
+        ({"scales": tuple(0.25 * n for n in range(1, 10))}, "a tuple of 1 to 8 numbers"),
+        ({"scales": (1, 1.5, 1.0)}, "scales must differ .a repeat costs a pass and changes nothing., got \\(1, 1.5"),
     ],
 )
 def test_impossible_modes_are_refused(settings, message):

@@ -355,12 +355,12 @@ def _inference_model(args: argparse.Namespace):
     """The checkpoint's Segmenter for eval and predict: folded for inference, in the mode the options ask for."""
     from pixelwise.predict import load_model
 
+    if is_onnx_file(args.checkpoint):
+        return _onnx_model(args)
     if args.overlap is not None and args.sliding_window is None:
         raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
     if args.tta_scales is not None and args.tta != "ms":
         raise PixelwiseError("--tta-scales sets the sizes --tta ms averages; add --tta ms")
-    if is_onnx_file(args.checkpoint):
-        return _onnx_model(args)
     model = load_model(args.checkpoint, args.device).for_inference()
     slow_precision = emulated_bf16_warning(next(model.parameters()).device, args.precision)
     if slow_precision:
@@ -374,8 +374,12 @@ def _onnx_model(args: argparse.Namespace):
     """The exported model for eval and predict, refusing the options only a .pt checkpoint takes."""
     from pixelwise.onnx_model import load_onnx, refuse_bf16
 
-    if args.tta != "none" or args.sliding_window is not None:
-        raise PixelwiseError("--tta and --sliding-window need the .pt checkpoint; an exported model runs one pass")
+    given = (args.tta_scales, args.sliding_window, args.overlap)
+    if args.tta != "none" or any(option is not None for option in given):
+        raise PixelwiseError(
+            "--tta, --tta-scales, --sliding-window and --overlap need the .pt checkpoint; an exported model runs "
+            "one pass"
+        )
     if args.device not in ("auto", "cpu"):
         raise PixelwiseError(f"an exported model runs on the CPU (ONNX Runtime); --device {args.device} needs the .pt")
     refuse_bf16(args.precision)

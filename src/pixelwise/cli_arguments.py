@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pixelwise.config import MAX_SEED, MAX_WORKERS
-from pixelwise.inference import MAX_OVERLAP, MIN_WINDOW_SIDE, SCALE_RANGE
+from pixelwise.inference import MAX_OVERLAP, MAX_SCALES, MIN_WINDOW_SIDE, scales_problem
 from pixelwise.numbers import ascii_int
 
 
@@ -63,11 +63,14 @@ def overlap_share(text: str) -> float:
 
 
 def tta_scales(text: str) -> tuple[float, ...]:
-    """'0.75,1,1.25' -> the scales --tta ms averages, each within SCALE_RANGE."""
-    low, high = SCALE_RANGE
-    scales = tuple(real_number(part) for part in text.split(","))
-    if not all(low <= scale <= high for scale in scales):
-        raise argparse.ArgumentTypeError(f"scales must be between {low:g} and {high:g}, got {text!r}")
+    """'0.75,1,1.25' -> the scales --tta ms averages, as InferenceMode takes them."""
+    parts = text.split(",")
+    if len(parts) > MAX_SCALES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SCALES} scales, got {len(parts)}")
+    scales = tuple(real_number(part) for part in parts)
+    problem = scales_problem(scales)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return scales
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 TTA_MODES = ("none", "flip", "ms")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
 SCALE_RANGE = (0.25, 2.0)  # larger photos multiply the memory of one pass by the scale's square
+MAX_SCALES = 8  # each scale is a pass over the photo
 DEFAULT_OVERLAP = 1 / 3
 MAX_OVERLAP = 0.9  # beyond it windows step by a few pixels: thousands of passes for one photo
 MIN_WINDOW_SIDE = 32  # the largest output stride: smaller windows are padded up to it anyway
@@ -22,12 +23,25 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def scales_problem(scales: object) -> str | None:
+    """Why `scales` cannot be ms's sizes: 1 to MAX_SCALES different numbers within SCALE_RANGE; None if they can."""
+    low, high = SCALE_RANGE
+    if not isinstance(scales, tuple) or not 1 <= len(scales) <= MAX_SCALES:
+        return f"scales must be a tuple of 1 to {MAX_SCALES} numbers, got {scales!r}"
+    wrong = next((scale for scale in scales if not (_is_number(scale) and low <= scale <= high)), None)
+    if wrong is not None:
+        return f"scales must be between {low:g} and {high:g}, got {wrong!r}"
+    if len(set(scales)) < len(scales):
+        return f"scales must differ (a repeat costs a pass and changes nothing), got {scales!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class InferenceMode:
     """Test-time augmentation (`tta`: none, flip or ms) and an optional sliding window (height, width).
 
     "flip" averages the softmax of the photo and its mirror image; "ms" averages it over `scales`
-    (MS_SCALES unless given; one scale is a single pass at that size).
+    (MS_SCALES unless given; one scale is a single pass at that size; other modes leave them unused).
     With `window`, a photo larger than it is segmented window by window, windows overlapping by
     `overlap` of their side, and logits averaged where they overlap.
     """
@@ -40,17 +54,9 @@ class InferenceMode:
     def __post_init__(self) -> None:
         if self.tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
-        low, high = SCALE_RANGE
-        if not (
-            isinstance(self.scales, tuple)
-            and self.scales
-            and all(_is_number(scale) and low <= scale <= high for scale in self.scales)
-        ):
-            raise ValueError(
-                f"scales must be a non-empty tuple of numbers from {low:g} to {high:g}, got {self.scales!r}"
-            )
-        if self.scales != MS_SCALES and self.tta != "ms":
-            raise ValueError(f"scales are the sizes tta='ms' averages; with tta={self.tta!r} they would be ignored")
+        problem = scales_problem(self.scales)
+        if problem:
+            raise ValueError(problem)
         if self.window is not None and not (
             isinstance(self.window, (tuple, list))
             and len(self.window) == 2

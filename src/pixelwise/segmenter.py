@@ -97,7 +97,7 @@ class Segmenter(nn.Module):
         return fast(x) if fast is not None else self.network(x).argmax(dim=1)
 
     def set_inference(self, **settings) -> Segmenter:
-        """Change this Segmenter's InferenceMode `settings` (tta, window, overlap) in place; returns it."""
+        """Change this Segmenter's InferenceMode `settings` (tta, window, overlap, scales) in place; returns it."""
         self.inference = replace(self.inference, **settings)
         return self
 
