@@ -43,7 +43,7 @@ ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
 """Settings every saved config has held since the first release: a dict without them is not a run's config."""
 TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
-PATHS = ("data", "root", "out", "encoder_weights", "init_from")  # a pathlib.Path is taken as its text
+PATHS = ("data", "root", "out", "encoder_weights", "init_from")  # a Path is taken as its text, Path("none") too
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps", "world_size")
 REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
 
