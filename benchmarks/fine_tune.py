@@ -1,4 +1,4 @@
-"""Fine-tune a trained CamVid model with each of several losses: does one that optimises IoU lift thin classes?
+"""Fine-tune a trained CamVid model with each of several losses, on crops or whole photos: what lifts thin classes?
 
 Each loss gets a new run that starts from `--checkpoint`'s weights (`pixelwise train --init-from`)
 with the model's own recipe but the loss, learning rate and epochs given here, in bfloat16 unless
