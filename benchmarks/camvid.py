@@ -26,7 +26,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common import camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, print_iou_table, result_line
+from common import (
+    camvid_as_voc, chapter_fcn, chapter_loss, find_camvid, print_iou_table, result_line, run_script,
+)
 from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.transforms import normalize_batch
@@ -183,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

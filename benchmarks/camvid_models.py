@@ -20,7 +20,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from common import add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far
+from common import (
+    add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script,
+)
 from pixelwise.config import TrainConfig
 from pixelwise.models import MODELS
 from pixelwise.predict import load_model
@@ -123,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from common import find_camvid, result_line
+from common import find_camvid, result_line, run_script
 from pixelwise.cli_arguments import positive_int, real_number
 from pixelwise.config import PRECISIONS
 from pixelwise.data.labels import IGNORE_INDEX
@@ -231,4 +231,4 @@ def print_shifted(measured: list[tuple[str, dict]], shifts: list[float]) -> None
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from torch.nn import functional as F
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
-from pixelwise.errors import DatasetError
+from pixelwise.errors import DatasetError, PixelwiseError, one_line
 from pixelwise.ops import bilinear_kernel
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
+CAMVID_PHOTO = (360, 480)  # height, width of every photo in the copy
 
 
 def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: str) -> None:
@@ -39,6 +41,14 @@ def results_so_far(out: Path) -> tuple[Path, dict]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     return path, json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a benchmark's `main`; a refusal (missing data, a bad checkpoint) ends it in one line, not a traceback."""
+    try:
+        main()
+    except PixelwiseError as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {one_line(error)}")
 
 
 def find_camvid(path: str | Path | None = None) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from common import PeakMemory, camvid_as_voc, find_camvid, result_line, timed
+from common import camvid_as_voc, find_camvid, PeakMemory, result_line, run_script, timed
 from pixelwise.cli_arguments import positive_int
 
 
@@ -202,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

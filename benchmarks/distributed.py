@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import find_camvid
+from common import find_camvid, run_script
 from pixelwise.cli_arguments import non_negative_int, positive_int
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.launch import free_port
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

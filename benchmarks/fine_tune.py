@@ -17,13 +17,14 @@ import json
 from pathlib import Path
 
 from camvid_models import epoch_summary, recipe, result_key, train_and_measure, val_metrics
-from common import add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far
+from common import (
+    CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, print_iou_table, result_line,
+    results_so_far, run_script,
+)
 from pixelwise.config import TrainConfig
 from pixelwise.losses import LOSSES
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.starting_weights import checkpoint_model
-
-CAMVID_SIZE = (360, 480)  # every photo of the copy: height, width
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
         results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
         path.write_text(json.dumps(results, indent=1))
     keys = [result_key(loss, args.precision) + ("-whole" if args.whole_photos else "") for loss in args.losses]
-    photos = {"crop_size": CAMVID_SIZE, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
+    photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
     for loss, key in zip(args.losses, keys):
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
@@ -63,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from common import camvid_as_voc, find_camvid, result_line
+from common import camvid_as_voc, find_camvid, result_line, run_script
 from pixelwise.config import TrainConfig
 from pixelwise.data.device_crops import decode_jpegs
 from pixelwise.data.io import read_bytes
@@ -401,4 +401,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

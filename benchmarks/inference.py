@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.cli_arguments import positive_int
 from pixelwise.models.fcn import with_torch_upsampling
-from common import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line
+from common import alternated_medians, chapter_fcn, chapter_predict, gemm_gflops, result_line, run_script
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import autocast
 from pixelwise.models import build_model
@@ -207,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

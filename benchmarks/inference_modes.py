@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import find_camvid, result_line
+from common import find_camvid, result_line, run_script
 from pixelwise.cli_arguments import tta_scales
 from pixelwise.inference import MS_SCALES
 from pixelwise.predict import load_model
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

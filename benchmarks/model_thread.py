@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from common import result_line, untrained_segmenter
+from common import result_line, run_script, untrained_segmenter
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.segmenter import Segmenter
 from pixelwise.serve.batching import Batcher
@@ -75,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

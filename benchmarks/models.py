@@ -14,7 +14,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import alternated_medians, result_line
+from common import CAMVID_PHOTO, alternated_medians, result_line, run_script
 from pixelwise.cli_arguments import positive_int
 from pixelwise.engine import autocast, train_one_epoch
 from pixelwise.losses import build_criterion
@@ -24,7 +24,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.schedule import build_optimizer
 from pixelwise.runtime import keep_freed_memory
 
-CLASSES, BATCH, CROP, PHOTO = 11, 8, (256, 320), (360, 480)
+CLASSES, BATCH, CROP, PHOTO = 11, 8, (256, 320), CAMVID_PHOTO
 CPU = torch.device("cpu")
 
 
@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

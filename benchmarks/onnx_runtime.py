@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import alternated_medians, find_camvid, result_line, untrained_segmenter
+from common import alternated_medians, find_camvid, result_line, run_script, untrained_segmenter
 from pixelwise.cli_arguments import positive_int
 from pixelwise.export import export_onnx
 from pixelwise.models import MODELS
@@ -86,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from common import alternated_medians, result_line
+from common import alternated_medians, result_line, run_script
 from models import training_step
 from pixelwise.cli_arguments import positive_int
 from pixelwise.models import MODELS
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import find_camvid, result_line, untrained_segmenter
+from common import find_camvid, result_line, run_script, untrained_segmenter
 from pixelwise.checkpoint import model_fields, save_checkpoint
 from pixelwise.data.labels import palette_png
 from pixelwise.runtime import keep_freed_memory
@@ -217,4 +217,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

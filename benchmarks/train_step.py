@@ -13,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.models.fcn import with_torch_upsampling
-from common import alternated_medians, chapter_fcn, chapter_loss, gemm_gflops, result_line
+from common import alternated_medians, chapter_fcn, chapter_loss, gemm_gflops, result_line, run_script
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import normalize_batch
 from pixelwise.engine import train_one_epoch
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

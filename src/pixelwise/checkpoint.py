@@ -16,6 +16,7 @@ from pixelwise.engine import EpochProgress
 from pixelwise.errors import CheckpointError
 from pixelwise.files import replace_file
 from pixelwise.models import LEGACY_ENCODER, MODELS, build_from_record
+from pixelwise.numbers import is_finite_number
 from pixelwise.segmenter import Segmenter
 from pixelwise.torchfile import load_weights_only
 
@@ -146,11 +147,6 @@ def _is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite(value) -> bool:
-    """A finite int or float that is not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_list(value, length: int | None = None) -> bool:
     """A list or tuple, of `length` items if given."""
     return isinstance(value, (list, tuple)) and (length is None or len(value) == length)
@@ -189,8 +185,8 @@ def _normalization_ok(payload: dict) -> bool:
     norm = payload["normalization"]
     if not isinstance(norm, dict) or not all(_is_list(norm.get(key), 3) for key in ("mean", "std")):
         return False
-    return all(_is_finite(v) and abs(v) <= 1e3 for v in norm["mean"]) and all(
-        _is_finite(v) and 1e-6 <= v <= 1e3 for v in norm["std"]
+    return all(is_finite_number(v) and abs(v) <= 1e3 for v in norm["mean"]) and all(
+        is_finite_number(v) and 1e-6 <= v <= 1e3 for v in norm["std"]
     )
 
 
@@ -210,7 +206,7 @@ def _progress_ok(progress) -> bool:
     return (
         isinstance(progress, dict) and set(progress) == names
         and all(_is_whole(progress[key]) and progress[key] >= 0 for key in ("steps", "images"))
-        and all(_is_finite(progress[key]) and progress[key] >= 0 for key in ("loss_sum", "seconds"))
+        and all(is_finite_number(progress[key]) and progress[key] >= 0 for key in ("loss_sum", "seconds"))
         and _is_list(progress["skipped"]) and all(isinstance(message, str) for message in progress["skipped"])
     )  # fmt: skip
 
@@ -248,7 +244,7 @@ def _history_ok(payload: dict) -> bool:
 def _best_ok(payload: dict) -> bool:
     """The best validation mIoU so far and its epoch, as the history has it (-1 at epoch 0 before any)."""
     best = payload["best"]
-    if not (isinstance(best, dict) and _is_finite(best.get("miou")) and _is_whole(best.get("epoch"))):
+    if not (isinstance(best, dict) and is_finite_number(best.get("miou")) and _is_whole(best.get("epoch"))):
         return False
     if best["epoch"] == 0:
         return best["miou"] == -1
@@ -262,7 +258,7 @@ def _scheduler_ok(payload: dict) -> bool:
     state = payload["scheduler"]
     return (
         isinstance(state, dict) and _is_whole(state.get("last_epoch")) and state["last_epoch"] >= 0
-        and _is_list(state.get("base_lrs")) and all(_is_finite(lr) and lr > 0 for lr in state["base_lrs"])
+        and _is_list(state.get("base_lrs")) and all(is_finite_number(lr) and lr > 0 for lr in state["base_lrs"])
     )  # fmt: skip
 
 
@@ -273,7 +269,7 @@ def _optimizer_ok(payload: dict) -> bool:
         return False
     numbers = ("lr", "momentum", "weight_decay", "initial_lr")
     groups_ok = all(
-        isinstance(group, dict) and all(_is_finite(group[key]) for key in numbers if key in group)
+        isinstance(group, dict) and all(is_finite_number(group[key]) for key in numbers if key in group)
         for group in state["param_groups"]
     )
     tensors_ok = all(

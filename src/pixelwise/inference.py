@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pixelwise.numbers import is_finite_number
+
 TTA_MODES = ("none", "flip", "ms")
 MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
 SCALE_RANGE = (0.25, 2.0)  # larger photos multiply the memory of one pass by the scale's square
@@ -18,17 +20,12 @@ MIN_WINDOW_SIDE = 32  # the largest output stride: smaller windows are padded up
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _is_number(value: object) -> bool:
-    """An int or float, not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def scales_problem(scales: object) -> str | None:
     """Why `scales` cannot be ms's sizes: 1 to MAX_SCALES different numbers within SCALE_RANGE; None if they can."""
     low, high = SCALE_RANGE
     if not isinstance(scales, tuple) or not 1 <= len(scales) <= MAX_SCALES:
         return f"scales must be a tuple of 1 to {MAX_SCALES} numbers, got {scales!r}"
-    wrong = next((scale for scale in scales if not (_is_number(scale) and low <= scale <= high)), None)
+    wrong = next((scale for scale in scales if not (is_finite_number(scale) and low <= scale <= high)), None)
     if wrong is not None:
         return f"scales must be between {low:g} and {high:g}, got {wrong!r}"
     if len(set(scales)) < len(scales):

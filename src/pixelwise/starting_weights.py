@@ -11,6 +11,7 @@ from pixelwise.checkpoint import load_checkpoint, load_weights
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.errors import DatasetError, ModelError
 from pixelwise.models import LEGACY_ENCODER, build_from_record
+from pixelwise.onnx_model import is_onnx_file
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def _model_of(payload: dict) -> tuple[str, str]:
 
 def _checked_payload(path: Path | str) -> dict:
     """load_checkpoint's payload; an exported model is refused naming what to give instead."""
-    if Path(path).suffix.lower() == ".onnx":
+    if is_onnx_file(path):
         raise ModelError(f"{path}: an exported model; a run starts from the .pt checkpoint it was exported from")
     return load_checkpoint(path)
 
