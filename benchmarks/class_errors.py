@@ -187,20 +187,20 @@ def report(args: argparse.Namespace) -> None:
     camvid = find_camvid(args.camvid)
     print(f"CamVid val, {args.precision}; near: within {args.near} pixels")
     header = f"{'class':>8}{'recall':>8}{'prec':>7}{'IoU':>7}{'miss near':>11}{'false near':>12}  missed as"
-    print(f"{'checkpoint':24}{header} (share of misses)")
+    labels = distinct_labels(args.checkpoints)
+    width = column_width(labels)
+    print(f"{'checkpoint':{width}}{header} (share of misses)")
     results, measured = {}, []
-    for checkpoint in args.checkpoints:
+    for checkpoint, shown in zip(args.checkpoints, labels):
         rows = measure(checkpoint, camvid, args.classes, args.near, args.precision, args.shifts)
-        run = Path(checkpoint).parent.name
-        shown = f"{run}/{Path(checkpoint).name}"
         measured.append((shown, rows))
         for name, row in rows.items():
             missed_as = ", ".join(f"{other} {value:.2f}" for other, value in row["missed_as"].items())
             print(
-                f"{shown:24}{name:>8}{row['recall']:>8.3f}{row['precision']:>7.3f}{row['iou']:>7.3f}"
+                f"{shown:{width}}{name:>8}{row['recall']:>8.3f}{row['precision']:>7.3f}{row['iou']:>7.3f}"
                 f"{row['misses_near']:>11.2f}{row['false_near']:>12.2f}  {missed_as}"
             )
-            prefix = f"{run}_{Path(checkpoint).stem}_{name}"
+            prefix = f"{shown.removesuffix('.pt').replace('/', '_')}_{name}"
             results.update({f"{prefix}_{key}": round(row[key], 4) for key in ("recall", "iou")})
             if args.shifts:
                 results[f"{prefix}_best_shifted_iou"] = round(max(row["shifted_iou"]), 4)
@@ -210,24 +210,41 @@ def report(args: argparse.Namespace) -> None:
     print(result_line(**results))
 
 
+def distinct_labels(checkpoints: list[str]) -> list[str]:
+    """Each checkpoint's folder and file name, with as many more parent folders as tell them apart."""
+    parts = [Path(checkpoint).absolute().parts for checkpoint in checkpoints]
+    for depth in range(2, max(map(len, parts)) + 1):
+        labels = ["/".join(path[-depth:]) for path in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels  # the same file given twice
+
+
+def column_width(labels: list[str]) -> int:
+    """Width of the checkpoint column: the longest label and a space, at least 24."""
+    return max(24, *(len(label) + 1 for label in labels))
+
+
 def print_by_width(measured: list[tuple[str, dict]]) -> None:
     """Print each class's recall per band of run width, with the band's share of the class's pixels."""
     bands = [f"{low}-{high - 1} px" for low, high in zip(WIDTHS, WIDTHS[1:])] + [f"{WIDTHS[-1]}+ px"]
     print("\nrecall by the width of the class's horizontal runs in the labels (share of its pixels)")
-    print(f"{'checkpoint':24}{'class':>8}" + "".join(f"{band:>16}" for band in bands))
+    width = column_width([shown for shown, _ in measured])
+    print(f"{'checkpoint':{width}}{'class':>8}" + "".join(f"{band:>16}" for band in bands))
     for shown, rows in measured:
         for name, row in rows.items():
             cells = "".join(f"{recall:>9.3f} ({part:.2f})" for recall, part in row["by_width"])
-            print(f"{shown:24}{name:>8}{cells}")
+            print(f"{shown:{width}}{name:>8}{cells}")
 
 
 def print_shifted(measured: list[tuple[str, dict]], shifts: list[float]) -> None:
     """Print each class's IoU with its logit raised by each shift before the argmax."""
     print("\nIoU with the class's logit raised by each shift before the argmax")
-    print(f"{'checkpoint':24}{'class':>8}" + "".join(f"{shift:>8g}" for shift in shifts))
+    width = column_width([shown for shown, _ in measured])
+    print(f"{'checkpoint':{width}}{'class':>8}" + "".join(f"{shift:>8g}" for shift in shifts))
     for shown, rows in measured:
         for name, row in rows.items():
-            print(f"{shown:24}{name:>8}" + "".join(f"{iou:>8.3f}" for iou in row["shifted_iou"]))
+            print(f"{shown:{width}}{name:>8}" + "".join(f"{iou:>8.3f}" for iou in row["shifted_iou"]))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ with the model's own recipe but the loss, learning rate and epochs given here, i
 `--precision fp32`. Give the checkpoint's own loss among `--losses` as the control: the same
 extra epochs at the same rate with the loss unchanged. `--whole-photos` trains on whole
 photos at their own size (no random scale; the crop is the photo) instead of the recipe's
-scaled crops, as evaluation sees them. A run already in `--out` with the same
+scaled crops, as evaluation sees them. `--class-weighting` replaces the recipe's class weights
+(its name is added to the run's key). A run already in `--out` with the same
 settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
 whole photos), and each run's last epochs from its metrics.csv.
 """
@@ -21,7 +22,7 @@ from common import (
     CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, print_iou_table, result_line,
     results_so_far, run_script,
 )
-from pixelwise.config import TrainConfig
+from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.losses import LOSSES
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.starting_weights import checkpoint_model
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="(default: 15)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
     parser.add_argument("--whole-photos", action="store_true", help="train on whole CamVid photos, unscaled")
+    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, help="(default: the recipe's)")
     add_camvid_run_arguments(parser, "benchmarks/results/fine_tune", "runs and results.json")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
@@ -44,12 +46,14 @@ def main() -> None:
     if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
         results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
         path.write_text(json.dumps(results, indent=1))
-    keys = [result_key(loss, args.precision) + ("-whole" if args.whole_photos else "") for loss in args.losses]
+    suffix = ("-whole" if args.whole_photos else "") + (f"-{args.class_weighting}" if args.class_weighting else "")
+    keys = [result_key(loss, args.precision) + suffix for loss in args.losses]
     photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
+    weighting = {"class_weighting": args.class_weighting} if args.class_weighting else {}
     for loss, key in zip(args.losses, keys):
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
-            lr=args.lr, epochs=args.epochs, precision=args.precision, **photos,
+            lr=args.lr, epochs=args.epochs, precision=args.precision, **photos, **weighting,
         )  # fmt: skip
         done = results.get(key, {})
         if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):

@@ -22,3 +22,13 @@ def test_a_refusal_is_one_line_not_a_traceback(tmp_path, script, arguments, mess
     )
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert message in done.stderr
+
+
+def test_class_errors_labels_tell_checkpoints_of_same_named_runs_apart(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from class_errors import distinct_labels
+
+    paths = [tmp_path / "a" / "run" / "last.pt", tmp_path / "b" / "run" / "last.pt", tmp_path / "c" / "best.pt"]
+    expected = ["a/run/last.pt", "b/run/last.pt", f"{tmp_path.name}/c/best.pt"]  # one depth for all
+    assert distinct_labels([str(path) for path in paths]) == expected
+    assert distinct_labels([str(paths[2])]) == ["c/best.pt"]
