@@ -188,8 +188,8 @@ def report(args: argparse.Namespace) -> None:
     print(f"CamVid val, {args.precision}; near: within {args.near} pixels")
     header = f"{'class':>8}{'recall':>8}{'prec':>7}{'IoU':>7}{'miss near':>11}{'false near':>12}  missed as"
     labels = distinct_labels(args.checkpoints)
-    width = column_width(labels)
-    print(f"{'checkpoint':{width}}{header} (share of misses)")
+    label_width = max(24, *(len(label) + 1 for label in labels))  # the checkpoint column
+    print(f"{'checkpoint':{label_width}}{header} (share of misses)")
     results, measured = {}, []
     for checkpoint, shown in zip(args.checkpoints, labels):
         rows = measure(checkpoint, camvid, args.classes, args.near, args.precision, args.shifts)
@@ -197,16 +197,16 @@ def report(args: argparse.Namespace) -> None:
         for name, row in rows.items():
             missed_as = ", ".join(f"{other} {value:.2f}" for other, value in row["missed_as"].items())
             print(
-                f"{shown:{width}}{name:>8}{row['recall']:>8.3f}{row['precision']:>7.3f}{row['iou']:>7.3f}"
+                f"{shown:{label_width}}{name:>8}{row['recall']:>8.3f}{row['precision']:>7.3f}{row['iou']:>7.3f}"
                 f"{row['misses_near']:>11.2f}{row['false_near']:>12.2f}  {missed_as}"
             )
             prefix = f"{shown.removesuffix('.pt').replace('/', '_')}_{name}"
             results.update({f"{prefix}_{key}": round(row[key], 4) for key in ("recall", "iou")})
             if args.shifts:
                 results[f"{prefix}_best_shifted_iou"] = round(max(row["shifted_iou"]), 4)
-    print_by_width(measured)
+    print_by_width(measured, label_width)
     if args.shifts:
-        print_shifted(measured, args.shifts)
+        print_shifted(measured, args.shifts, label_width)
     print(result_line(**results))
 
 
@@ -220,31 +220,24 @@ def distinct_labels(checkpoints: list[str]) -> list[str]:
     return labels  # the same file given twice
 
 
-def column_width(labels: list[str]) -> int:
-    """Width of the checkpoint column: the longest label and a space, at least 24."""
-    return max(24, *(len(label) + 1 for label in labels))
-
-
-def print_by_width(measured: list[tuple[str, dict]]) -> None:
+def print_by_width(measured: list[tuple[str, dict]], label_width: int) -> None:
     """Print each class's recall per band of run width, with the band's share of the class's pixels."""
     bands = [f"{low}-{high - 1} px" for low, high in zip(WIDTHS, WIDTHS[1:])] + [f"{WIDTHS[-1]}+ px"]
     print("\nrecall by the width of the class's horizontal runs in the labels (share of its pixels)")
-    width = column_width([shown for shown, _ in measured])
-    print(f"{'checkpoint':{width}}{'class':>8}" + "".join(f"{band:>16}" for band in bands))
+    print(f"{'checkpoint':{label_width}}{'class':>8}" + "".join(f"{band:>16}" for band in bands))
     for shown, rows in measured:
         for name, row in rows.items():
             cells = "".join(f"{recall:>9.3f} ({part:.2f})" for recall, part in row["by_width"])
-            print(f"{shown:{width}}{name:>8}{cells}")
+            print(f"{shown:{label_width}}{name:>8}{cells}")
 
 
-def print_shifted(measured: list[tuple[str, dict]], shifts: list[float]) -> None:
+def print_shifted(measured: list[tuple[str, dict]], shifts: list[float], label_width: int) -> None:
     """Print each class's IoU with its logit raised by each shift before the argmax."""
     print("\nIoU with the class's logit raised by each shift before the argmax")
-    width = column_width([shown for shown, _ in measured])
-    print(f"{'checkpoint':{width}}{'class':>8}" + "".join(f"{shift:>8g}" for shift in shifts))
+    print(f"{'checkpoint':{label_width}}{'class':>8}" + "".join(f"{shift:>8g}" for shift in shifts))
     for shown, rows in measured:
         for name, row in rows.items():
-            print(f"{shown:{width}}{name:>8}" + "".join(f"{iou:>8.3f}" for iou in row["shifted_iou"]))
+            print(f"{shown:{label_width}}{name:>8}" + "".join(f"{iou:>8.3f}" for iou in row["shifted_iou"]))
 
 
 if __name__ == "__main__":
