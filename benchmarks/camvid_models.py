@@ -4,9 +4,10 @@ Each model trains on CamVid train (367 photos) with `pixelwise.train` and its ow
 optimiser and loss `pixelwise models` lists), in bfloat16 unless `--precision fp32` (which checks
 what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, void ignored). A
 model whose result with the same epochs and recipe is already in `--out` is not trained again, so
-the models can run one at a time (`--models`). Writes results.json, a table, each run's mean val
-mIoU over its last five epochs and its best epoch (from its metrics.csv), and a figure of val
-mIoU against wall minutes.
+the models can run one at a time (`--models`). `--encoder` trains them on another encoder than
+their default, as a run of its own (its key suffixed with the encoder's name). Writes
+results.json, a table, each run's mean val mIoU over its last five epochs and its best epoch
+(from its metrics.csv), and a figure of val mIoU against wall minutes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import csv
 import json
 import statistics
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -24,7 +26,7 @@ from common import (
     add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script,
 )
 from pixelwise.config import TrainConfig
-from pixelwise.models import MODELS
+from pixelwise.models import MODELS, model_spec, resolve_encoder
 from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split, train
@@ -42,6 +44,13 @@ def recipe(config: TrainConfig) -> dict:
 def result_key(name: str, precision: str) -> str:
     """A model's entry in results.json and its run folder: its name, with the precision when that is not bf16."""
     return name if precision == "bf16" else f"{name}-{precision}"
+
+
+def model_key(name: str, encoder: str | None) -> str:
+    """A model's name, suffixed with `encoder` when one is given other than the model's default (refused if not its)."""
+    if encoder is None or resolve_encoder(name, encoder) == model_spec(name).default_encoder:
+        return name
+    return f"{name}-{encoder}"
 
 
 def val_metrics(checkpoint: Path | str, camvid: Path) -> dict:
@@ -83,13 +92,23 @@ def epoch_summary(key: str, metrics_csv: Path) -> str:
     )
 
 
+def label_offset(point: tuple[float, float], points: Collection[tuple[float, float]]) -> tuple[int, int]:
+    """A point's label offset: above right, or below right where a point close on its left would crowd it."""
+    x, y = point
+    xs, ys = [other[0] for other in points], [other[1] for other in points]
+    near_x, near_y = 0.25 * (max(xs) - min(xs)), 0.05 * (max(ys) - min(ys))
+    crowded = any(0 < x - other_x <= near_x and abs(y - other_y) <= near_y for other_x, other_y in points)
+    return (4, -12) if crowded else (4, 4)
+
+
 def write_figure(results: dict, path: Path) -> None:
     """Val mIoU against wall minutes (training and the validation after each epoch), a point per model."""
     figure = Figure(figsize=(6, 4), dpi=120)
     axes = figure.subplots()
-    for name, value in results.items():
-        axes.scatter(value["minutes"], value["miou"])
-        axes.annotate(name, (value["minutes"], value["miou"]), textcoords="offset points", xytext=(4, 4))
+    points = {name: (value["minutes"], value["miou"]) for name, value in results.items()}
+    for name, point in points.items():
+        axes.scatter(*point)
+        axes.annotate(name, point, textcoords="offset points", xytext=label_offset(point, points.values()))
     axes.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
     axes.set_xlabel("wall minutes (CPU; training and validation)")
     axes.set_ylabel("CamVid val mIoU")
@@ -102,20 +121,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=12, help="epochs for every model (default: 12)")
+    parser.add_argument("--encoder", help="encoder for every model (default: each model's own; `pixelwise models`)")
     add_camvid_run_arguments(parser, "benchmarks/results/models", "runs, results.json and figure")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
+    keys = {name: result_key(model_key(name, args.encoder), args.precision) for name in args.models}
     camvid, out = find_camvid(args.camvid), Path(args.out)
     path, results = results_so_far(out)
-    for name in args.models:
-        key = result_key(name, args.precision)
+    for name, key in keys.items():
         done = results.get(key, {})
         if done.get("epochs") == args.epochs and done.get("recipe") == recipe(TrainConfig(model=name)):
             continue
         config = TrainConfig(
-            data=str(camvid), out=str(out / key), model=name, epochs=args.epochs, precision=args.precision
+            data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,
+            precision=args.precision,
         )
-        results[key] = train_and_measure(config, camvid, name)
+        results[key] = train_and_measure(config, camvid, key)
         path.write_text(json.dumps(results, indent=1))
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))
     for key in results:

@@ -14,6 +14,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     [
         ("fine_tune.py", ["--checkpoint", "missing.pt", "--camvid", "."], "fine_tune.py: error: .: CamVid not found"),
         ("inference_modes.py", ["--checkpoint", "missing.pt", "--camvid", "."], "error: .: CamVid not found"),
+        (
+            "camvid_models.py",
+            ["--models", "fpn", "lraspp", "--encoder", "resnet34", "--camvid", "."],
+            "camvid_models.py: error: model lraspp has no encoder 'resnet34'; choose one of mobilenet_v3_large",
+        ),
     ],
 )
 def test_a_refusal_is_one_line_not_a_traceback(tmp_path, script, arguments, message):
@@ -32,3 +37,20 @@ def test_class_errors_labels_tell_checkpoints_of_same_named_runs_apart(monkeypat
     expected = ["a/run/last.pt", "b/run/last.pt", f"{tmp_path.name}/c/best.pt"]  # one depth for all
     assert distinct_labels([str(path) for path in paths]) == expected
     assert distinct_labels([str(paths[2])]) == ["c/best.pt"]
+
+
+def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from camvid_models import model_key
+
+    assert model_key("fpn", None) == model_key("fpn", "resnet18") == "fpn"  # the default keeps the old key
+    assert model_key("fpn", "resnet34") == "fpn-resnet34"
+
+
+def test_camvid_models_figure_puts_a_label_below_when_a_point_crowds_it_from_the_left(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from camvid_models import label_offset
+
+    points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.2, 0.626), (62.0, 0.56)]  # the last: near in x only
+    above, below = (4, 4), (4, -12)
+    assert [label_offset(point, points) for point in points] == [above, below, above, above, above]
