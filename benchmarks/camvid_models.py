@@ -17,7 +17,6 @@ import csv
 import json
 import statistics
 import time
-from collections.abc import Collection
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -48,9 +47,8 @@ def result_key(name: str, precision: str) -> str:
 
 def model_key(name: str, encoder: str | None) -> str:
     """A model's name, suffixed with `encoder` when one is given other than the model's default (refused if not its)."""
-    if encoder is None or resolve_encoder(name, encoder) == model_spec(name).default_encoder:
-        return name
-    return f"{name}-{encoder}"
+    encoder = resolve_encoder(name, encoder)
+    return name if encoder == model_spec(name).default_encoder else f"{name}-{encoder}"
 
 
 def val_metrics(checkpoint: Path | str, camvid: Path) -> dict:
@@ -92,23 +90,25 @@ def epoch_summary(key: str, metrics_csv: Path) -> str:
     )
 
 
-def label_offset(point: tuple[float, float], points: Collection[tuple[float, float]]) -> tuple[int, int]:
-    """A point's label offset: above right, or below right where a point close on its left would crowd it."""
-    x, y = point
-    xs, ys = [other[0] for other in points], [other[1] for other in points]
+def label_offsets(points: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Each point's label offset: above right, or below right where a point close on its left would crowd it."""
+    xs, ys = zip(*points)
     near_x, near_y = 0.25 * (max(xs) - min(xs)), 0.05 * (max(ys) - min(ys))
-    crowded = any(0 < x - other_x <= near_x and abs(y - other_y) <= near_y for other_x, other_y in points)
-    return (4, -12) if crowded else (4, 4)
+
+    def crowded(x: float, y: float) -> bool:
+        return any(0 < x - other_x <= near_x and abs(y - other_y) <= near_y for other_x, other_y in points)
+
+    return [(4, -12) if crowded(x, y) else (4, 4) for x, y in points]
 
 
 def write_figure(results: dict, path: Path) -> None:
     """Val mIoU against wall minutes (training and the validation after each epoch), a point per model."""
     figure = Figure(figsize=(6, 4), dpi=120)
     axes = figure.subplots()
-    points = {name: (value["minutes"], value["miou"]) for name, value in results.items()}
-    for name, point in points.items():
+    points = [(value["minutes"], value["miou"]) for value in results.values()]
+    for name, point, offset in zip(results, points, label_offsets(points)):
         axes.scatter(*point)
-        axes.annotate(name, point, textcoords="offset points", xytext=label_offset(point, points.values()))
+        axes.annotate(name, point, textcoords="offset points", xytext=offset)
     axes.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
     axes.set_xlabel("wall minutes (CPU; training and validation)")
     axes.set_ylabel("CamVid val mIoU")

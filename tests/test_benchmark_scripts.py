@@ -49,8 +49,8 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
 
 def test_camvid_models_figure_puts_a_label_below_when_a_point_crowds_it_from_the_left(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from camvid_models import label_offset
+    from camvid_models import label_offsets
 
     points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.2, 0.626), (62.0, 0.56)]  # the last: near in x only
     above, below = (4, 4), (4, -12)
-    assert [label_offset(point, points) for point in points] == [above, below, above, above, above]
+    assert label_offsets(points) == [above, below, above, above, above]
