@@ -27,6 +27,8 @@ from pixelwise.ops import bilinear_kernel
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
 CAMVID_PHOTO = (360, 480)  # height, width of every photo in the copy
+CAMVID_VAL_PHOTOS = 101
+VAL_ROW_HEADER = f"{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}"
 
 
 def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: str) -> None:
@@ -192,6 +194,18 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     """D2L's `predict`: argmax of the network on one normalised image (3, H, W)."""
     height, width = normalized_image.shape[1:]
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
+
+
+def val_row(model, camvid: Path, precision: str = "fp32") -> tuple[float, str]:
+    """`model` on CamVid val: its mIoU, and a row of mIoU, pixel accuracy, pole and sign IoU, seconds per photo."""
+    from pixelwise.training import evaluate_split
+
+    started = time.perf_counter()
+    metrics = evaluate_split(model, camvid, "val", workers=2, precision=precision)
+    seconds = (time.perf_counter() - started) / CAMVID_VAL_PHOTOS
+    iou = metrics.as_dict(model.class_names)["iou"]
+    scores = f"{metrics.miou:>7.3f}{metrics.pixel_accuracy:>9.3f}{iou['pole']:>7.3f}{iou['sign']:>7.3f}"
+    return metrics.miou, f"{scores}{seconds:>9.2f}"
 
 
 def print_iou_table(results: dict[str, dict], class_names: tuple[str, ...]) -> None:

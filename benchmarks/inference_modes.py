@@ -9,14 +9,12 @@ pass at each of those sizes (the photo enlarged or shrunk, the probabilities res
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import find_camvid, result_line, run_script
+from common import VAL_ROW_HEADER, find_camvid, result_line, run_script, val_row
 from pixelwise.cli_arguments import tta_scales
 from pixelwise.inference import MS_SCALES
 from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
-from pixelwise.training import evaluate_split
 
 MODES = {
     "plain": {},
@@ -39,20 +37,12 @@ def main() -> None:
     camvid = find_camvid(args.camvid)
     model = load_model(args.checkpoint).for_inference()
     print(f"{args.checkpoint} ({model.model_name}, {model.model_record['encoder']}), CamVid val, {args.precision}")
-    print(f"{'mode':24}{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}")
+    print(f"{'mode':24}{VAL_ROW_HEADER}")
     results = {}
     for name, settings in modes.items():
         model.set_inference(**{"tta": "none", "window": None, "scales": MS_SCALES, **settings})
-        started = time.perf_counter()
-        metrics = evaluate_split(model, camvid, "val", workers=2, precision=args.precision)
-        seconds = (time.perf_counter() - started) / 101
-        iou = metrics.as_dict(model.class_names)["iou"]
-        results[name] = metrics.miou
-        print(
-            f"{name:24}{metrics.miou:>7.3f}{metrics.pixel_accuracy:>9.3f}{iou['pole']:>7.3f}{iou['sign']:>7.3f}"
-            f"{seconds:>9.2f}",
-            flush=True,
-        )
+        results[name], row = val_row(model, camvid, args.precision)
+        print(f"{name:24}{row}", flush=True)
     print(result_line(**{name.replace(" ", "_").replace("+", "plus"): value for name, value in results.items()}))
 
 

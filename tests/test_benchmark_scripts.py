@@ -14,6 +14,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     [
         ("fine_tune.py", ["--checkpoint", "missing.pt", "--camvid", "."], "fine_tune.py: error: .: CamVid not found"),
         ("inference_modes.py", ["--checkpoint", "missing.pt", "--camvid", "."], "error: .: CamVid not found"),
+        ("ensemble.py", ["--checkpoints", "a.pt", "./a.pt", "--camvid", "."], "error: give at least two checkpoints"),
+        ("ensemble.py", ["--checkpoints", "a.pt", "b.pt", "--camvid", "."], "ensemble.py: error: .: CamVid not found"),
         (
             "camvid_models.py",
             ["--models", "fpn", "lraspp", "--encoder", "resnet34", "--camvid", "."],
@@ -54,3 +56,22 @@ def test_camvid_models_figure_puts_a_label_below_when_a_point_crowds_it_from_the
     points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.2, 0.626), (62.0, 0.56)]  # the last: near in x only
     above, below = (4, 4), (4, -12)
     assert label_offsets(points) == [above, below, above, above, above]
+
+
+def test_ensemble_averages_the_members_probabilities_and_refuses_other_classes(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import torch
+    from common import untrained_segmenter
+    from ensemble import ensemble
+
+    from pixelwise.errors import PixelwiseError
+
+    first, second = untrained_segmenter("fcn8s", 3).eval(), untrained_segmenter("fpn", 3).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = (first(x).softmax(dim=1) + second(x).softmax(dim=1)) / 2
+        averaged = ensemble([first, second]).network(x).softmax(dim=1)
+    assert torch.allclose(averaged, expected, atol=1e-5) and not torch.allclose(averaged, first(x).softmax(dim=1))
+    other = untrained_segmenter("fpn", 4)
+    with pytest.raises(PixelwiseError, match="different classes"):
+        ensemble([first, other])

@@ -113,7 +113,7 @@ def test_config_rejects_impossible_values():
             r"deeplabv3plus trains on at least 2 images per step \(BatchNorm on a pooled 1x1 map\), got a batch "
             "size of 1",
         ),
-        ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, got 'bce'"),
+        ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, ohem, ohem\+dice, got 'bce'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
     ],

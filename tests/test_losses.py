@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pixelwise.losses import LOSSES, build_criterion
+from pixelwise.losses import LOSSES, OHEM_MIN_KEPT, OHEM_THRESHOLD, build_criterion
 
 WEIGHTS = torch.tensor([1.0, 2.0, 0.5])
 
@@ -91,8 +91,46 @@ def test_lovasz_is_the_mean_over_present_classes_of_the_lovasz_extension():
     assert torch.allclose(build_criterion("lovasz")(logits, target), torch.stack(losses).mean(), atol=1e-6)
 
 
+def weighted_cross_entropy_of(logits: torch.Tensor, target: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Class-weighted mean cross-entropy of the pixels `chosen` (a boolean mask like `target`), by hand."""
+    log_probabilities = logits[0].log_softmax(dim=0)[:, chosen[0]].T  # (P, C)
+    labels = target[0][chosen[0]]
+    weights = WEIGHTS[labels]
+    return -(weights * log_probabilities[torch.arange(len(labels)), labels]).sum() / weights.sum()
+
+
+def test_ohem_is_weighted_cross_entropy_over_the_pixels_at_most_the_threshold():
+    logits, target = example()
+    logits[0, 0, 0, 0] += 5  # two labelled pixels made easy: their true class's logit well above the rest
+    logits[0, 2, 1, 0] += 5
+    probabilities, labels = labelled(logits, target)
+    true_probability = torch.zeros(target.shape)
+    true_probability[target != 255] = probabilities[torch.arange(len(labels)), labels]
+    hard = (target != 255) & (true_probability <= OHEM_THRESHOLD)
+    assert 0 < hard.sum() < (target != 255).sum()  # the example has easy pixels to leave out
+    expected = weighted_cross_entropy_of(logits, target, hard)
+    assert torch.allclose(build_criterion("ohem", WEIGHTS)(logits, target), expected, atol=1e-6)
+
+
+def test_ohem_keeps_the_hardest_share_when_every_pixel_is_easy():
+    torch.manual_seed(1)
+    target = torch.randint(0, 3, (1, 20, 20))
+    logits = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 4 + torch.rand(1, 3, 20, 20)
+    logits.requires_grad_()
+    true_probability = logits.detach().softmax(dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+    assert true_probability.min() > OHEM_THRESHOLD
+    kept = round(target.numel() * OHEM_MIN_KEPT)
+    hardest = true_probability <= true_probability.flatten().kthvalue(kept).values
+    assert hardest.sum() == kept
+    loss = build_criterion("ohem", WEIGHTS)(logits, target)
+    assert torch.allclose(loss, weighted_cross_entropy_of(logits.detach(), target, hardest), atol=1e-6)
+    loss.backward()
+    assert logits.grad[(~hardest).unsqueeze(1).expand_as(logits)].abs().max() == 0
+
+
 def test_unknown_loss_names_the_choices():
-    with pytest.raises(ValueError, match="loss must be one of ce, dice, focal, lovasz, ce\\+dice, got 'bce'"):
+    choices = "ce, dice, focal, lovasz, ce\\+dice, ohem, ohem\\+dice"
+    with pytest.raises(ValueError, match=f"loss must be one of {choices}, got 'bce'"):
         build_criterion("bce")
 
 

@@ -52,7 +52,7 @@ from pixelwise.device import emulated_bf16_warning
 from pixelwise.errors import EarlierRunError, PixelwiseError, one_line
 from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, SCALE_RANGE, TTA_MODES
 from pixelwise.jsontext import strict_json
-from pixelwise.losses import LOSSES
+from pixelwise.losses import LOSSES, OHEM_MIN_KEPT, OHEM_THRESHOLD
 from pixelwise.models import MODELS
 from pixelwise.onnx_model import is_onnx_file
 from pixelwise.photo_files import (
@@ -231,8 +231,10 @@ def add_train(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--loss", choices=LOSSES,
-        help="ce: cross-entropy; dice, focal, lovasz (segmentation_models.pytorch's); ce+dice: their sum. All leave "
-        "pixels labelled 255 out; --class-weighting applies to ce, focal and dice, not lovasz "
+        help="ce: cross-entropy; dice, focal, lovasz (segmentation_models.pytorch's); ce+dice: their sum; ohem: "
+        f"cross-entropy over the hard pixels only (true class's probability at most {OHEM_THRESHOLD:g}, at least "
+        f"{OHEM_MIN_KEPT * 100:g}%% of them); "
+        "ohem+dice. All leave pixels labelled 255 out; --class-weighting applies to all but lovasz "
         + _the_models("loss"),
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default: {defaults.epochs})")

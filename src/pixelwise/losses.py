@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from pixelwise.data.labels import IGNORE_INDEX
 
-LOSSES = ("ce", "dice", "focal", "lovasz", "ce+dice")
+LOSSES = ("ce", "dice", "focal", "lovasz", "ce+dice", "ohem", "ohem+dice")
+OHEM_THRESHOLD = 0.7  # a pixel is hard while its true class's probability is at most this (mmsegmentation's)
+OHEM_MIN_KEPT = 0.025  # the share of labelled pixels kept at least (mmsegmentation's 100000 of 8 512x1024 crops)
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(logits (N, C, H, W) float32, target (N, H, W) int64 with IGNORE_INDEX) -> scalar loss."""
 
@@ -27,17 +29,38 @@ def cross_entropy(
     return total / normalizer.clamp(min=1e-12)
 
 
+def hard_pixel_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy over the hard labelled pixels only (online hard example mining, Shrivastava et al. 2016).
+
+    Hard: the true class's probability is at most OHEM_THRESHOLD, or among the lowest OHEM_MIN_KEPT
+    share of the labelled pixels when fewer are. The rest count as ignored, in value and gradient.
+    """
+    labelled = target != IGNORE_INDEX
+    with torch.no_grad():
+        true_probability = logits.softmax(dim=1).gather(1, target.where(labelled, 0).unsqueeze(1)).squeeze(1)
+        scores = true_probability[labelled]
+        threshold = torch.tensor(OHEM_THRESHOLD, device=logits.device)
+        if scores.numel():
+            kept = max(1, min(scores.numel(), round(scores.numel() * OHEM_MIN_KEPT)))
+            threshold = torch.maximum(threshold, scores.kthvalue(kept).values)
+        hard = labelled & (true_probability <= threshold)
+    return cross_entropy(logits, target.where(hard, IGNORE_INDEX), class_weights)
+
+
 def build_criterion(name: str, class_weights: torch.Tensor | None = None) -> Criterion:
     """The loss `name` (one of LOSSES). Class weights weight CE's pixels and focal's and dice's per-class terms;
-    Lovasz optimises the mean IoU directly and takes none.
+    Lovasz optimises the mean IoU directly and takes none. "ohem" is cross-entropy over the hard pixels only.
 
     Dice, focal and Lovasz are segmentation_models.pytorch's (multiclass, softmax for dice and Lovasz,
     one-vs-rest sigmoid for focal as in RetinaNet and mmsegmentation).
     """
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
-    if name == "ce":
-        return lambda logits, target: cross_entropy(logits, target, class_weights)
+    pixel_loss = hard_pixel_cross_entropy if name.startswith("ohem") else cross_entropy
+    if name in ("ce", "ohem"):
+        return lambda logits, target: pixel_loss(logits, target, class_weights)
     from segmentation_models_pytorch import losses
 
     # A tensor, not a list: smp keeps it where it is, so no copy to the device at every step.
@@ -50,7 +73,7 @@ def build_criterion(name: str, class_weights: torch.Tensor | None = None) -> Cri
     dice = losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX, class_weights=class_weights)
     if name == "dice":
         return dice
-    return lambda logits, target: cross_entropy(logits, target, class_weights) + dice(logits, target)
+    return lambda logits, target: pixel_loss(logits, target, class_weights) + dice(logits, target)
 
 
 def _zero_without_labels(criterion: Criterion) -> Criterion:
