@@ -24,10 +24,10 @@ from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
 from pixelwise.errors import DatasetError, PixelwiseError, one_line
 from pixelwise.ops import bilinear_kernel
+from pixelwise.segmenter import Segmenter
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
 CAMVID_PHOTO = (360, 480)  # height, width of every photo in the copy
-CAMVID_VAL_PHOTOS = 101
 VAL_ROW_HEADER = f"{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}"
 
 
@@ -196,13 +196,14 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
 
 
-def val_row(model, camvid: Path, precision: str = "fp32") -> tuple[float, str]:
+def val_row(model: Segmenter, camvid: Path, precision: str = "fp32") -> tuple[float, str]:
     """`model` on CamVid val: its mIoU, and a row of mIoU, pixel accuracy, pole and sign IoU, seconds per photo."""
-    from pixelwise.training import evaluate_split
+    from pixelwise.training import evaluate_split, open_dataset, prepare_data
 
+    photos = len(open_dataset(prepare_data(str(camvid)), "val"))
     started = time.perf_counter()
     metrics = evaluate_split(model, camvid, "val", workers=2, precision=precision)
-    seconds = (time.perf_counter() - started) / CAMVID_VAL_PHOTOS
+    seconds = (time.perf_counter() - started) / photos
     iou = metrics.as_dict(model.class_names)["iou"]
     scores = f"{metrics.miou:>7.3f}{metrics.pixel_accuracy:>9.3f}{iou['pole']:>7.3f}{iou['sign']:>7.3f}"
     return metrics.miou, f"{scores}{seconds:>9.2f}"
@@ -224,7 +225,6 @@ def untrained_segmenter(name: str, num_classes: int = 21):
     Speed does not depend on the weights; the palette gives every class its own gray.
     """
     from pixelwise.models import build_model
-    from pixelwise.segmenter import Segmenter
 
     torch.manual_seed(0)
     names = tuple(f"class {index}" for index in range(num_classes))

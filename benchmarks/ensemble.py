@@ -42,11 +42,7 @@ def ensemble(models: list[Segmenter]) -> Segmenter:
         raise PixelwiseError("the checkpoints have different classes; averaging needs the same classes in one order")
     if any((model.mean, model.std) != (first.mean, first.std) for model in models):
         raise PixelwiseError("the checkpoints normalise their input differently; averaging needs one normalisation")
-    return Segmenter(
-        AveragedNetworks([model.network for model in models]), model_name=first.model_name,
-        encoder=first.model_record["encoder"], class_names=first.class_names, palette=first.palette,
-        mean=first.mean, std=first.std,
-    )  # fmt: skip
+    return first.with_network(AveragedNetworks([model.network for model in models]))
 
 
 def main() -> None:
@@ -67,7 +63,8 @@ def main() -> None:
     for name, model in runs.items():
         results[name], row = val_row(model, camvid)
         print(f"{name:{width}}{row}", flush=True)
-    print(result_line(**{f"model{index}": value for index, value in enumerate(results.values())}))
+    *members_miou, averaged_miou = results.values()
+    print(result_line(**{f"member{index}": miou for index, miou in enumerate(members_miou)}, averaged=averaged_miou))
 
 
 if __name__ == "__main__":

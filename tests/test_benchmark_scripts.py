@@ -14,7 +14,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     [
         ("fine_tune.py", ["--checkpoint", "missing.pt", "--camvid", "."], "fine_tune.py: error: .: CamVid not found"),
         ("inference_modes.py", ["--checkpoint", "missing.pt", "--camvid", "."], "error: .: CamVid not found"),
-        ("ensemble.py", ["--checkpoints", "a.pt", "./a.pt", "--camvid", "."], "error: give at least two checkpoints"),
+        ("ensemble.py", ["--checkpoints", "a.pt", "--camvid", "."], "error: give at least two checkpoints"),
+        ("ensemble.py", ["--checkpoints", "a.pt", "sub/../a.pt", "b.pt"], "error: give at least two checkpoints"),
         ("ensemble.py", ["--checkpoints", "a.pt", "b.pt", "--camvid", "."], "ensemble.py: error: .: CamVid not found"),
         (
             "camvid_models.py",
@@ -72,6 +73,8 @@ def test_ensemble_averages_the_members_probabilities_and_refuses_other_classes(m
         expected = (first(x).softmax(dim=1) + second(x).softmax(dim=1)) / 2
         averaged = ensemble([first, second]).network(x).softmax(dim=1)
     assert torch.allclose(averaged, expected, atol=1e-5) and not torch.allclose(averaged, first(x).softmax(dim=1))
-    other = untrained_segmenter("fpn", 4)
     with pytest.raises(PixelwiseError, match="different classes"):
-        ensemble([first, other])
+        ensemble([first, untrained_segmenter("fpn", 4)])
+    second.mean = (0.5, 0.5, 0.5)
+    with pytest.raises(PixelwiseError, match="normalise their input differently"):
+        ensemble([first, second])

@@ -128,6 +128,32 @@ def test_ohem_keeps_the_hardest_share_when_every_pixel_is_easy():
     assert logits.grad[(~hardest).unsqueeze(1).expand_as(logits)].abs().max() == 0
 
 
+def test_ohem_takes_its_share_of_the_labelled_pixels_only():
+    torch.manual_seed(2)
+    target = torch.randint(1, 3, (1, 20, 20))
+    target[0, :15] = 255  # three quarters ignored; where ignored, class 0's probability is lowest of all
+    logits = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 4
+    logits = logits + torch.rand(1, 3, 20, 20)
+    logits[:, 0, :15] = -9.0
+    true_probability = logits.softmax(dim=1).gather(1, target.clamp(max=2).unsqueeze(1)).squeeze(1)
+    labelled_probability = true_probability[target != 255]
+    assert labelled_probability.min() > OHEM_THRESHOLD  # every labelled pixel is easy: the share decides
+    kept = round(labelled_probability.numel() * OHEM_MIN_KEPT)
+    hardest = (target != 255) & (true_probability <= labelled_probability.sort().values[kept - 1])
+    assert hardest.sum() == kept
+    expected = weighted_cross_entropy_of(logits, target, hardest)
+    assert torch.allclose(build_criterion("ohem", WEIGHTS)(logits, target), expected, atol=1e-6)
+
+
+def test_ohem_plus_dice_is_their_sum():
+    logits, target = example()
+    logits[0, 0, 0, 0] += 5  # an easy pixel, so ohem differs from ce
+    ohem, dice = build_criterion("ohem", WEIGHTS), build_criterion("dice", WEIGHTS)
+    assert not torch.allclose(ohem(logits, target), build_criterion("ce", WEIGHTS)(logits, target))
+    both = build_criterion("ohem+dice", WEIGHTS)(logits, target)
+    assert torch.allclose(both, ohem(logits, target) + dice(logits, target))
+
+
 def test_unknown_loss_names_the_choices():
     choices = "ce, dice, focal, lovasz, ce\\+dice, ohem, ohem\\+dice"
     with pytest.raises(ValueError, match=f"loss must be one of {choices}, got 'bce'"):

@@ -232,8 +232,8 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--loss", choices=LOSSES,
         help="ce: cross-entropy; dice, focal, lovasz (segmentation_models.pytorch's); ce+dice: their sum; ohem: "
-        f"cross-entropy over the hard pixels only (true class's probability at most {OHEM_THRESHOLD:g}, at least "
-        f"{OHEM_MIN_KEPT * 100:g}%% of them); "
+        f"cross-entropy over the hard pixels only (true class's probability at most {OHEM_THRESHOLD:g}; at least "
+        f"the hardest {OHEM_MIN_KEPT * 100:.0f}%% of the labelled pixels); "
         "ohem+dice. All leave pixels labelled 255 out; --class-weighting applies to all but lovasz "
         + _the_models("loss"),
     )  # fmt: skip

@@ -11,7 +11,7 @@ from pixelwise.data.labels import IGNORE_INDEX
 
 LOSSES = ("ce", "dice", "focal", "lovasz", "ce+dice", "ohem", "ohem+dice")
 OHEM_THRESHOLD = 0.7  # a pixel is hard while its true class's probability is at most this (mmsegmentation's)
-OHEM_MIN_KEPT = 0.025  # the share of labelled pixels kept at least (mmsegmentation's 100000 of 8 512x1024 crops)
+OHEM_MIN_KEPT = 100_000 / (512 * 1024)  # share of labelled pixels kept at least: mmsegmentation's per 512x1024 crop
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(logits (N, C, H, W) float32, target (N, H, W) int64 with IGNORE_INDEX) -> scalar loss."""
 
@@ -44,7 +44,7 @@ def hard_pixel_cross_entropy(
         threshold = torch.tensor(OHEM_THRESHOLD, device=logits.device)
         if scores.numel():
             kept = max(1, min(scores.numel(), round(scores.numel() * OHEM_MIN_KEPT)))
-            threshold = torch.maximum(threshold, scores.kthvalue(kept).values)
+            threshold = torch.maximum(threshold, scores.sort().values[kept - 1])  # kthvalue: not on every device
         hard = labelled & (true_probability <= threshold)
     return cross_entropy(logits, target.where(hard, IGNORE_INDEX), class_weights)
 

@@ -107,11 +107,15 @@ class Segmenter(nn.Module):
         Same masks, fewer passes over memory; with no BatchNorm left it is not a model to train
         further. `pixelwise predict` and `pixelwise eval` use it.
         """
-        inference = Segmenter(
-            fold_batch_norms(self.network), model_name=self.model_name, encoder=self.model_record["encoder"],
-            class_names=self.class_names, palette=self.palette, mean=self.mean, std=self.std, inference=self.inference,
-        )  # fmt: skip
+        inference = self.with_network(fold_batch_norms(self.network))
         return inference.to(memory_format=torch.channels_last).eval()
+
+    def with_network(self, network: nn.Module) -> Segmenter:
+        """A Segmenter around `network` with this one's model record, classes, palette, normalisation and mode."""
+        return Segmenter(
+            network, model_name=self.model_name, encoder=self.model_record["encoder"], class_names=self.class_names,
+            palette=self.palette, mean=self.mean, std=self.std, inference=self.inference,
+        )  # fmt: skip
 
     @torch.inference_mode()
     def segment_photos(self, photos: np.ndarray, *, precision: str = "fp32") -> np.ndarray:
