@@ -38,15 +38,17 @@ def hard_pixel_cross_entropy(
     share of the labelled pixels when fewer are. The rest count as ignored, in value and gradient.
     """
     labelled = target != IGNORE_INDEX
+    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")  # 0 where ignored
     with torch.no_grad():
-        true_probability = logits.softmax(dim=1).gather(1, target.where(labelled, 0).unsqueeze(1)).squeeze(1)
+        true_probability = (-pixel_loss).exp()  # the softmax's value at the true class, without a second softmax
         scores = true_probability[labelled]
-        threshold = torch.tensor(OHEM_THRESHOLD, device=logits.device)
+        threshold = OHEM_THRESHOLD
         if scores.numel():
-            kept = max(1, min(scores.numel(), round(scores.numel() * OHEM_MIN_KEPT)))
-            threshold = torch.maximum(threshold, scores.sort().values[kept - 1])  # kthvalue: not on every device
+            kept = max(1, round(scores.numel() * OHEM_MIN_KEPT))
+            threshold = scores.sort().values[kept - 1].clamp(min=OHEM_THRESHOLD)  # kthvalue: not on every device
         hard = labelled & (true_probability <= threshold)
-    return cross_entropy(logits, target.where(hard, IGNORE_INDEX), class_weights)
+        weights = hard.float() if class_weights is None else class_weights[target.where(hard, 0)] * hard
+    return (pixel_loss * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def build_criterion(name: str, class_weights: torch.Tensor | None = None) -> Criterion:
