@@ -22,7 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from common import (
-    add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script,
+    add_camvid_run_arguments, find_camvid, jitter_suffix, print_iou_table, result_line, results_so_far, run_script,
 )
 from pixelwise.config import TrainConfig
 from pixelwise.models import MODELS, model_spec, resolve_encoder
@@ -91,12 +91,16 @@ def epoch_summary(key: str, metrics_csv: Path) -> str:
 
 
 def label_offsets(points: list[tuple[float, float]]) -> list[tuple[int, int]]:
-    """Each point's label offset: above right, or below right where a point close on its left would crowd it."""
+    """Each point's label offset: above right, or below right where a close point just above it (or level with it,
+    on its left) takes the space above."""
     xs, ys = zip(*points)
     near_x, near_y = 0.25 * (max(xs) - min(xs)), 0.05 * (max(ys) - min(ys))
 
     def crowded(x: float, y: float) -> bool:
-        return any(0 < x - other_x <= near_x and abs(y - other_y) <= near_y for other_x, other_y in points)
+        return any(
+            (other_y > y or (other_y == y and other_x < x)) and abs(x - other_x) <= near_x and other_y - y <= near_y
+            for other_x, other_y in points
+        )
 
     return [(4, -12) if crowded(x, y) else (4, 4) for x, y in points]
 
@@ -125,7 +129,8 @@ def main() -> None:
     add_camvid_run_arguments(parser, "benchmarks/results/models", "runs, results.json and figure")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
-    keys = {name: result_key(model_key(name, args.encoder), args.precision) for name in args.models}
+    suffix = jitter_suffix(args.color_jitter)
+    keys = {name: result_key(model_key(name, args.encoder), args.precision) + suffix for name in args.models}
     camvid, out = find_camvid(args.camvid), Path(args.out)
     path, results = results_so_far(out)
     for name, key in keys.items():
@@ -134,7 +139,7 @@ def main() -> None:
             continue
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,
-            precision=args.precision,
+            precision=args.precision, color_jitter=args.color_jitter,
         )
         results[key] = train_and_measure(config, camvid, key)
         path.write_text(json.dumps(results, indent=1))

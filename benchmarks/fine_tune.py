@@ -19,7 +19,7 @@ from pathlib import Path
 
 from camvid_models import epoch_summary, recipe, result_key, train_and_measure, val_metrics
 from common import (
-    CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, print_iou_table, result_line,
+    CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, jitter_suffix, print_iou_table, result_line,
     results_so_far, run_script,
 )
 from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
@@ -46,14 +46,16 @@ def main() -> None:
     if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
         results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
         path.write_text(json.dumps(results, indent=1))
-    suffix = ("-whole" if args.whole_photos else "") + (f"-{args.class_weighting}" if args.class_weighting else "")
+    weighted = f"-{args.class_weighting}" if args.class_weighting else ""
+    suffix = ("-whole" if args.whole_photos else "") + weighted + jitter_suffix(args.color_jitter)
     keys = [result_key(loss, args.precision) + suffix for loss in args.losses]
     photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
     weighting = {"class_weighting": args.class_weighting} if args.class_weighting else {}
     for loss, key in zip(args.losses, keys):
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
-            lr=args.lr, epochs=args.epochs, precision=args.precision, **photos, **weighting,
+            lr=args.lr, epochs=args.epochs, precision=args.precision, color_jitter=args.color_jitter, **photos,
+            **weighting,
         )  # fmt: skip
         done = results.get(key, {})
         if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):

@@ -50,13 +50,14 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
     assert model_key("fpn", "resnet34") == "fpn-resnet34"
 
 
-def test_camvid_models_figure_puts_a_label_below_when_a_point_crowds_it_from_the_left(monkeypatch):
+def test_camvid_models_figure_puts_a_label_below_when_a_close_point_takes_the_space_above(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from camvid_models import label_offsets
 
-    points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.2, 0.626), (62.0, 0.56)]  # the last: near in x only
-    above, below = (4, 4), (4, -12)
-    assert label_offsets(points) == [above, below, above, above, above]
+    points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.3, 0.628), (47.2, 0.626), (62.0, 0.56)]
+    above, below = (4, 4), (4, -12)  # the last point is close in x only
+    assert label_offsets(points) == [below, above, above, above, below, above]
+    assert label_offsets([(10.0, 0.5), (12.0, 0.5), (40.0, 0.7)]) == [above, below, above], "level: the right one"
 
 
 def test_ensemble_averages_the_members_probabilities_and_refuses_other_classes(monkeypatch):

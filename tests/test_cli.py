@@ -311,6 +311,8 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
             "device 'meta' cannot run pixelwise; use auto, cpu, cuda or cuda:N"),
         (["train", "--device", "mps", "--data", "/nonexistent"], "device mps requested but MPS is not available"),
         (["train", "--device", "tpu", "--data", "/nonexistent"], "unknown device 'tpu'"),
+        (["train", "--color-jitter", "nan", "--data", "/nonexistent"],
+            "color_jitter must be at least 0 and at most 1, got nan"),
         (["train", "--scale-range", "1", "inf"],
             "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
         (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"],

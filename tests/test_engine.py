@@ -49,6 +49,7 @@ def test_a_config_saved_before_class_weighting_existed_resumes_unweighted():
     saved = TrainConfig(class_weighting="none").to_dict()
     del saved["class_weighting"]
     assert TrainConfig.from_dict(saved).class_weighting == "none"
+    assert TrainConfig.from_dict(saved).color_jitter == 0, "no run saved before the setting jittered its colours"
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig(), "a current config round-trips"
 
 
@@ -116,6 +117,14 @@ def test_config_rejects_impossible_values():
         ({"loss": "bce"}, r"loss must be one of ce, dice, focal, lovasz, ce\+dice, ohem, ohem\+dice, got 'bce'"),
         ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
         ({"crop_size": 128}, r"crop size must be two whole numbers in 1..65536, got \(128,\)"),
+        ({"color_jitter": 1.5}, "color_jitter must be at least 0 and at most 1, got 1.5"),
+        ({"color_jitter": -0.1}, "color_jitter must be at least 0 and at most 1, got -0.1"),
+        ({"color_jitter": "0.4"}, "color_jitter must be a number, got '0.4'"),
+        (
+            {"color_jitter": 0.4, "decode_on": "device"},
+            "color jitter is applied in the data-loading workers, and decode_on='device' crops on the device: give "
+            "decode_on='workers' or color_jitter=0, got color_jitter=0.4",
+        ),
     ],
 )
 def test_config_names_the_setting_and_the_value_it_refuses(values, message):

@@ -254,6 +254,12 @@ def add_train(subparsers) -> None:
         help="random scale (default: %g %g)" % defaults.scale_range,
     )
     parser.add_argument(
+        "--color-jitter", type=real_number, metavar="S",
+        help="photometric augmentation, as timm's --color-jitter: each training crop's brightness, contrast and "
+        "saturation scaled by random factors in [1-S, 1+S], 0 to 1; not with --decode-on device "
+        f"(default: {defaults.color_jitter:g}, none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--lr", type=real_number,
         help="peak learning rate (default: the optimiser's, "
         + ", ".join(f"{rate:g} for {name}" for name, rate in LEARNING_RATES.items()) + ")",

@@ -37,7 +37,7 @@ MAX_SCALE = 16.0
 BOUNDS = {
     "epochs": (1, 100_000), "batch_size": (1, 65_536), "workers": (0, MAX_WORKERS), "seed": (0, MAX_SEED),
     "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1),
-    "warmup_epochs": (0, 10_000), "world_size": (1, 1_000_000),
+    "warmup_epochs": (0, 10_000), "world_size": (1, 1_000_000), "color_jitter": (0, 1),
 }  # fmt: skip
 ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
@@ -45,7 +45,7 @@ SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_si
 TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
 PATHS = ("data", "root", "out", "encoder_weights", "init_from")  # a Path is taken as its text, Path("none") too
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps", "world_size")
-REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs")
+REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs", "color_jitter")
 
 
 def _out_of_bounds(name: str, value: float) -> str | None:
@@ -84,6 +84,7 @@ class TrainConfig:
     batch_size: int = 8
     crop_size: tuple[int, int] = (256, 320)
     scale_range: tuple[float, float] = (0.75, 1.5)
+    color_jitter: float = 0.0  # brightness, contrast and saturation each scaled by up to 1 +- this; 0: none
     optimizer: str | None = None  # the model's
     lr: float | None = None  # the optimiser's, LEARNING_RATES
     momentum: float = 0.9
@@ -170,6 +171,11 @@ class TrainConfig:
         ]  # no file name can, and pathlib would raise a bare ValueError
         if isinstance(self.init_from, str) and not self.init_from.strip():
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
+        if self.color_jitter and self.decode_on == "device":
+            problems.append(
+                f"color jitter is applied in the data-loading workers, and decode_on='device' crops on the device: "
+                f"give decode_on='workers' or color_jitter=0, got color_jitter={self.color_jitter!r}"
+            )
         if self.init_from is not None and self.encoder_weights != "none":
             problems.append(
                 f"encoder weights must be none when the run starts from a checkpoint, whose weights replace them, "

@@ -118,7 +118,7 @@ def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
             log(f"skipped: {problem}")
         for warning in split.warnings:
             log(f"warning: {warning}")
-    transforms = train_transforms(config.crop_size, scale_range=config.scale_range)
+    transforms = train_transforms(config.crop_size, scale_range=config.scale_range, color_jitter=config.color_jitter)
     return CheckedData(
         SegmentationDataset(train_report.usable, report.classes, transforms),
         SegmentationDataset(val_report.usable, report.classes),  # whole photos, normalised in the loop

@@ -35,6 +35,25 @@ def test_small_images_are_padded_not_dropped():
     assert normalized[:, padded].abs().max() < 0.02, "padding is the mean colour: ~0 after normalisation"
 
 
+def test_color_jitter_changes_the_photo_alone_and_only_where_it_is():
+    photo = tv_tensors.Image(torch.randint(30, 220, (3, 20, 30), dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.randint(0, 5, (20, 30), dtype=torch.uint8))
+    plain = RandomScaleCrop((64, 64), (1.0, 1.0), hflip=False)
+    jittered = RandomScaleCrop((64, 64), (1.0, 1.0), hflip=False, color_jitter=0.4)
+    torch.manual_seed(4)
+    image, cut = plain(photo, mask)
+    torch.manual_seed(4)
+    changed, same_cut = jittered(photo, mask)
+    assert torch.equal(cut, same_cut), "the crop's draws come first: the jittered crop is the same crop"
+    padded = cut == 255
+    assert torch.equal(changed[:, padded], image[:, padded]), "the padding stays the mean colour"
+    assert (changed[:, ~padded].float() - image[:, ~padded].float()).abs().mean() > 1, "the photo's colours move"
+    torch.manual_seed(4)
+    assert torch.equal(jittered(photo, mask)[0], changed), "the jitter is drawn from the seeded generator"
+    means = {round(jittered(photo, mask)[0][:, ~padded].float().mean().item()) for _ in range(5)}
+    assert len(means) > 1, "each crop draws its own factors"
+
+
 def stripes(height, width, stripe=6):
     """An image of vertical stripes (value 40 * stripe number) and the mask of stripe numbers."""
     numbers = (torch.arange(width) // stripe).expand(height, width)

@@ -1,4 +1,4 @@
-"""Paired (image, mask) transforms: one random scale-crop-flip pass for training, batch normalisation."""
+"""Paired (image, mask) transforms: one random scale-crop-flip(-jitter) pass for training, batch normalisation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import ColorJitter
 from torchvision.transforms.v2 import functional as F
 
 from pixelwise.data.labels import IGNORE_INDEX
@@ -76,8 +77,11 @@ class RandomScaleCrop:
     neighbour over the same windows, so the pair cannot drift apart. The photo is padded with
     the mean colour, which `normalize_batch` turns into 0 (to within 1/255 of a standard
     deviation), and the mask with IGNORE_INDEX: small photos are kept, and padding never
-    counts as a class. uint8 in, uint8 out. `draw` and `crop_mask` alone serve
-    `pixelwise.data.device_crops`, which resizes the photos on the training device.
+    counts as a class. With `color_jitter` > 0 the photo's brightness, contrast and saturation
+    are each scaled by a random factor in [1 - color_jitter, 1 + color_jitter], in random order
+    (torchvision's ColorJitter, as timm's `--color-jitter`), before the padding is added. uint8
+    in, uint8 out. `draw` and `crop_mask` alone serve `pixelwise.data.device_crops`, which
+    resizes the photos on the training device.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class RandomScaleCrop:
         *,
         hflip: bool = True,
         mean: tuple[float, ...] = IMAGENET_MEAN,
+        color_jitter: float = 0.0,
     ):
         low, high = scale_range
         if not 0 < low <= high:
@@ -94,6 +99,7 @@ class RandomScaleCrop:
         self.crop_size = tuple(crop_size)
         self.scale_range = (low, high)
         self.hflip = hflip
+        self.jitter = ColorJitter(color_jitter, color_jitter, color_jitter) if color_jitter else None
         self.fill = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8).view(-1, 1, 1)
 
     def draw(self, height: int, width: int) -> CropPlan:
@@ -116,6 +122,8 @@ class RandomScaleCrop:
         if image.shape[-2:] != (rows.resized, cols.resized):
             image = F.resize(image, [rows.resized, cols.resized], antialias=True)
         image = image[:, rows.kept_start : rows.kept_start + rows.kept, cols.kept_start : cols.kept_start + cols.kept]
+        if self.jitter is not None:
+            image = self.jitter(image)
         return self._place(image.flip(-1) if plan.flip else image, plan, self.fill)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,13 +148,14 @@ def train_transforms(
     scale_range: tuple[float, float] = (0.75, 1.5),
     hflip: bool = True,
     mean: tuple[float, ...] = IMAGENET_MEAN,
+    color_jitter: float = 0.0,
 ) -> RandomScaleCrop:
-    """The training augmentation: random scale, random crop (padded, never dropped), flip; uint8 in and out.
+    """The training augmentation: random scale, random crop (padded, never dropped), flip, colour jitter; uint8.
 
     Workers hand over uint8 images and masks (a quarter and an eighth of float32 and int64):
     copying batches between processes, not decoding, limited the loader before.
     """
-    return RandomScaleCrop(crop_size, scale_range, hflip=hflip, mean=mean)
+    return RandomScaleCrop(crop_size, scale_range, hflip=hflip, mean=mean, color_jitter=color_jitter)
 
 
 def normalize_batch(
