@@ -5,7 +5,8 @@ optimiser and loss `pixelwise models` lists), in bfloat16 unless `--precision fp
 what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, void ignored). A
 model whose result with the same epochs and recipe is already in `--out` is not trained again, so
 the models can run one at a time (`--models`). `--encoder` trains them on another encoder than
-their default, as a run of its own (its key suffixed with the encoder's name). Writes
+their default, as a run of its own (its key suffixed with the encoder's name), and
+`--color-jitter S` with that jitter (its key suffixed -jitterS). Writes
 results.json, a table, each run's mean val mIoU over its last five epochs and its best epoch
 (from its metrics.csv), and a figure of val mIoU against wall minutes.
 """
@@ -19,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common import (
@@ -90,35 +92,61 @@ def epoch_summary(key: str, metrics_csv: Path) -> str:
     )
 
 
-def label_offsets(points: list[tuple[float, float]]) -> list[tuple[int, int]]:
-    """Each point's label offset: above right, or below right where a close point just above it (or level with it,
-    on its left) takes the space above."""
-    xs, ys = zip(*points)
-    near_x, near_y = 0.25 * (max(xs) - min(xs)), 0.05 * (max(ys) - min(ys))
-
-    def crowded(x: float, y: float) -> bool:
-        return any(
-            (other_y > y or (other_y == y and other_x < x)) and abs(x - other_x) <= near_x and other_y - y <= near_y
-            for other_x, other_y in points
-        )
-
-    return [(4, -12) if crowded(x, y) else (4, 4) for x, y in points]
+LABEL_PLACES = (
+    (4, 4, "left"), (4, -12, "left"), (0, 7, "center"), (0, -15, "center"), (-4, 4, "right"), (-4, -12, "right"),
+)  # fmt: skip
+"""Where a point's label may go, in order of preference: (x, y) offset in points and its alignment."""
+CLEARANCE = 8  # pixels between a label and any other point, so that no label reads as a neighbour's
 
 
-def write_figure(results: dict, path: Path) -> None:
+def label_points(axes, names: list[str], points: list[tuple[float, float]]) -> None:
+    """Label each point at the first of LABEL_PLACES inside the axes, clear of other points and earlier labels.
+
+    Where no place is clear, the one with the fewest clashes. Call once the axes' limits and
+    layout are final: the check is made in pixels.
+    """
+    renderer, frame = axes.figure.canvas.get_renderer(), axes.get_window_extent()
+    markers = [axes.transData.transform(point) for point in points]
+    placed = []  # the boxes of the labels so far
+
+    def clashes(box, others) -> int:
+        outside = not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1))
+        near = sum(box.padded(CLEARANCE).contains(*marker) for marker in others)
+        return outside + near + sum(box.overlaps(earlier) for earlier in placed)
+
+    for index, (name, point) in enumerate(zip(names, points)):
+        others = markers[:index] + markers[index + 1 :]
+        best = None  # (clashes, label, box)
+        for dx, dy, align in LABEL_PLACES:
+            label = axes.annotate(name, point, textcoords="offset points", xytext=(dx, dy), ha=align)
+            box = label.get_window_extent(renderer)
+            count = clashes(box, others)
+            if best is not None and count >= best[0]:
+                label.remove()
+                continue
+            if best is not None:
+                best[1].remove()
+            best = (count, label, box)
+            if count == 0:
+                break
+        placed.append(best[2])
+
+
+def miou_figure(results: dict) -> Figure:
     """Val mIoU against wall minutes (training and the validation after each epoch), a point per model."""
     figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
     axes = figure.subplots()
     points = [(value["minutes"], value["miou"]) for value in results.values()]
-    for name, point, offset in zip(results, points, label_offsets(points)):
+    for point in points:
         axes.scatter(*point)
-        axes.annotate(name, point, textcoords="offset points", xytext=offset)
     axes.margins(x=0.2, y=0.1)  # room for the labels of the outermost points
     axes.set_xlabel("wall minutes (CPU; training and validation)")
     axes.set_ylabel("CamVid val mIoU")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
+    label_points(axes, list(results), points)
+    return figure
 
 
 def main() -> None:
@@ -146,7 +174,7 @@ def main() -> None:
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))
     for key in results:
         print(epoch_summary(key, out / key / "metrics.csv"))
-    write_figure(results, out / "miou_vs_minutes.png")
+    miou_figure(results).savefig(out / "miou_vs_minutes.png")
     print(result_line(**{f"{key.replace('-', '_')}_miou": value["miou"] for key, value in results.items()}))
 
 

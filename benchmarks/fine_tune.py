@@ -6,8 +6,8 @@ with the model's own recipe but the loss, learning rate and epochs given here, i
 extra epochs at the same rate with the loss unchanged. `--whole-photos` trains on whole
 photos at their own size (no random scale; the crop is the photo) instead of the recipe's
 scaled crops, as evaluation sees them. `--class-weighting` replaces the recipe's class weights
-(its name is added to the run's key). A run already in `--out` with the same
-settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
+(its name is added to the run's key), as `--color-jitter S` adds -jitterS. A run already in
+`--out` with the same settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
 whole photos), and each run's last epochs from its metrics.csv.
 """
 
@@ -54,8 +54,8 @@ def main() -> None:
     for loss, key in zip(args.losses, keys):
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
-            lr=args.lr, epochs=args.epochs, precision=args.precision, color_jitter=args.color_jitter, **photos,
-            **weighting,
+            lr=args.lr, epochs=args.epochs, precision=args.precision, color_jitter=args.color_jitter,
+            **photos, **weighting,
         )  # fmt: skip
         done = results.get(key, {})
         if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):

@@ -50,14 +50,33 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
     assert model_key("fpn", "resnet34") == "fpn-resnet34"
 
 
-def test_camvid_models_figure_puts_a_label_below_when_a_close_point_takes_the_space_above(monkeypatch):
+def test_a_colour_jittered_run_is_keyed_apart(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from camvid_models import label_offsets
+    from common import jitter_suffix
 
-    points = [(58.3, 0.636), (66.0, 0.638), (22.5, 0.597), (47.3, 0.628), (47.2, 0.626), (62.0, 0.56)]
-    above, below = (4, 4), (4, -12)  # the last point is close in x only
-    assert label_offsets(points) == [below, above, above, above, below, above]
-    assert label_offsets([(10.0, 0.5), (12.0, 0.5), (40.0, 0.7)]) == [above, below, above], "level: the right one"
+    assert jitter_suffix(0.0) == "", "runs without jitter keep their old keys"
+    assert jitter_suffix(0.4) == "-jitter0.4" and jitter_suffix(0.25) == "-jitter0.25"
+
+
+def test_camvid_models_figure_labels_clear_of_each_other_other_points_and_the_frame(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from camvid_models import CLEARANCE, miou_figure
+
+    points = {  # the 60-epoch runs: two pairs close together, one label long at the right edge
+        "segformer": (56.2, 0.660), "fpn": (47.2, 0.626), "fcn8s": (22.5, 0.597), "unet": (48.6, 0.647),
+        "deeplabv3plus": (58.3, 0.636), "fcn32s": (22.4, 0.541), "fpn-resnet34": (66.0, 0.638),
+        "lraspp": (47.0, 0.594), "fpn-jitter0.4": (47.3, 0.630),
+    }  # fmt: skip
+    figure = miou_figure({name: {"minutes": x, "miou": y} for name, (x, y) in points.items()})
+    axes = figure.axes[0]
+    renderer, frame = figure.canvas.get_renderer(), axes.get_window_extent()
+    labels = {text.get_text(): text.get_window_extent(renderer) for text in axes.texts}
+    assert sorted(labels) == sorted(points), "one label per point"
+    for name, box in labels.items():
+        assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1), f"{name} is cut off"
+        assert not any(box.overlaps(other) for label, other in labels.items() if label != name), name
+        neighbours = [axes.transData.transform(point) for label, point in points.items() if label != name]
+        assert not any(box.padded(CLEARANCE).contains(*marker) for marker in neighbours), f"{name} reads as another's"
 
 
 def test_ensemble_averages_the_members_probabilities_and_refuses_other_classes(monkeypatch):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,7 @@ def test_class_weighting_reaches_the_loss(synthetic_voc, tmp_path, monkeypatch, 
     assert (used[0][0] < 1) and (used[0].max() > 1), "background loses weight, some object class gains"
 
 
-def test_color_jitter_reaches_the_training_crops_alone(synthetic_voc, tmp_path, monkeypatch):
+def test_color_jitter_reaches_the_training_crops_and_config_json(synthetic_voc, tmp_path, monkeypatch):
     made = []
     real_train_transforms = pixelwise.training.train_transforms
 
@@ -41,12 +43,13 @@ def test_color_jitter_reaches_the_training_crops_alone(synthetic_voc, tmp_path, 
         return made[-1]
 
     monkeypatch.setattr(pixelwise.training, "train_transforms", recording)
-    config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(32,
-        32), workers=0, model="fcn32s", color_jitter=0.3)
+    config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4,
+        crop_size=(32, 32), workers=0, model="fcn32s", color_jitter=0.3)  # fmt: skip
     train(config, progress=False)
-    assert len(made) == 1 and made[0].jitter is not None
-    assert made[0].jitter.brightness == made[0].jitter.saturation == (0.7, 1.3)
-    assert TrainConfig.from_dict(config.to_dict()).color_jitter == 0.3, "the run's config.json records it"
+    assert len(made) == 1 and made[0].jitter is not None, "one transform, the training split's"
+    assert made[0].jitter.brightness == made[0].jitter.contrast == made[0].jitter.saturation == (0.7, 1.3)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert TrainConfig.from_dict(saved).color_jitter == 0.3
 
 
 def test_library_calls_given_the_wrong_kind_of_thing_say_what_they_expected(tmp_path):

@@ -173,8 +173,8 @@ class TrainConfig:
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
         if self.color_jitter and self.decode_on == "device":
             problems.append(
-                f"color jitter is applied in the data-loading workers, and decode_on='device' crops on the device: "
-                f"give decode_on='workers' or color_jitter=0, got color_jitter={self.color_jitter!r}"
+                f"color_jitter {self.color_jitter!r} needs decode_on='workers': the jitter runs where the CPU cuts the "
+                "crop, and decode_on='device' cuts it on the device; give color_jitter=0 or decode_on='workers'"
             )
         if self.init_from is not None and self.encoder_weights != "none":
             problems.append(

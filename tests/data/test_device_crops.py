@@ -155,3 +155,8 @@ def test_decoding_on_cuda_leaves_memory_that_queued_kernels_read_alone(synthetic
         del blocks  # free on the training stream, still to be read by the queued sums
         decode_jpegs(photos, device)
         assert [total.item() for total in sums] == [4096.0 * number for number in range(64)]
+
+
+def test_device_crops_refuse_a_colour_jittered_crop(synthetic_voc):
+    with pytest.raises(ValueError, match="crops made on the device cannot be colour-jittered"):
+        DeviceCrops(VOCSegmentation(synthetic_voc), train_transforms((32, 32), color_jitter=0.2))

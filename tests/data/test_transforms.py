@@ -40,18 +40,39 @@ def test_color_jitter_changes_the_photo_alone_and_only_where_it_is():
     mask = tv_tensors.Mask(torch.randint(0, 5, (20, 30), dtype=torch.uint8))
     plain = RandomScaleCrop((64, 64), (1.0, 1.0), hflip=False)
     jittered = RandomScaleCrop((64, 64), (1.0, 1.0), hflip=False, color_jitter=0.4)
-    torch.manual_seed(4)
-    image, cut = plain(photo, mask)
-    torch.manual_seed(4)
-    changed, same_cut = jittered(photo, mask)
-    assert torch.equal(cut, same_cut), "the crop's draws come first: the jittered crop is the same crop"
-    padded = cut == 255
-    assert torch.equal(changed[:, padded], image[:, padded]), "the padding stays the mean colour"
-    assert (changed[:, ~padded].float() - image[:, ~padded].float()).abs().mean() > 1, "the photo's colours move"
-    torch.manual_seed(4)
-    assert torch.equal(jittered(photo, mask)[0], changed), "the jitter is drawn from the seeded generator"
-    means = {round(jittered(photo, mask)[0][:, ~padded].float().mean().item()) for _ in range(5)}
-    assert len(means) > 1, "each crop draws its own factors"
+    assert (jittered.jitter.brightness, jittered.jitter.contrast, jittered.jitter.saturation) == ((0.6, 1.4),) * 3
+    assert jittered.jitter.hue is None, "no hue shift, as timm's --color-jitter"
+    brightness_ratios = set()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        image, cut = plain(photo, mask)
+        torch.manual_seed(seed)
+        changed, same_cut = jittered(photo, mask)
+        assert torch.equal(cut, same_cut), "the crop's draws come first: the jittered crop is the same crop"
+        padded = cut == 255
+        assert torch.equal(changed[:, padded], image[:, padded]), "the padding stays the mean colour"
+        torch.manual_seed(seed)
+        assert torch.equal(jittered(photo, mask)[0], changed), "the jitter is drawn from the seeded generator"
+        inside = ~padded
+        brightness_ratios.add(round(changed[:, inside].float().mean().item() / image[:, inside].float().mean().item(), 3))
+    assert len(brightness_ratios) == 5 and brightness_ratios != {1.0}, "each crop draws its own factors"
+    with pytest.raises(ValueError, match="color jitter must be 0 to 1, got 1.5"):
+        RandomScaleCrop((64, 64), color_jitter=1.5)
+
+
+def test_color_jitter_is_the_same_whatever_the_number_of_threads():
+    photo = tv_tensors.Image(torch.randint(120, 256, (3, 360, 480), dtype=torch.uint8))  # sums past float32's 2**24
+    mask = tv_tensors.Mask(torch.zeros(360, 480, dtype=torch.uint8))
+    jittered = RandomScaleCrop((360, 480), (1.0, 1.0), color_jitter=0.4)
+    threads, crops = torch.get_num_threads(), []
+    try:
+        for count in (1, 4):  # workers load with one thread, the main process (workers=0) with several
+            torch.set_num_threads(count)
+            torch.manual_seed(0)
+            crops.append(jittered(photo, mask)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*crops)
 
 
 def stripes(height, width, stripe=6):

@@ -62,6 +62,8 @@ class DeviceCrops(Dataset):
     """`crop`'s training samples with the photos left for the device to decode and resize."""
 
     def __init__(self, dataset: SegmentationDataset, crop: RandomScaleCrop):
+        if crop.jitter is not None:
+            raise ValueError("crops made on the device cannot be colour-jittered: give a crop without color_jitter")
         self.dataset = dataset
         self.crop = crop
 

@@ -96,6 +96,8 @@ class RandomScaleCrop:
         low, high = scale_range
         if not 0 < low <= high:
             raise ValueError(f"scale range must satisfy 0 < low <= high, got {scale_range}")
+        if not 0 <= color_jitter <= 1:
+            raise ValueError(f"color jitter must be 0 to 1, got {color_jitter}")
         self.crop_size = tuple(crop_size)
         self.scale_range = (low, high)
         self.hflip = hflip
@@ -103,7 +105,7 @@ class RandomScaleCrop:
         self.fill = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8).view(-1, 1, 1)
 
     def draw(self, height: int, width: int) -> CropPlan:
-        """Draw the scale, the crop's place and the flip for a `height` x `width` photo."""
+        """Draw the scale, the crop's place and the flip for a `height` x `width` photo (the jitter: `crop_image`)."""
         low, high = self.scale_range
         factor = low + (high - low) * torch.rand(()).item()
         rows, cols = (axis_window(length, crop, factor) for length, crop in zip((height, width), self.crop_size))
@@ -116,7 +118,7 @@ class RandomScaleCrop:
         return self._place(kept, plan, torch.tensor(IGNORE_INDEX, dtype=mask.dtype))
 
     def crop_image(self, image: torch.Tensor, plan: CropPlan) -> torch.Tensor:
-        """The crop-sized photo of `plan`: antialiased bilinear, mean colour where the photo does not reach."""
+        """The crop-sized photo of `plan`: antialiased bilinear, jittered if set, mean colour beyond the photo."""
         rows, cols = plan.rows, plan.cols
         image = image[:, rows.source_start : rows.source_stop, cols.source_start : cols.source_stop]
         if image.shape[-2:] != (rows.resized, cols.resized):
