@@ -43,23 +43,26 @@ def main() -> None:
     path, results = results_so_far(out)
     model, encoder = checkpoint_model(args.checkpoint)
     start = str(args.checkpoint.resolve())
-    if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
-        results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
-        path.write_text(json.dumps(results, indent=1))
     weighted = f"-{args.class_weighting}" if args.class_weighting else ""
     suffix = ("-whole" if args.whole_photos else "") + weighted + jitter_suffix(args.color_jitter)
     keys = [result_key(loss, args.precision) + suffix for loss in args.losses]
     photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
     weighting = {"class_weighting": args.class_weighting} if args.class_weighting else {}
-    for loss, key in zip(args.losses, keys):
-        config = TrainConfig(
+    configs = [
+        TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
             lr=args.lr, epochs=args.epochs, precision=args.precision, color_jitter=args.color_jitter,
             **photos, **weighting,
-        )  # fmt: skip
+        )
+        for loss, key in zip(args.losses, keys)
+    ]  # fmt: skip  # built first, so that a bad setting is refused before any measurement
+    if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
+        results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
+        path.write_text(json.dumps(results, indent=1))
+    for config, key in zip(configs, keys):
         done = results.get(key, {})
         if (done.get("epochs"), done.get("recipe"), done.get("from")) != (args.epochs, recipe(config), start):
-            results[key] = {**train_and_measure(config, camvid, loss), "from": start}
+            results[key] = {**train_and_measure(config, camvid, config.loss), "from": start}
             path.write_text(json.dumps(results, indent=1))
     shown = {key: results[key] for key in ("start", *keys)}
     print_iou_table(shown, tuple(results["start"]["iou"]))
