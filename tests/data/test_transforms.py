@@ -54,7 +54,8 @@ def test_color_jitter_changes_the_photo_alone_and_only_where_it_is():
         torch.manual_seed(seed)
         assert torch.equal(jittered(photo, mask)[0], changed), "the jitter is drawn from the seeded generator"
         inside = ~padded
-        brightness_ratios.add(round(changed[:, inside].float().mean().item() / image[:, inside].float().mean().item(), 3))
+        ratio = changed[:, inside].float().mean() / image[:, inside].float().mean()
+        brightness_ratios.add(round(ratio.item(), 3))
     assert len(brightness_ratios) == 5 and brightness_ratios != {1.0}, "each crop draws its own factors"
     with pytest.raises(ValueError, match="color jitter must be 0 to 1, got 1.5"):
         RandomScaleCrop((64, 64), color_jitter=1.5)
