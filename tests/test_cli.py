@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from pixelwise.cli import main
+from pixelwise.config import TrainConfig
 from pixelwise.photo_files import expand_inputs
 from pixelwise.errors import PixelwiseError
 
@@ -231,6 +232,39 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     assert main(["data", "show", str(data), "--crops", "4", "--crop-size", "30x40", "--out",
         str(tmp_path / "crops.png")]) == 0
     assert Image.open(tmp_path / "crops.png").width >= 4 * 160 * 40 // 30
+
+
+def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path, monkeypatch):
+    import pixelwise.visualize as visualize
+
+    data, _ = trained_run
+    transforms, show_crops = [], visualize.show_crops
+    monkeypatch.setattr(visualize, "show_crops", lambda *args: transforms.append(args[-1]) or show_crops(*args))
+    argv = ["data", "show", str(data), "--crops", "2", "--out", str(tmp_path / "crops.png")]
+    assert main(argv) == 0
+    assert main([*argv, "--crop-size", "30x40", "--scale-range", "0.5", "2", "--color-jitter", "0.3"]) == 0
+    plain, augmented = transforms
+    recipe = TrainConfig()
+    assert (plain.crop_size, plain.scale_range, plain.jitter, plain.hflip) == (
+        recipe.crop_size, recipe.scale_range, None, True)  # fmt: skip
+    assert (augmented.crop_size, augmented.scale_range) == ((30, 40), (0.5, 2.0))
+    assert augmented.jitter.brightness == augmented.jitter.saturation == pytest.approx((0.7, 1.3))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--crops", "2", "--color-jitter", "2"], "color_jitter must be at least 0 and at most 1, got 2.0"),
+        (["--crops", "2", "--scale-range", "2", "1"], "scale range must be two numbers with 0 < low <= high"),
+        (["--crops", "2", "--scale-range", "1", "100"], "scale range must be two numbers with 0 < low <= high"),
+        (["--scale-range", "1", "2"], "--scale-range and --color-jitter change the crops: give them with --crops N"),
+    ],
+)
+def test_data_show_refuses_what_training_would_refuse(options, message, tmp_path, capsys):
+    assert main(["data", "show", str(tmp_path / "absent"), "--out", str(tmp_path / "p.png"), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tmp_path, capsys):

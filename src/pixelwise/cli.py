@@ -187,6 +187,21 @@ def _the_models(setting: str) -> str:
     return f"(default: the model's: {choices})"
 
 
+def _augmentation_arguments(parser: argparse.ArgumentParser, jitter_note: str = "") -> None:
+    """--scale-range and --color-jitter, as `train` and `data show --crops` take them; defaults: TrainConfig's."""
+    defaults = TrainConfig()
+    parser.add_argument(
+        "--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"),
+        help="random scale (default: %g %g)" % defaults.scale_range,
+    )  # fmt: skip
+    parser.add_argument(
+        "--color-jitter", type=real_number, metavar="S",
+        help="photometric augmentation, as timm's --color-jitter: each training crop's brightness, contrast and "
+        f"saturation scaled by random factors in [1-S, 1+S], 0 to 1{jitter_note} "
+        f"(default: {defaults.color_jitter:g}, none)",
+    )  # fmt: skip
+
+
 def add_train(subparsers) -> None:
     """pixelwise train's options."""
     defaults = TrainConfig()
@@ -246,19 +261,7 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--crop-size", type=size_pair, metavar="HxW", help="training crop (default: %dx%d)" % defaults.crop_size
     )
-    parser.add_argument(
-        "--scale-range",
-        type=real_number,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="random scale (default: %g %g)" % defaults.scale_range,
-    )
-    parser.add_argument(
-        "--color-jitter", type=real_number, metavar="S",
-        help="photometric augmentation, as timm's --color-jitter: each training crop's brightness, contrast and "
-        "saturation scaled by random factors in [1-S, 1+S], 0 to 1; not with --decode-on device "
-        f"(default: {defaults.color_jitter:g}, none)",
-    )  # fmt: skip
+    _augmentation_arguments(parser, "; not with --decode-on device")
     parser.add_argument(
         "--lr", type=real_number,
         help="peak learning rate (default: the optimiser's, "
@@ -641,14 +644,18 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     """pixelwise data show."""
     from pixelwise.data.spec import open_dataset, prepare_data
+    from pixelwise.data.transforms import train_transforms
     from pixelwise.visualize import show_crops, show_samples
 
     refuse_what_is_in_the_way([Path(args.out)], args.overwrite)
+    augmentation = {key: value for key in ("scale_range", "color_jitter") if (value := getattr(args, key)) is not None}
+    if augmentation and not args.crops:
+        raise PixelwiseError("--scale-range and --color-jitter change the crops: give them with --crops N")
+    recipe = TrainConfig(crop_size=args.crop_size, **augmentation)  # refuses what `pixelwise train` refuses
     dataset = open_dataset(prepare_data(args.data, root=args.root, download=bool(args.download)), args.split)
     torch.manual_seed(args.seed)
-    figure = (
-        show_crops(dataset, args.index, args.crops, args.crop_size) if args.crops else show_samples(dataset, args.n)
-    )
+    crops = train_transforms(recipe.crop_size, scale_range=recipe.scale_range, color_jitter=recipe.color_jitter)
+    figure = show_crops(dataset, args.index, args.crops, crops) if args.crops else show_samples(dataset, args.n)
     try:
         save_output(figure, args.out)
     except ValueError as error:  # a format Pillow knows but cannot write this picture in (.blp)
@@ -760,20 +767,26 @@ def add_data(subparsers) -> None:
         run_show,
         "draw photos above their colour-mapped labels, or random training crops of one photo",
         "  pixelwise data show synthetic --split train --n 5 --out preview.png\n  pixelwise data show ../camvid "
-        "--crops 5 --crop-size 200x300 --out crops.png",
+        "--crops 5 --crop-size 200x300 --out crops.png\n  pixelwise data show ../camvid --crops 5 --color-jitter 0.4 "
+        "--out jitter.png",
     )
     _data_arguments(show, positional=True)
     show.add_argument("--split", default="train", help="(default: train)")
     show.add_argument("--n", type=picture_count, default=5, help=f"photos to show, at most {MAX_PICTURES} (default: 5)")
-    show.add_argument("--crops", type=picture_count, help="show this many random crops of photo --index instead")
+    show.add_argument(
+        "--crops", type=picture_count, metavar="N", help="show this many random crops of photo --index instead, "
+        "drawn as `pixelwise train` draws them: scaled, cropped, flipped, jittered as --scale-range and "
+        "--color-jitter say",
+    )  # fmt: skip
     show.add_argument("--index", type=int, default=0, help="photo to crop (default: 0)")
     show.add_argument(
         "--crop-size",
         type=picture_size,
-        default=(200, 300),
+        default=TrainConfig().crop_size,
         metavar="HxW",
-        help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: 200x300)",
+        help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: %dx%d)" % TrainConfig().crop_size,
     )
+    _augmentation_arguments(show)
     show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
     show.add_argument(
         "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...); "

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from pixelwise.data.labels import IGNORE_INDEX, label2image
 from pixelwise.errors import DatasetError
@@ -138,10 +136,9 @@ def show_samples(dataset, count: int) -> Image.Image:
     return pairs_figure(pairs, dataset.class_names, dataset.palette)
 
 
-def show_crops(dataset, index: int, count: int, crop_size: tuple[int, int]) -> Image.Image:
-    """`count` random crops of photo `index` above their labels: a check that crops stay paired."""
+def show_crops(dataset, index: int, count: int, crop: Callable) -> Image.Image:
+    """`count` crops of photo `index` by `crop` (a training transform) above their labels: they must stay paired."""
     if not 0 <= index < len(dataset):
         raise DatasetError(f"photo index {index} is outside the split (0..{len(dataset) - 1})")
-    crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
     image, mask = dataset.load(index)
     return pairs_figure([crop(image, mask) for _ in range(count)], dataset.class_names, dataset.palette)
