@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common import (
-    add_camvid_run_arguments, find_camvid, jitter_suffix, print_iou_table, result_line, results_so_far, run_script,
+    add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script, run_variant,
 )
 from pixelwise.config import TrainConfig
 from pixelwise.models import MODELS, model_spec, resolve_encoder
@@ -157,7 +157,7 @@ def main() -> None:
     add_camvid_run_arguments(parser, "benchmarks/results/models", "runs, results.json and figure")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
-    suffix = jitter_suffix(args.color_jitter)
+    suffix, variant = run_variant(args)
     keys = {name: result_key(model_key(name, args.encoder), args.precision) + suffix for name in args.models}
     camvid, out = find_camvid(args.camvid), Path(args.out)
     path, results = results_so_far(out)
@@ -167,7 +167,7 @@ def main() -> None:
             continue
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,
-            precision=args.precision, color_jitter=args.color_jitter,
+            precision=args.precision, **variant,
         )
         results[key] = train_and_measure(config, camvid, key)
         path.write_text(json.dumps(results, indent=1))

@@ -32,19 +32,31 @@ VAL_ROW_HEADER = f"{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}
 
 
 def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: str) -> None:
-    """--precision, --color-jitter, --camvid and --out (default `out`, holding `holds`) of a CamVid training script."""
+    """--precision, the variant's settings, --camvid and --out (default `out`, holding `holds`) of a CamVid script."""
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="(default: bf16)")
     parser.add_argument(
         "--color-jitter", type=float, default=0.0, metavar="S",
         help="as pixelwise train's; a run of its own, its key suffixed -jitterS (default: 0, none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--weight-decay", type=float, metavar="W",
+        help="as pixelwise train's; a run of its own, its key suffixed -wdW (default: the recipe's)",
+    )  # fmt: skip
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default=out, help=holds)
 
 
-def jitter_suffix(color_jitter: float) -> str:
-    """What a run's key gains for its colour jitter: '-jitter0.4', or nothing without it."""
-    return f"-jitter{color_jitter:g}" if color_jitter else ""
+def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
+    """What a run's key gains for --color-jitter and --weight-decay ('-jitter0.4-wd0.05'), and their settings.
+
+    A run without them keeps its old key and the recipe's settings.
+    """
+    settings = {"color_jitter": args.color_jitter}
+    suffix = f"-jitter{args.color_jitter:g}" if args.color_jitter else ""
+    if args.weight_decay is not None:
+        settings["weight_decay"] = args.weight_decay
+        suffix += f"-wd{args.weight_decay:g}"
+    return suffix, settings
 
 
 def results_so_far(out: Path) -> tuple[Path, dict]:

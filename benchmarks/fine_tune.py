@@ -19,8 +19,8 @@ from pathlib import Path
 
 from camvid_models import epoch_summary, recipe, result_key, train_and_measure, val_metrics
 from common import (
-    CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, jitter_suffix, print_iou_table, result_line,
-    results_so_far, run_script,
+    CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script,
+    run_variant,
 )
 from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.losses import LOSSES
@@ -44,15 +44,15 @@ def main() -> None:
     model, encoder = checkpoint_model(args.checkpoint)
     start = str(args.checkpoint.resolve())
     weighted = f"-{args.class_weighting}" if args.class_weighting else ""
-    suffix = ("-whole" if args.whole_photos else "") + weighted + jitter_suffix(args.color_jitter)
+    variant_suffix, variant = run_variant(args)
+    suffix = ("-whole" if args.whole_photos else "") + weighted + variant_suffix
     keys = [result_key(loss, args.precision) + suffix for loss in args.losses]
     photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
     weighting = {"class_weighting": args.class_weighting} if args.class_weighting else {}
     configs = [
         TrainConfig(
             data=str(camvid), out=str(out / key), model=model, encoder=encoder, init_from=start, loss=loss,
-            lr=args.lr, epochs=args.epochs, precision=args.precision, color_jitter=args.color_jitter,
-            **photos, **weighting,
+            lr=args.lr, epochs=args.epochs, precision=args.precision, **photos, **weighting, **variant,
         )
         for loss, key in zip(args.losses, keys)
     ]  # fmt: skip  # built first, so that a bad setting is refused before any measurement

@@ -1,5 +1,6 @@
 """The benchmark scripts refuse bad input in one line, as the commands do."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -50,12 +51,18 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
     assert model_key("fpn", "resnet34") == "fpn-resnet34"
 
 
-def test_a_colour_jittered_run_is_keyed_apart(monkeypatch):
+def test_a_jittered_or_decayed_run_is_keyed_apart_and_gets_its_settings(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from common import jitter_suffix
+    from common import add_camvid_run_arguments, run_variant
 
-    assert jitter_suffix(0.0) == "", "runs without jitter keep their old keys"
-    assert jitter_suffix(0.4) == "-jitter0.4" and jitter_suffix(0.25) == "-jitter0.25"
+    parser = argparse.ArgumentParser()
+    add_camvid_run_arguments(parser, "out", "runs")
+    variant = lambda *argv: run_variant(parser.parse_args(argv))  # noqa: E731
+    assert variant() == ("", {"color_jitter": 0.0}), "runs without them keep their old keys and the recipe's decay"
+    assert variant("--color-jitter", "0.25") == ("-jitter0.25", {"color_jitter": 0.25})
+    assert variant("--weight-decay", "0.05", "--color-jitter", "0.4") == (
+        "-jitter0.4-wd0.05", {"color_jitter": 0.4, "weight_decay": 0.05})  # fmt: skip
+    assert variant("--weight-decay", "0") == ("-wd0", {"color_jitter": 0.0, "weight_decay": 0.0})
 
 
 def test_camvid_models_figure_labels_clear_of_each_other_other_points_and_the_frame(monkeypatch):
