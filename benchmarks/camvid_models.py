@@ -5,8 +5,9 @@ optimiser and loss `pixelwise models` lists), in bfloat16 unless `--precision fp
 what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, void ignored). A
 model whose result with the same epochs and recipe is already in `--out` is not trained again, so
 the models can run one at a time (`--models`). `--encoder` trains them on another encoder than
-their default, as a run of its own (its key suffixed with the encoder's name), and
-`--color-jitter S` with that jitter (its key suffixed -jitterS). Writes
+their default, as a run of its own (its key suffixed with the encoder's name),
+`--color-jitter S` with that jitter (its key suffixed -jitterS), and `--weight-decay W` with
+that decay instead of the recipe's (its key suffixed -wdW). Writes
 results.json, a table, each run's mean val mIoU over its last five epochs and its best epoch
 (from its metrics.csv), and a figure of val mIoU against wall minutes.
 """
@@ -162,13 +163,13 @@ def main() -> None:
     camvid, out = find_camvid(args.camvid), Path(args.out)
     path, results = results_so_far(out)
     for name, key in keys.items():
-        done = results.get(key, {})
-        if done.get("epochs") == args.epochs and done.get("recipe") == recipe(TrainConfig(model=name)):
-            continue
         config = TrainConfig(
             data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,
             precision=args.precision, **variant,
         )
+        done = results.get(key, {})
+        if done.get("epochs") == args.epochs and done.get("recipe") == recipe(config):
+            continue
         results[key] = train_and_measure(config, camvid, key)
         path.write_text(json.dumps(results, indent=1))
     print_iou_table(results, tuple(next(iter(results.values()))["iou"]))

@@ -1,9 +1,11 @@
 """The benchmark scripts refuse bad input in one line, as the commands do."""
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -63,6 +65,29 @@ def test_a_jittered_or_decayed_run_is_keyed_apart_and_gets_its_settings(monkeypa
     assert variant("--weight-decay", "0.05", "--color-jitter", "0.4") == (
         "-jitter0.4-wd0.05", {"color_jitter": 0.4, "weight_decay": 0.05})  # fmt: skip
     assert variant("--weight-decay", "0") == ("-wd0", {"color_jitter": 0.0, "weight_decay": 0.0})
+
+
+def test_camvid_models_trains_a_variant_once_and_a_changed_one_again(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import camvid_models
+    from pixelwise.config import TrainConfig
+
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "camvid" / "classes.csv").write_text("name,r,g,b\n")
+    done = {"epochs": 60, "recipe": camvid_models.recipe(TrainConfig(model="fpn", weight_decay=0.05)), "miou": 0.5}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text(json.dumps({"fpn-wd0.05": done}))
+    trained = []
+    monkeypatch.setattr(camvid_models, "train_and_measure", lambda config, camvid, key: trained.append(key) or done)
+    for name in ("keep_freed_memory", "print_iou_table", "epoch_summary", "result_line", "print"):
+        monkeypatch.setattr(camvid_models, name, lambda *args: "", raising=False)
+    monkeypatch.setattr(camvid_models, "miou_figure", lambda results: SimpleNamespace(savefig=lambda path: None))
+    argv = ["camvid_models.py", "--models", "fpn", "--epochs", "60", "--camvid", str(tmp_path / "camvid"), "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    for decay in ("0.05", "0.01"):
+        monkeypatch.setattr(sys, "argv", [*argv, "--weight-decay", decay])
+        camvid_models.main()
+    assert trained == ["fpn-wd0.01"], "the finished run with 0.05 is not trained again"
 
 
 def test_camvid_models_figure_labels_clear_of_each_other_other_points_and_the_frame(monkeypatch):

@@ -236,6 +236,8 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
 
 def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path, monkeypatch):
     import pixelwise.visualize as visualize
+    from pixelwise.data.transforms import IMAGENET_MEAN
+    from pixelwise.training import training_transform
 
     data, _ = trained_run
     transforms, show_crops = [], visualize.show_crops
@@ -244,27 +246,41 @@ def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path,
     assert main(argv) == 0
     assert main([*argv, "--crop-size", "30x40", "--scale-range", "0.5", "2", "--color-jitter", "0.3"]) == 0
     plain, augmented = transforms
-    recipe = TrainConfig()
-    assert (plain.crop_size, plain.scale_range, plain.jitter, plain.hflip) == (
-        recipe.crop_size, recipe.scale_range, None, True)  # fmt: skip
-    assert (augmented.crop_size, augmented.scale_range) == ((30, 40), (0.5, 2.0))
-    assert augmented.jitter.brightness == augmented.jitter.saturation == pytest.approx((0.7, 1.3))
+
+    def settings(crop):
+        return crop.crop_size, crop.scale_range, crop.hflip, crop.jitter and crop.jitter.brightness
+
+    assert settings(plain) == settings(training_transform(TrainConfig()))
+    assert settings(augmented) == ((30, 40), (0.5, 2.0), True, pytest.approx((0.7, 1.3)))
+    tiny = ["--crops", "1", "--crop-size", "256x256", "--scale-range", "0.1", "0.1"]  # a few pixels of photo
+    assert main(["data", "show", str(data), *tiny, "--out", str(tmp_path / "tiny.png")]) == 0
+    corner = Image.open(tmp_path / "tiny.png").convert("RGB").getpixel((2, 2))
+    assert corner == tuple(round(255 * mean) for mean in IMAGENET_MEAN), "padded in the mean colour, as in training"
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
         (["--crops", "2", "--color-jitter", "2"], "color_jitter must be at least 0 and at most 1, got 2.0"),
-        (["--crops", "2", "--scale-range", "2", "1"], "scale range must be two numbers with 0 < low <= high"),
-        (["--crops", "2", "--scale-range", "1", "100"], "scale range must be two numbers with 0 < low <= high"),
-        (["--scale-range", "1", "2"], "--scale-range and --color-jitter change the crops: give them with --crops N"),
+        (["--crops", "2", "--scale-range", "2", "1"], "0 < low <= high <= 16.0, got (2.0, 1.0)"),
+        (["--crops", "2", "--scale-range", "1", "100"], "0 < low <= high <= 16.0, got (1.0, 100.0)"),
+        (["--color-jitter", "0.2"], "--color-jitter set the crops, and without --crops N data show draws whole photos"),
+        (["--index", "3", "--seed", "1"], "--index, --seed set the crops, and without --crops N data show draws whole"),
+        (["--crops", "2", "--n", "3"], "--n counts whole photos and --crops N crops of one photo: give one"),
     ],
 )
-def test_data_show_refuses_what_training_would_refuse(options, message, tmp_path, capsys):
+def test_data_show_refuses_what_training_would_refuse_and_options_it_would_ignore(options, message, tmp_path, capsys):
     assert main(["data", "show", str(tmp_path / "absent"), "--out", str(tmp_path / "p.png"), *options]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("index", ["-1", "28"])
+def test_data_show_names_a_photo_index_outside_the_split(trained_run, index, tmp_path, capsys):
+    data, _ = trained_run
+    assert main(["data", "show", str(data), "--crops", "1", "--index", index, "--out", str(tmp_path / "p.png")]) == 2
+    assert f"photo index {index} is outside the split (0..23)" in capsys.readouterr().err
 
 
 def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tmp_path, capsys):

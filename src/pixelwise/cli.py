@@ -641,21 +641,32 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+SHOWN_PHOTOS = 5  # data show's default
+CROP_OPTIONS = ("index", "crop_size", "scale_range", "color_jitter", "seed")  # data show's, for --crops only
+
+
 def run_show(args: argparse.Namespace) -> int:
     """pixelwise data show."""
     from pixelwise.data.spec import open_dataset, prepare_data
-    from pixelwise.data.transforms import train_transforms
+    from pixelwise.training import training_transform
     from pixelwise.visualize import show_crops, show_samples
 
     refuse_what_is_in_the_way([Path(args.out)], args.overwrite)
-    augmentation = {key: value for key in ("scale_range", "color_jitter") if (value := getattr(args, key)) is not None}
-    if augmentation and not args.crops:
-        raise PixelwiseError("--scale-range and --color-jitter change the crops: give them with --crops N")
-    recipe = TrainConfig(crop_size=args.crop_size, **augmentation)  # refuses what `pixelwise train` refuses
+    given = {name: value for name in CROP_OPTIONS if (value := getattr(args, name)) is not None}
+    if args.crops is None and given:
+        raise PixelwiseError(
+            f"{', '.join(map(_flag, given))} set the crops, and without --crops N data show draws whole photos: "
+            "add --crops N or leave them out"
+        )
+    if args.crops is not None and args.n is not None:
+        raise PixelwiseError("--n counts whole photos and --crops N crops of one photo: give one")
+    recipe = TrainConfig(**{name: value for name, value in given.items() if name not in ("index", "seed")})  # bounds
     dataset = open_dataset(prepare_data(args.data, root=args.root, download=bool(args.download)), args.split)
-    torch.manual_seed(args.seed)
-    crops = train_transforms(recipe.crop_size, scale_range=recipe.scale_range, color_jitter=recipe.color_jitter)
-    figure = show_crops(dataset, args.index, args.crops, crops) if args.crops else show_samples(dataset, args.n)
+    if args.crops is None:
+        figure = show_samples(dataset, args.n or SHOWN_PHOTOS)
+    else:  # drawn as a run with these settings draws its crops
+        torch.manual_seed(given.get("seed", 0))
+        figure = show_crops(dataset, given.get("index", 0), args.crops, training_transform(recipe))
     try:
         save_output(figure, args.out)
     except ValueError as error:  # a format Pillow knows but cannot write this picture in (.blp)
@@ -772,22 +783,21 @@ def add_data(subparsers) -> None:
     )
     _data_arguments(show, positional=True)
     show.add_argument("--split", default="train", help="(default: train)")
-    show.add_argument("--n", type=picture_count, default=5, help=f"photos to show, at most {MAX_PICTURES} (default: 5)")
+    show.add_argument(
+        "--n", type=picture_count, help=f"photos to show, at most {MAX_PICTURES} (default: {SHOWN_PHOTOS})"
+    )
     show.add_argument(
         "--crops", type=picture_count, metavar="N", help="show this many random crops of photo --index instead, "
         "drawn as `pixelwise train` draws them: scaled, cropped, flipped, jittered as --scale-range and "
-        "--color-jitter say",
+        "--color-jitter say; the options below are for --crops only",
     )  # fmt: skip
-    show.add_argument("--index", type=int, default=0, help="photo to crop (default: 0)")
+    show.add_argument("--index", type=int, help="photo to crop (default: 0)")
     show.add_argument(
-        "--crop-size",
-        type=picture_size,
-        default=TrainConfig().crop_size,
-        metavar="HxW",
+        "--crop-size", type=picture_size, metavar="HxW",
         help=f"crop size, sides at most {MAX_CROP_PICTURE_SIDE} (default: %dx%d)" % TrainConfig().crop_size,
-    )
+    )  # fmt: skip
     _augmentation_arguments(show)
-    show.add_argument("--seed", type=seed_number, default=0, help="random seed for the crops (default: 0)")
+    show.add_argument("--seed", type=seed_number, help="random seed for the crops (default: 0)")
     show.add_argument(
         "--out", required=True, type=picture_file, metavar="FILE.png", help="picture to write (.png, .jpg, ...); "
         "a file there that pixelwise did not write is left alone",

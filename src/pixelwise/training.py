@@ -18,7 +18,7 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.loading import seed_random_layers, steps_per_epoch, train_loader, training_samples
 from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
 from pixelwise.data.statistics import median_frequency_weights
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScaleCrop, train_transforms
 from pixelwise.device import emulated_bf16_warning, resolve_device
 from pixelwise.distributed import (
     ONE_PROCESS,
@@ -108,6 +108,11 @@ def _apply_bad_sample_policy(report: SplitReport, skip_bad: bool) -> None:
         raise DatasetError(report.fatal[0])
 
 
+def training_transform(config: TrainConfig) -> RandomScaleCrop:
+    """What a run with `config` does to each training photo and its mask: scale, crop, flip, colour jitter."""
+    return train_transforms(config.crop_size, scale_range=config.scale_range, color_jitter=config.color_jitter)
+
+
 def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
     """Both splits checked as `data check` does, before training: bad samples stop the run, or are left out."""
     report = check_dataset(folder, splits=[config.train_split, config.val_split], train_split=config.train_split)
@@ -118,9 +123,8 @@ def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
             log(f"skipped: {problem}")
         for warning in split.warnings:
             log(f"warning: {warning}")
-    transforms = train_transforms(config.crop_size, scale_range=config.scale_range, color_jitter=config.color_jitter)
     return CheckedData(
-        SegmentationDataset(train_report.usable, report.classes, transforms),
+        SegmentationDataset(train_report.usable, report.classes, training_transform(config)),
         SegmentationDataset(val_report.usable, report.classes),  # whole photos, normalised in the loop
         train_report,
         val_report,

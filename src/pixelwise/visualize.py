@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from pixelwise.data.dataset import PairTransform
 from pixelwise.data.labels import IGNORE_INDEX, label2image
 from pixelwise.errors import DatasetError
 
@@ -136,7 +137,7 @@ def show_samples(dataset, count: int) -> Image.Image:
     return pairs_figure(pairs, dataset.class_names, dataset.palette)
 
 
-def show_crops(dataset, index: int, count: int, crop: Callable) -> Image.Image:
+def show_crops(dataset, index: int, count: int, crop: PairTransform) -> Image.Image:
     """`count` crops of photo `index` by `crop` (a training transform) above their labels: they must stay paired."""
     if not 0 <= index < len(dataset):
         raise DatasetError(f"photo index {index} is outside the split (0..{len(dataset) - 1})")
