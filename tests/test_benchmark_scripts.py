@@ -74,13 +74,14 @@ def test_camvid_models_trains_a_variant_once_and_a_changed_one_again(monkeypatch
 
     (tmp_path / "camvid").mkdir()
     (tmp_path / "camvid" / "classes.csv").write_text("name,r,g,b\n")
-    done = {"epochs": 60, "recipe": camvid_models.recipe(TrainConfig(model="fpn", weight_decay=0.05)), "miou": 0.5}
+    decayed = camvid_models.recipe(TrainConfig(model="fpn", weight_decay=0.05))
+    done = {"epochs": 60, "recipe": decayed, "iou": {}, "miou": 0.5}
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text(json.dumps({"fpn-wd0.05": done}))
     trained = []
     monkeypatch.setattr(camvid_models, "train_and_measure", lambda config, camvid, key: trained.append(key) or done)
     for name in ("keep_freed_memory", "print_iou_table", "epoch_summary", "result_line", "print"):
-        monkeypatch.setattr(camvid_models, name, lambda *args: "", raising=False)
+        monkeypatch.setattr(camvid_models, name, lambda *args, **kwargs: "", raising=False)
     monkeypatch.setattr(camvid_models, "miou_figure", lambda results: SimpleNamespace(savefig=lambda path: None))
     argv = ["camvid_models.py", "--models", "fpn", "--epochs", "60", "--camvid", str(tmp_path / "camvid"), "--out",
             str(tmp_path / "out")]  # fmt: skip
