@@ -264,8 +264,12 @@ def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path,
         (["--crops", "2", "--color-jitter", "2"], "color_jitter must be at least 0 and at most 1, got 2.0"),
         (["--crops", "2", "--scale-range", "2", "1"], "0 < low <= high <= 16.0, got (2.0, 1.0)"),
         (["--crops", "2", "--scale-range", "1", "100"], "0 < low <= high <= 16.0, got (1.0, 100.0)"),
-        (["--color-jitter", "0.2"], "--color-jitter set the crops, and without --crops N data show draws whole photos"),
-        (["--index", "3", "--seed", "1"], "--index, --seed set the crops, and without --crops N data show draws whole"),
+        (
+            ["--color-jitter", "0.2"],
+            "--color-jitter is for --crops N only, and without it data show draws whole photos: add --crops N or leave "
+            "it out",
+        ),
+        (["--index", "3", "--seed", "1"], "--index, --seed are for --crops N only, and without it data show"),
         (["--crops", "2", "--n", "3"], "--n counts whole photos and --crops N crops of one photo: give one"),
     ],
 )

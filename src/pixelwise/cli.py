@@ -654,9 +654,10 @@ def run_show(args: argparse.Namespace) -> int:
     refuse_what_is_in_the_way([Path(args.out)], args.overwrite)
     given = {name: value for name in CROP_OPTIONS if (value := getattr(args, name)) is not None}
     if args.crops is None and given:
+        verb, pronoun = ("are", "them") if len(given) > 1 else ("is", "it")
         raise PixelwiseError(
-            f"{', '.join(map(_flag, given))} set the crops, and without --crops N data show draws whole photos: "
-            "add --crops N or leave them out"
+            f"{', '.join(map(_flag, given))} {verb} for --crops N only, and without it data show draws whole "
+            f"photos: add --crops N or leave {pronoun} out"
         )
     if args.crops is not None and args.n is not None:
         raise PixelwiseError("--n counts whole photos and --crops N crops of one photo: give one")
