@@ -790,7 +790,7 @@ def add_data(subparsers) -> None:
     show.add_argument(
         "--crops", type=picture_count, metavar="N", help="show this many random crops of photo --index instead, "
         "drawn as `pixelwise train` draws them: scaled, cropped, flipped, jittered as --scale-range and "
-        "--color-jitter say; the options below are for --crops only",
+        "--color-jitter say; --index, --crop-size, --scale-range, --color-jitter and --seed are for --crops only",
     )  # fmt: skip
     show.add_argument("--index", type=int, help="photo to crop (default: 0)")
     show.add_argument(
