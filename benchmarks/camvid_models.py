@@ -103,34 +103,26 @@ CLEARANCE = 8  # pixels between a label and any other point, so that no label re
 def label_points(axes, names: list[str], points: list[tuple[float, float]]) -> None:
     """Label each point at the first of LABEL_PLACES inside the axes, clear of other points and earlier labels.
 
-    Where no place is clear, the one with the fewest clashes. Call once the axes' limits and
+    Where no place is clear, the first with the fewest clashes. Call once the axes' limits and
     layout are final: the check is made in pixels.
     """
     renderer, frame = axes.figure.canvas.get_renderer(), axes.get_window_extent()
     markers = [axes.transData.transform(point) for point in points]
     placed = []  # the boxes of the labels so far
-
-    def clashes(box, others) -> int:
-        outside = not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1))
-        near = sum(box.padded(CLEARANCE).contains(*marker) for marker in others)
-        return outside + near + sum(box.overlaps(earlier) for earlier in placed)
-
     for index, (name, point) in enumerate(zip(names, points)):
         others = markers[:index] + markers[index + 1 :]
-        best = None  # (clashes, label, box)
-        for dx, dy, align in LABEL_PLACES:
-            label = axes.annotate(name, point, textcoords="offset points", xytext=(dx, dy), ha=align)
+        label = axes.annotate(name, point, xytext=LABEL_PLACES[0][:2], textcoords="offset points")
+
+        def clashes(place: tuple[int, int, str]) -> int:
+            label.xyann = place[:2]  # moves the label there
+            label.set_horizontalalignment(place[2])
             box = label.get_window_extent(renderer)
-            count = clashes(box, others)
-            if best is not None and count >= best[0]:
-                label.remove()
-                continue
-            if best is not None:
-                best[1].remove()
-            best = (count, label, box)
-            if count == 0:
-                break
-        placed.append(best[2])
+            outside = not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1))
+            near = sum(box.padded(CLEARANCE).contains(*marker) for marker in others)
+            return outside + near + sum(box.overlaps(earlier) for earlier in placed)
+
+        clashes(min(LABEL_PLACES, key=clashes))  # min keeps the first of equals: the preferred place
+        placed.append(label.get_window_extent(renderer))
 
 
 def miou_figure(results: dict) -> Figure:
