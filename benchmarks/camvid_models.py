@@ -153,12 +153,15 @@ def main() -> None:
     suffix, variant = run_variant(args)
     keys = {name: result_key(model_key(name, args.encoder), args.precision) + suffix for name in args.models}
     camvid, out = find_camvid(args.camvid), Path(args.out)
-    path, results = results_so_far(out)
-    for name, key in keys.items():
-        config = TrainConfig(
+    configs = {
+        key: TrainConfig(
             data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,
             precision=args.precision, **variant,
         )
+        for name, key in keys.items()
+    }  # built first, so that a bad setting is refused before --out is made
+    path, results = results_so_far(out)
+    for key, config in configs.items():
         done = results.get(key, {})
         if done.get("epochs") == args.epochs and done.get("recipe") == recipe(config):
             continue

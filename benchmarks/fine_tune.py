@@ -41,7 +41,6 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
     camvid, out = find_camvid(args.camvid), Path(args.out)
-    path, results = results_so_far(out)
     model, encoder = checkpoint_model(args.checkpoint)
     start = str(args.checkpoint.resolve())
     weighted = f"-{args.class_weighting}" if args.class_weighting else ""
@@ -56,7 +55,8 @@ def main() -> None:
             lr=args.lr, epochs=args.epochs, precision=args.precision, **photos, **weighting, **variant,
         )
         for loss, key in zip(args.losses, keys)
-    ]  # fmt: skip  # built first, so that a bad setting is refused before any measurement
+    ]  # fmt: skip  # built first, so that a bad setting is refused before --out is made or anything measured
+    path, results = results_so_far(out)
     if results.get("start", {}).get("from") != start:  # the table's first row: the checkpoint itself
         results["start"] = {**val_metrics(start, camvid), "minutes": 0.0, "from": start}
         path.write_text(json.dumps(results, indent=1))

@@ -35,6 +35,18 @@ def test_a_refusal_is_one_line_not_a_traceback(tmp_path, script, arguments, mess
     assert message in done.stderr
 
 
+@pytest.mark.parametrize("option", [["--weight-decay", "5"], ["--color-jitter", "nan"]])
+def test_camvid_models_refuses_a_bad_setting_before_making_its_folder(tmp_path, option):
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "camvid" / "classes.csv").write_text("name,r,g,b\n")
+    command = [sys.executable, str(BENCHMARKS / "camvid_models.py"), "--models", "fpn", "--camvid",
+               str(tmp_path / "camvid"), "--out", str(tmp_path / "out"), *option]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"must be at least 0 and at most 1, got {float(option[1])}" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_class_errors_labels_tell_checkpoints_of_same_named_runs_apart(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from class_errors import distinct_labels
