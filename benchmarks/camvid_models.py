@@ -6,8 +6,9 @@ what bf16 costs), and is evaluated on CamVid val (101 photos, whole 480x360, voi
 model whose result with the same epochs and recipe is already in `--out` is not trained again, so
 the models can run one at a time (`--models`). `--encoder` trains them on another encoder than
 their default, as a run of its own (its key suffixed with the encoder's name),
-`--color-jitter S` with that jitter (its key suffixed -jitterS), and `--weight-decay W` with
-that decay instead of the recipe's (its key suffixed -wdW). Writes
+`--color-jitter S` with that jitter (its key suffixed -jitterS), `--weight-decay W` with
+that decay instead of the recipe's (its key suffixed -wdW), and `--copy-paste CLASSES` with
+those classes pasted between photos (its key suffixed -paste-CLASS...). Writes
 results.json, a table, each run's mean val mIoU over its last five epochs and its best epoch
 (from its metrics.csv), and a figure of val mIoU against wall minutes.
 """

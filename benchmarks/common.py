@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from pixelwise.cli_arguments import name_list
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
@@ -42,12 +43,16 @@ def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: s
         "--weight-decay", type=float, metavar="W",
         help="as pixelwise train's; a run of its own, its key suffixed -wdW (default: the recipe's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--copy-paste", type=name_list, default=(), metavar="CLASSES",
+        help="as pixelwise train's; a run of its own, its key suffixed -paste-CLASS... (default: none)",
+    )  # fmt: skip
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default=out, help=holds)
 
 
 def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
-    """What a run's key gains for --color-jitter and --weight-decay ('-jitter0.4-wd0.05'), and their settings.
+    """What a run's key gains for --color-jitter, --weight-decay, --copy-paste ('-jitter0.4-wd0.05'); their settings.
 
     A run without them keeps its old key and the recipe's settings.
     """
@@ -56,6 +61,9 @@ def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
     if args.weight_decay is not None:
         settings["weight_decay"] = args.weight_decay
         suffix += f"-wd{args.weight_decay:g}"
+    if args.copy_paste:
+        settings["copy_paste"] = args.copy_paste
+        suffix += "-paste-" + "-".join(args.copy_paste)
     return suffix, settings
 
 

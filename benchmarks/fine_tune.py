@@ -6,8 +6,8 @@ with the model's own recipe but the loss, learning rate and epochs given here, i
 extra epochs at the same rate with the loss unchanged. `--whole-photos` trains on whole
 photos at their own size (no random scale; the crop is the photo) instead of the recipe's
 scaled crops, as evaluation sees them. `--class-weighting` replaces the recipe's class weights
-(its name is added to the run's key), as `--color-jitter S` adds -jitterS and `--weight-decay W`
--wdW. A run already in `--out` with the same settings is not trained again. Prints the starting
+(its name is added to the run's key), as `--color-jitter S` adds -jitterS, `--weight-decay W`
+-wdW and `--copy-paste CLASSES` -paste-CLASS.... A run already in `--out` with the same settings is not trained again. Prints the starting
 point and each run on CamVid val (fp32, whole photos), and each run's last epochs from its
 metrics.csv.
 """

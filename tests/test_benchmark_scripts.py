@@ -65,7 +65,7 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
     assert model_key("fpn", "resnet34") == "fpn-resnet34"
 
 
-def test_a_jittered_or_decayed_run_is_keyed_apart_and_gets_its_settings(monkeypatch):
+def test_a_jittered_decayed_or_pasted_run_is_keyed_apart_and_gets_its_settings(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from common import add_camvid_run_arguments, run_variant
 
@@ -77,6 +77,8 @@ def test_a_jittered_or_decayed_run_is_keyed_apart_and_gets_its_settings(monkeypa
     assert variant("--weight-decay", "0.05", "--color-jitter", "0.4") == (
         "-jitter0.4-wd0.05", {"color_jitter": 0.4, "weight_decay": 0.05})  # fmt: skip
     assert variant("--weight-decay", "0") == ("-wd0", {"color_jitter": 0.0, "weight_decay": 0.0})
+    assert variant("--copy-paste", "pole,sign") == (
+        "-paste-pole-sign", {"color_jitter": 0.0, "copy_paste": ("pole", "sign")})  # fmt: skip
 
 
 def test_camvid_models_trains_a_variant_once_and_a_changed_one_again(monkeypatch, tmp_path):

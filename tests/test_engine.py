@@ -123,9 +123,17 @@ def test_config_rejects_impossible_values():
         ({"color_jitter": "0.4"}, "color_jitter must be a number, got '0.4'"),
         (
             {"color_jitter": 0.4, "decode_on": "device"},
-            "color_jitter 0.4 needs decode_on='workers': the jitter runs where the CPU cuts the crop, and "
+            "color_jitter 0.4 needs decode_on='workers': it runs where the CPU cuts the crop, and "
             "decode_on='device' cuts it on the device; give color_jitter=0 or decode_on='workers'",
         ),
+        (
+            {"copy_paste": ["pole"], "decode_on": "device"},
+            r"copy_paste \('pole',\) needs decode_on='workers': it runs where the CPU cuts the crop, and "
+            r"decode_on='device' cuts it on the device; give copy_paste=\(\) or decode_on='workers'",
+        ),
+        ({"copy_paste": ["pole", ""]}, r"copy_paste must be class names, got \['pole', ''\]"),
+        ({"copy_paste": [3]}, r"copy_paste must be class names, got \[3\]"),
+        ({"copy_paste": ["pole", "sign", "pole"]}, "copy_paste names 'pole' twice"),
     ],
 )
 def test_config_names_the_setting_and_the_value_it_refuses(values, message):

@@ -32,6 +32,7 @@ from pixelwise.cli_arguments import (
     MAX_PICTURE_SIDE,
     class_count,
     command_parser,
+    name_list,
     non_negative_int,
     overlap_share,
     overwrite_argument,
@@ -187,8 +188,8 @@ def _the_models(setting: str) -> str:
     return f"(default: the model's: {choices})"
 
 
-def _augmentation_arguments(parser: argparse.ArgumentParser, jitter_note: str = "") -> None:
-    """--scale-range and --color-jitter, as `train` and `data show --crops` take them; defaults: TrainConfig's."""
+def _augmentation_arguments(parser: argparse.ArgumentParser, workers_note: str = "") -> None:
+    """--scale-range, --color-jitter and --copy-paste, as `train` and `data show --crops` take them."""
     defaults = TrainConfig()
     parser.add_argument(
         "--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"),
@@ -197,8 +198,14 @@ def _augmentation_arguments(parser: argparse.ArgumentParser, jitter_note: str = 
     parser.add_argument(
         "--color-jitter", type=real_number, metavar="S",
         help="photometric augmentation, as timm's --color-jitter: each training crop's brightness, contrast and "
-        f"saturation scaled by random factors in [1-S, 1+S], 0 to 1{jitter_note} "
+        f"saturation scaled by random factors in [1-S, 1+S], 0 to 1{workers_note} "
         f"(default: {defaults.color_jitter:g}, none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--copy-paste", type=name_list, metavar="CLASSES",
+        help="class copy-paste, as ClassMix: for half the training photos, another training photo's pixels of "
+        f"these classes (names, such as pole,sign) laid over them at the same place, before the crop{workers_note} "
+        "(default: none)",
     )  # fmt: skip
 
 
@@ -642,11 +649,12 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 SHOWN_PHOTOS = 5  # data show's default
-CROP_OPTIONS = ("index", "crop_size", "scale_range", "color_jitter", "seed")  # data show's, for --crops only
+CROP_OPTIONS = ("index", "crop_size", "scale_range", "color_jitter", "copy_paste", "seed")  # data show's, --crops only
 
 
 def run_show(args: argparse.Namespace) -> int:
     """pixelwise data show."""
+    from pixelwise.data.class_paste import class_paste
     from pixelwise.data.spec import open_dataset, prepare_data
     from pixelwise.training import training_transform
     from pixelwise.visualize import show_crops, show_samples
@@ -666,6 +674,7 @@ def run_show(args: argparse.Namespace) -> int:
     if args.crops is None:
         figure = show_samples(dataset, args.n or SHOWN_PHOTOS)
     else:  # drawn as a run with these settings draws its crops
+        dataset.paste = class_paste(recipe.copy_paste, dataset.class_names)
         torch.manual_seed(given.get("seed", 0))
         figure = show_crops(dataset, given.get("index", 0), args.crops, training_transform(recipe))
     try:
@@ -780,7 +789,7 @@ def add_data(subparsers) -> None:
         "draw photos above their colour-mapped labels, or random training crops of one photo",
         "  pixelwise data show synthetic --split train --n 5 --out preview.png\n  pixelwise data show ../camvid "
         "--crops 5 --crop-size 200x300 --out crops.png\n  pixelwise data show ../camvid --crops 5 --color-jitter 0.4 "
-        "--out jitter.png",
+        "--out jitter.png\n  pixelwise data show ../camvid --crops 5 --copy-paste pole,sign --out paste.png",
     )
     _data_arguments(show, positional=True)
     show.add_argument("--split", default="train", help="(default: train)")
@@ -789,8 +798,9 @@ def add_data(subparsers) -> None:
     )
     show.add_argument(
         "--crops", type=picture_count, metavar="N", help="show this many random crops of photo --index instead, "
-        "drawn as `pixelwise train` draws them: scaled, cropped, flipped, jittered as --scale-range and "
-        "--color-jitter say; --index, --crop-size, --scale-range, --color-jitter and --seed are for --crops only",
+        "drawn as `pixelwise train` draws them: pasted into, scaled, cropped, flipped, jittered as --copy-paste, "
+        "--scale-range and --color-jitter say; --index, --crop-size, --scale-range, --color-jitter, --copy-paste and "
+        "--seed are for --crops only",
     )  # fmt: skip
     show.add_argument("--index", type=int, help="photo to crop (default: 0)")
     show.add_argument(

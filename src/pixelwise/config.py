@@ -85,6 +85,7 @@ class TrainConfig:
     crop_size: tuple[int, int] = (256, 320)
     scale_range: tuple[float, float] = (0.75, 1.5)
     color_jitter: float = 0.0  # brightness, contrast and saturation each scaled by up to 1 +- this; 0: none
+    copy_paste: tuple[str, ...] = ()  # classes pasted from another training photo (pixelwise.data.class_paste)
     optimizer: str | None = None  # the model's
     lr: float | None = None  # the optimiser's, LEARNING_RATES
     momentum: float = 0.9
@@ -105,6 +106,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_size, self.scale_range = _as_tuple(self.crop_size), _as_tuple(self.scale_range)
+        self.copy_paste = _as_tuple(self.copy_paste)
         for name in PATHS:
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
@@ -171,11 +173,13 @@ class TrainConfig:
         ]  # no file name can, and pathlib would raise a bare ValueError
         if isinstance(self.init_from, str) and not self.init_from.strip():
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
-        if self.color_jitter and self.decode_on == "device":
-            problems.append(
-                f"color_jitter {self.color_jitter!r} needs decode_on='workers': the jitter runs where the CPU cuts the "
-                "crop, and decode_on='device' cuts it on the device; give color_jitter=0 or decode_on='workers'"
-            )
+        problems += self._copy_paste_problems()
+        problems += [
+            f"{name} {getattr(self, name)!r} needs decode_on='workers': it runs where the CPU cuts the crop, and "
+            f"decode_on='device' cuts it on the device; give {name}={empty!r} or decode_on='workers'"
+            for name, empty in (("color_jitter", 0), ("copy_paste", ()))
+            if getattr(self, name) and self.decode_on == "device"
+        ]
         if self.init_from is not None and self.encoder_weights != "none":
             problems.append(
                 f"encoder weights must be none when the run starts from a checkpoint, whose weights replace them, "
@@ -188,6 +192,14 @@ class TrainConfig:
         ]
         if problems:
             raise TrainingError("; ".join(problems))
+
+    def _copy_paste_problems(self) -> list[str]:
+        """Why copy_paste is not a list of distinct class names (which the data then checks)."""
+        names = self.copy_paste
+        if not all(isinstance(name, str) and name.strip() for name in names):
+            return [f"copy_paste must be class names, got {list(names)!r}"]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        return [f"copy_paste names {repeated[0]!r} twice"] if repeated else []
 
     def _batch_problems(self) -> list[str]:
         """Why the global batch cannot be split over the run's processes, or is too small for the model."""

@@ -14,6 +14,7 @@ from pixelwise._version import __version__
 from pixelwise.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.check import SplitReport, check_dataset
+from pixelwise.data.class_paste import class_paste
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.loading import seed_random_layers, steps_per_epoch, train_loader, training_samples
 from pixelwise.data.spec import DEFAULT_ROOTS, open_dataset, prepare_data
@@ -124,7 +125,12 @@ def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
         for warning in split.warnings:
             log(f"warning: {warning}")
     return CheckedData(
-        SegmentationDataset(train_report.usable, report.classes, training_transform(config)),
+        SegmentationDataset(
+            train_report.usable,
+            report.classes,
+            training_transform(config),
+            class_paste(config.copy_paste, report.classes.class_names),
+        ),
         SegmentationDataset(val_report.usable, report.classes),  # whole photos, normalised in the loop
         train_report,
         val_report,

@@ -138,8 +138,8 @@ def show_samples(dataset, count: int) -> Image.Image:
 
 
 def show_crops(dataset, index: int, count: int, crop: PairTransform) -> Image.Image:
-    """`count` crops of photo `index` by `crop` (a training transform) above their labels: they must stay paired."""
+    """`count` crops of photo `index` (as training loads it) by `crop`, above their labels: they must stay paired."""
     if not 0 <= index < len(dataset):
         raise DatasetError(f"photo index {index} is outside the split (0..{len(dataset) - 1})")
-    image, mask = dataset.load(index)
-    return pairs_figure([crop(image, mask) for _ in range(count)], dataset.class_names, dataset.palette)
+    crops = [crop(*dataset.load_for_training(index)) for _ in range(count)]
+    return pairs_figure(crops, dataset.class_names, dataset.palette)

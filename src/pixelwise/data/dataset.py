@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from pixelwise.data.class_paste import ClassPaste
 from pixelwise.data.io import broken_link, read_bytes, read_image, read_label_array, read_photo_header
 from pixelwise.data.labels import ClassTable
 from pixelwise.errors import DatasetError
@@ -23,14 +24,21 @@ PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor
 class SegmentationDataset(Dataset):
     """(image, mask) pairs: uint8 `Image` (3, H, W) and uint8 `Mask` (H, W), 255 = ignore.
 
-    Only the paths are held; each item is decoded when asked for, then `transforms`
-    (called on the pair) is applied.
+    Only the paths are held; each item is decoded when asked for, given another photo's pixels
+    of some classes by `paste` if set, then `transforms` (called on the pair) is applied.
     """
 
-    def __init__(self, samples: list[Sample], classes: ClassTable, transforms: PairTransform | None = None):
+    def __init__(
+        self,
+        samples: list[Sample],
+        classes: ClassTable,
+        transforms: PairTransform | None = None,
+        paste: ClassPaste | None = None,
+    ):
         self.samples = samples
         self.classes = classes
         self.transforms = transforms
+        self.paste = paste
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -53,6 +61,15 @@ class SegmentationDataset(Dataset):
             self._read_mask(index, image.height, image.width)
         )
 
+    def load_for_training(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Sample `index` as the transforms get it: decoded, with a random other photo's classes pasted if set."""
+        image, mask = self.load(index)
+        donor = self.paste.donor(index, len(self)) if self.paste is not None else None
+        if donor is None:
+            return image, mask
+        image, mask = self.paste.paste(image, mask, *self.load(donor))
+        return tv_tensors.Image(image), tv_tensors.Mask(mask)
+
     def load_for_device(self, index: int) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
         """Sample `index` with its photo left for the training device to decode: (photo, (H, W), mask).
 
@@ -73,7 +90,7 @@ class SegmentationDataset(Dataset):
         return torch.from_numpy(self.classes.decode(label, label_path))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
+        image, mask = self.load_for_training(index)
         return self.transforms(image, mask) if self.transforms else (image, mask)
 
 
