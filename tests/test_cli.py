@@ -224,6 +224,16 @@ def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_ru
     assert json.loads((finished / "config.json").read_text())["epochs"] == 2
 
 
+def test_pasting_a_class_the_data_lacks_is_refused_before_the_run_directory_is_made(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--copy-paste", "gridded disk,pole"]
+    assert main([*argv, *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err
+    expected = "copy_paste names 'pole', which is not a class of this data; its classes: background, gridded disk, "
+    assert f"{expected}striped square" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
     data, _ = trained_run
     assert main(["data", "show", str(data), "--n", "3", "--out", str(tmp_path / "preview.png")]) == 0
@@ -236,16 +246,19 @@ def test_data_show_draws_samples_and_crops(trained_run, tmp_path):
 
 def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path, monkeypatch):
     import pixelwise.visualize as visualize
+    from pixelwise.data.class_paste import ClassPaste
     from pixelwise.data.transforms import IMAGENET_MEAN
     from pixelwise.training import training_transform
 
     data, _ = trained_run
-    transforms, show_crops = [], visualize.show_crops
-    monkeypatch.setattr(visualize, "show_crops", lambda *args: transforms.append(args[-1]) or show_crops(*args))
+    calls, show_crops = [], visualize.show_crops
+    monkeypatch.setattr(visualize, "show_crops", lambda *args: calls.append(args) or show_crops(*args))
     argv = ["data", "show", str(data), "--crops", "2", "--out", str(tmp_path / "crops.png")]
     assert main(argv) == 0
-    assert main([*argv, "--crop-size", "30x40", "--scale-range", "0.5", "2", "--color-jitter", "0.3"]) == 0
-    plain, augmented = transforms
+    assert main([*argv, "--crop-size", "30x40", "--scale-range", "0.5", "2", "--color-jitter", "0.3",
+        "--copy-paste", "striped square,gridded disk"]) == 0  # fmt: skip
+    (plain_data, *_, plain), (pasted_data, *_, augmented) = calls
+    assert plain_data.paste is None and pasted_data.paste == ClassPaste((2, 1))
 
     def settings(crop):
         return crop.crop_size, crop.scale_range, crop.hflip, crop.jitter and crop.jitter.brightness
@@ -270,6 +283,7 @@ def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path,
             "it out",
         ),
         (["--index", "3", "--seed", "1"], "--index, --seed are for --crops N only, and without it data show"),
+        (["--copy-paste", "pole"], "--copy-paste is for --crops N only, and without it data show draws whole"),
         (["--crops", "2", "--n", "3"], "--n counts whole photos and --crops N crops of one photo: give one"),
     ],
 )
@@ -307,6 +321,8 @@ def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tm
     "argv, message",
     [
         (["train", "--crop-size", "big"], "expected HxW"),
+        (["train", "--copy-paste", "pole,,sign"], "expected class names separated by commas, such as pole,sign"),
+        (["train", "--copy-paste", " "], "expected class names separated by commas"),
         (["train", "--epochs", "0"], "must be at least 1"),
         (["train", "--model", "unet++"], "invalid choice"),
         (["train", "--loss", "bce"], "invalid choice"),
@@ -367,6 +383,9 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--device", "tpu", "--data", "/nonexistent"], "unknown device 'tpu'"),
         (["train", "--color-jitter", "nan", "--data", "/nonexistent"],
             "color_jitter must be at least 0 and at most 1, got nan"),
+        (["train", "--copy-paste", "pole", "--decode-on", "device", "--data", "/nonexistent"],
+            "copy_paste ('pole',) needs decode_on='workers'"),
+        (["train", "--resume", "/nonexistent-run", "--copy-paste", "pole"], "--copy-paste cannot change"),
         (["train", "--scale-range", "1", "inf"],
             "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
         (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"],

@@ -56,13 +56,13 @@ def cli(*args):
 
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_data, tmp_path):
     reference = tmp_path / "reference"
-    jitter = ("--color-jitter", "0.3")  # its draws too depend on (seed, epoch, sample) alone
+    augment = ("--color-jitter", "0.3", "--copy-paste", "gridded disk")  # their draws depend on (seed, epoch, sample)
     assert cli("train", "--data", str(tiny_data), "--out", str(reference), "--workers", "0",
-        *jitter, *TINY).wait(timeout=300) == 0
+        *augment, *TINY).wait(timeout=300) == 0
 
     interrupted = tmp_path / "interrupted"
     process = cli("train", "--data", str(tiny_data), "--out", str(interrupted), "--workers", "2",
-        "--save-every-steps", "2", *jitter, *TINY)
+        "--save-every-steps", "2", *augment, *TINY)
     last, saves, deadline = interrupted / "last.pt", 0, time.monotonic() + 300
     seen = None
     while saves < 4 and process.poll() is None and time.monotonic() < deadline:
