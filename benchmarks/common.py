@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -52,9 +53,10 @@ def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: s
 
 
 def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
-    """What a run's key gains for --color-jitter, --weight-decay, --copy-paste ('-jitter0.4-wd0.05'); their settings.
+    """What a run's key gains for the variant options ('-jitter0.4-wd0.05'), and their settings.
 
-    A run without them keeps its old key and the recipe's settings.
+    A run without them keeps its old key and the recipe's settings. Pasted classes are keyed
+    in name order, so one set of classes is one run however it was written.
     """
     settings = {"color_jitter": args.color_jitter}
     suffix = f"-jitter{args.color_jitter:g}" if args.color_jitter else ""
@@ -63,7 +65,7 @@ def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
         suffix += f"-wd{args.weight_decay:g}"
     if args.copy_paste:
         settings["copy_paste"] = args.copy_paste
-        suffix += "-paste-" + "-".join(args.copy_paste)
+        suffix += "-paste-" + "-".join(re.sub(r"\W+", "_", name) for name in sorted(args.copy_paste))
     return suffix, settings
 
 

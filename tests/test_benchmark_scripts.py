@@ -79,6 +79,8 @@ def test_a_jittered_decayed_or_pasted_run_is_keyed_apart_and_gets_its_settings(m
     assert variant("--weight-decay", "0") == ("-wd0", {"color_jitter": 0.0, "weight_decay": 0.0})
     assert variant("--copy-paste", "pole,sign") == (
         "-paste-pole-sign", {"color_jitter": 0.0, "copy_paste": ("pole", "sign")})  # fmt: skip
+    assert variant("--copy-paste", "sign, pole")[0] == "-paste-pole-sign", "one set of classes, one key"
+    assert variant("--copy-paste", "traffic light")[0] == "-paste-traffic_light", "no space in RESULT keys"
 
 
 def test_camvid_models_trains_a_variant_once_and_a_changed_one_again(monkeypatch, tmp_path):

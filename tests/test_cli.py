@@ -229,8 +229,8 @@ def test_pasting_a_class_the_data_lacks_is_refused_before_the_run_directory_is_m
     argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--copy-paste", "gridded disk,pole"]
     assert main([*argv, *TINY_TRAIN]) == 2
     err = capsys.readouterr().err
-    expected = "copy_paste names 'pole', which is not a class of this data; its classes: background, gridded disk, "
-    assert f"{expected}striped square" in err and len(err.strip().splitlines()) == 1
+    expected = "copy_paste: unknown class 'pole'; the data's classes are background, gridded disk, striped square"
+    assert expected in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -322,7 +322,8 @@ def test_data_show_replaces_its_own_picture_but_not_a_users_file(trained_run, tm
     [
         (["train", "--crop-size", "big"], "expected HxW"),
         (["train", "--copy-paste", "pole,,sign"], "expected class names separated by commas, such as pole,sign"),
-        (["train", "--copy-paste", " "], "expected class names separated by commas"),
+        (["train", "--copy-paste", ","], "expected class names separated by commas"),
+        (["train", "--copy-paste", " "], "empty argument after --copy-paste"),
         (["train", "--epochs", "0"], "must be at least 1"),
         (["train", "--model", "unet++"], "invalid choice"),
         (["train", "--loss", "bce"], "invalid choice"),
@@ -384,7 +385,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--color-jitter", "nan", "--data", "/nonexistent"],
             "color_jitter must be at least 0 and at most 1, got nan"),
         (["train", "--copy-paste", "pole", "--decode-on", "device", "--data", "/nonexistent"],
-            "copy_paste ('pole',) needs decode_on='workers'"),
+            "copy_paste ['pole'] needs decode_on='workers'"),
         (["train", "--resume", "/nonexistent-run", "--copy-paste", "pole"], "--copy-paste cannot change"),
         (["train", "--scale-range", "1", "inf"],
             "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),

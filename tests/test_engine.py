@@ -128,8 +128,8 @@ def test_config_rejects_impossible_values():
         ),
         (
             {"copy_paste": ["pole"], "decode_on": "device"},
-            r"copy_paste \('pole',\) needs decode_on='workers': it runs where the CPU cuts the crop, and "
-            r"decode_on='device' cuts it on the device; give copy_paste=\(\) or decode_on='workers'",
+            r"copy_paste \['pole'\] needs decode_on='workers': it runs where the CPU cuts the crop, and "
+            r"decode_on='device' cuts it on the device; give copy_paste=\[\] or decode_on='workers'",
         ),
         ({"copy_paste": ["pole", ""]}, r"copy_paste must be class names, got \['pole', ''\]"),
         ({"copy_paste": [3]}, r"copy_paste must be class names, got \[3\]"),

@@ -189,7 +189,7 @@ def _the_models(setting: str) -> str:
 
 
 def _augmentation_arguments(parser: argparse.ArgumentParser, workers_note: str = "") -> None:
-    """--scale-range, --color-jitter and --copy-paste, as `train` and `data show --crops` take them."""
+    """The augmentation options, as `train` and `data show --crops` take them."""
     defaults = TrainConfig()
     parser.add_argument(
         "--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"),
@@ -203,9 +203,9 @@ def _augmentation_arguments(parser: argparse.ArgumentParser, workers_note: str =
     )  # fmt: skip
     parser.add_argument(
         "--copy-paste", type=name_list, metavar="CLASSES",
-        help="class copy-paste, as ClassMix: for half the training photos, another training photo's pixels of "
-        f"these classes (names, such as pole,sign) laid over them at the same place, before the crop{workers_note} "
-        "(default: none)",
+        help="ClassMix-style class copy-paste: for half the training photos, another training photo's pixels of "
+        "these classes (class names separated by commas, such as pole,sign) laid over them at the same place, "
+        f"before the crop{workers_note} (default: none)",
     )  # fmt: skip
 
 
@@ -798,9 +798,9 @@ def add_data(subparsers) -> None:
     )
     show.add_argument(
         "--crops", type=picture_count, metavar="N", help="show this many random crops of photo --index instead, "
-        "drawn as `pixelwise train` draws them: pasted into, scaled, cropped, flipped, jittered as --copy-paste, "
-        "--scale-range and --color-jitter say; --index, --crop-size, --scale-range, --color-jitter, --copy-paste and "
-        "--seed are for --crops only",
+        "drawn as `pixelwise train` draws them: with classes pasted in, scaled, cropped, flipped and jittered as "
+        "--copy-paste, --scale-range and --color-jitter say; --index, --crop-size, --scale-range, --color-jitter, "
+        "--copy-paste and --seed are for --crops only",
     )  # fmt: skip
     show.add_argument("--index", type=int, help="photo to crop (default: 0)")
     show.add_argument(

@@ -175,9 +175,9 @@ class TrainConfig:
             problems.append(f"init_from must be a checkpoint's path or None, got {self.init_from!r}")
         problems += self._copy_paste_problems()
         problems += [
-            f"{name} {getattr(self, name)!r} needs decode_on='workers': it runs where the CPU cuts the crop, and "
+            f"{name} {self.to_dict()[name]!r} needs decode_on='workers': it runs where the CPU cuts the crop, and "
             f"decode_on='device' cuts it on the device; give {name}={empty!r} or decode_on='workers'"
-            for name, empty in (("color_jitter", 0), ("copy_paste", ()))
+            for name, empty in (("color_jitter", 0), ("copy_paste", []))
             if getattr(self, name) and self.decode_on == "device"
         ]
         if self.init_from is not None and self.encoder_weights != "none":

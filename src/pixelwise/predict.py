@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from pixelwise.checkpoint import load_segmenter
+from pixelwise.data.labels import class_indices
 from pixelwise.device import resolve_device
 from pixelwise.segmenter import ImageLike, Segmenter, array_to_image, as_rgb_image, require_model
 
@@ -48,11 +49,7 @@ def kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
 def keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:
     """Pixels of the kept classes (comma-separated names in `keep`), or of every class but 'background' when None."""
     if keep is not None:
-        keep = kept_classes(keep, class_names)
-        unknown = [name for name in keep if name not in class_names]
-        if unknown:
-            raise ValueError(f"unknown class {unknown[0]!r}; the model knows {', '.join(class_names)}")
-        ids = [class_names.index(name) for name in keep]
+        ids = class_indices(kept_classes(keep, class_names), class_names, "the model knows")
     elif "background" in class_names:
         ids = [i for i, name in enumerate(class_names) if name != "background"]
     else:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from pixelwise._version import __version__
 from pixelwise.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
-from pixelwise.data.check import SplitReport, check_dataset
+from pixelwise.data.check import SplitReport, check_dataset, dataset_layout
 from pixelwise.data.class_paste import class_paste
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.loading import seed_random_layers, steps_per_epoch, train_loader, training_samples
@@ -116,6 +116,7 @@ def training_transform(config: TrainConfig) -> RandomScaleCrop:
 
 def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
     """Both splits checked as `data check` does, before training: bad samples stop the run, or are left out."""
+    paste = class_paste(config.copy_paste, dataset_layout(folder).classes.class_names)  # before reading the labels
     report = check_dataset(folder, splits=[config.train_split, config.val_split], train_split=config.train_split)
     train_report, val_report = report.split(config.train_split), report.split(config.val_split)
     for split in (train_report, val_report):
@@ -125,12 +126,7 @@ def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
         for warning in split.warnings:
             log(f"warning: {warning}")
     return CheckedData(
-        SegmentationDataset(
-            train_report.usable,
-            report.classes,
-            training_transform(config),
-            class_paste(config.copy_paste, report.classes.class_names),
-        ),
+        SegmentationDataset(train_report.usable, report.classes, training_transform(config), paste),
         SegmentationDataset(val_report.usable, report.classes),  # whole photos, normalised in the loop
         train_report,
         val_report,

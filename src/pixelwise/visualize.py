@@ -141,5 +141,6 @@ def show_crops(dataset, index: int, count: int, crop: PairTransform) -> Image.Im
     """`count` crops of photo `index` (as training loads it) by `crop`, above their labels: they must stay paired."""
     if not 0 <= index < len(dataset):
         raise DatasetError(f"photo index {index} is outside the split (0..{len(dataset) - 1})")
-    crops = [crop(*dataset.load_for_training(index)) for _ in range(count)]
+    image, mask = dataset.load(index)
+    crops = [crop(*dataset.pasted(index, image, mask)) for _ in range(count)]
     return pairs_figure(crops, dataset.class_names, dataset.palette)

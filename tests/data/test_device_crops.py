@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pixelwise.data.class_paste import ClassPaste
 from pixelwise.data.device_crops import OUTSIDE, DeviceCrops, PlannedPhotos, decode_jpegs
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.io import read_bytes, read_photo_header
@@ -160,3 +161,10 @@ def test_decoding_on_cuda_leaves_memory_that_queued_kernels_read_alone(synthetic
 def test_device_crops_refuse_a_colour_jittered_crop(synthetic_voc):
     with pytest.raises(ValueError, match="crops made on the device cannot be colour-jittered"):
         DeviceCrops(VOCSegmentation(synthetic_voc), train_transforms((32, 32), color_jitter=0.2))
+
+
+def test_device_crops_refuse_a_dataset_that_pastes_classes(synthetic_voc):
+    dataset = VOCSegmentation(synthetic_voc)
+    dataset.paste = ClassPaste((1,))
+    with pytest.raises(ValueError, match="photos decoded on the device cannot take pasted classes"):
+        DeviceCrops(dataset, train_transforms((32, 32)))

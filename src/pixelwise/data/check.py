@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,6 +235,28 @@ def _judge_split(report: SplitReport, classes: ClassTable, where: str, palettes:
         )
 
 
+class DatasetLayout(NamedTuple):
+    """What a dataset folder is, read without its photos."""
+
+    root: Path
+    layout: str  # "voc" or "folder"
+    classes: ClassTable
+    splits: list[str]
+
+
+def dataset_layout(folder: Path | str) -> DatasetLayout:
+    """The layout, class table and splits of a VOC tree or folder dataset; DatasetError if it is neither."""
+    folder = Path(folder)
+    if is_voc_tree(folder):
+        root = find_voc_root(folder)
+        return DatasetLayout(root, "voc", voc_class_table_of(root), voc_splits(root))
+    if is_folder_tree(folder):
+        return DatasetLayout(folder, "folder", read_classes_csv(folder / "classes.csv"), folder_splits(folder))
+    raise DatasetError(
+        f"{folder}: neither a VOC tree (ImageSets/Segmentation) nor a folder dataset (classes.csv, images/, labels/)"
+    )
+
+
 def check_dataset(
     folder: Path | str,
     *,
@@ -247,18 +270,7 @@ def check_dataset(
 
     Raises DatasetError only when `folder` is neither kind of dataset or its class table is unreadable.
     """
-    folder = Path(folder)
-    if is_voc_tree(folder):
-        root = find_voc_root(folder)
-        layout, classes, available = "voc", voc_class_table_of(root), voc_splits(root)
-    elif is_folder_tree(folder):
-        root = folder
-        layout, classes, available = "folder", read_classes_csv(root / "classes.csv"), folder_splits(root)
-    else:
-        raise DatasetError(
-            f"{folder}: neither a VOC tree (ImageSets/Segmentation) nor a folder dataset (classes.csv, images/, "
-            "labels/)"
-        )
+    root, layout, classes, available = dataset_layout(folder)
     if splits is None:
         names = [*available, *(split for split in TRAINING_SPLITS if split not in available)]
     else:

@@ -1,4 +1,4 @@
-"""Class copy-paste (ClassMix's, on chosen classes): another training photo's pixels of them, at the same place."""
+"""Class copy-paste, ClassMix-style on chosen classes: another training photo's pixels of them, at the same place."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from pixelwise.data.labels import class_indices
 from pixelwise.errors import DatasetError
 
-PASTE_PROBABILITY = 0.5  # ClassMix's share of mixed samples
+PASTE_PROBABILITY = 0.5  # share of training photos that get pixels pasted in (ours: half keep their own scenes)
 
 
 @dataclass(frozen=True)
 class ClassPaste:
     """Lay the pixels of `class_indices` from a random other photo over a photo, with `probability`.
 
-    The pasted pixels keep their place (ClassMix, Olsson et al. 2021): photos from one camera
-    keep their perspective, so a pasted pole still stands where poles stand, before whatever
-    the photo shows there. A donor of another size is resized to the photo's first. Runs
-    before the crop, so the pair is then scaled, cropped and flipped as one.
+    The pasted pixels keep their place (as in ClassMix, Olsson et al. 2021): photos from one
+    camera share their perspective, so a pasted pole still stands where poles stand, before
+    whatever the photo shows there. A lender of another size is scaled to cover the photo,
+    keeping its shape, and centred. Runs before the crop, so the pair is then scaled, cropped
+    and flipped as one.
     """
 
     class_indices: tuple[int, ...]
@@ -37,20 +39,25 @@ class ClassPaste:
         self, image: torch.Tensor, mask: torch.Tensor, donor_image: torch.Tensor, donor_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`image` (3, H, W) and `mask` (H, W) with the donor's pixels of the classes laid over them."""
-        size = list(mask.shape[-2:])
-        if list(donor_mask.shape[-2:]) != size:
-            donor_image = F.resize(donor_image, size, antialias=True)
-            donor_mask = F.resize(donor_mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
+        if donor_mask.shape != mask.shape:
+            donor_image, donor_mask = _cover(donor_image, donor_mask, *mask.shape)
         chosen = torch.isin(donor_mask, torch.tensor(self.class_indices, dtype=donor_mask.dtype))
         return torch.where(chosen, donor_image, image), torch.where(chosen, donor_mask, mask)
 
 
-def class_paste(names: Sequence[str], class_names: Sequence[str]) -> ClassPaste | None:
-    """The paste of the classes `names` from a dataset's `class_names` (None for none); DatasetError on a stranger."""
-    unknown = [name for name in names if name not in class_names]
-    if unknown:
-        raise DatasetError(
-            f"copy_paste names {unknown[0]!r}, which is not a class of this data; its classes: "
-            + ", ".join(class_names)
-        )
-    return ClassPaste(tuple(class_names.index(name) for name in names)) if names else None
+def _cover(image: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair scaled, shape kept, to cover `height` x `width`, and its centre cut to that size."""
+    factor = max(height / mask.shape[0], width / mask.shape[1])
+    size = [max(height, round(mask.shape[0] * factor)), max(width, round(mask.shape[1] * factor))]
+    image = F.resize(image, size, antialias=True)
+    mask = F.resize(mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return image[:, top : top + height, left : left + width], mask[top : top + height, left : left + width]
+
+
+def class_paste(names: Sequence[str], class_names: tuple[str, ...]) -> ClassPaste | None:
+    """The paste of the classes `names` of data with `class_names` (None for none); DatasetError on a non-class."""
+    try:
+        return ClassPaste(tuple(class_indices(names, class_names, "the data's classes are"))) if names else None
+    except ValueError as error:
+        raise DatasetError(f"copy_paste: {error}") from None

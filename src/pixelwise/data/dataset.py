@@ -63,11 +63,24 @@ class SegmentationDataset(Dataset):
 
     def load_for_training(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """Sample `index` as the transforms get it: decoded, with a random other photo's classes pasted if set."""
-        image, mask = self.load(index)
+        return self.pasted(index, *self.load(index))
+
+    def pasted(
+        self, index: int, image: tv_tensors.Image, mask: tv_tensors.Mask
+    ) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Sample `index`'s decoded pair with `paste`'s draw laid over it; as given when no photo lends.
+
+        A lender that fails to load lends nothing: it is named on its own turn, and this photo
+        is not lost with it.
+        """
         donor = self.paste.donor(index, len(self)) if self.paste is not None else None
         if donor is None:
             return image, mask
-        image, mask = self.paste.paste(image, mask, *self.load(donor))
+        try:
+            lent = self.load(donor)
+        except DatasetError:
+            return image, mask
+        image, mask = self.paste.paste(image, mask, *lent)
         return tv_tensors.Image(image), tv_tensors.Mask(mask)
 
     def load_for_device(self, index: int) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:

@@ -64,6 +64,8 @@ class DeviceCrops(Dataset):
     def __init__(self, dataset: SegmentationDataset, crop: RandomScaleCrop):
         if crop.jitter is not None:
             raise ValueError("crops made on the device cannot be colour-jittered: give a crop without color_jitter")
+        if dataset.paste is not None:
+            raise ValueError("photos decoded on the device cannot take pasted classes: give a dataset without paste")
         self.dataset = dataset
         self.crop = crop
 

@@ -160,6 +160,14 @@ def _short_list(values: list[int], limit: int = 8) -> str:
     return shown if len(values) <= limit else f"{shown}, ... ({len(values)} values)"
 
 
+def class_indices(names: list[str] | tuple[str, ...], class_names: tuple[str, ...], whose: str) -> list[int]:
+    """Index of each of `names`; ValueError naming the first that is not a class, then `whose` class names."""
+    unknown = [name for name in names if name not in class_names]
+    if unknown:
+        raise ValueError(f"unknown class {unknown[0]!r}; {whose} {', '.join(class_names)}")
+    return [class_names.index(name) for name in names]
+
+
 def identity_value_table(num_classes: int) -> np.ndarray:
     """value_to_class for labels whose values are the class indices, with 255 ignored."""
     table = np.full(256, -1, dtype=np.int16)
