@@ -224,13 +224,16 @@ def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_ru
     assert json.loads((finished / "config.json").read_text())["epochs"] == 2
 
 
-def test_pasting_a_class_the_data_lacks_is_refused_before_the_run_directory_is_made(trained_run, tmp_path, capsys):
-    data, _ = trained_run
+def test_pasting_a_class_the_data_lacks_is_refused_before_the_labels_are_read(trained_run, tmp_path, capsys):
+    import shutil
+
+    data = shutil.copytree(trained_run[0], tmp_path / "data")
+    next((data / "VOCdevkit" / "VOC2012" / "SegmentationClass").glob("*.png")).write_bytes(b"not a png")
     argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--copy-paste", "gridded disk,pole"]
     assert main([*argv, *TINY_TRAIN]) == 2
     err = capsys.readouterr().err
     expected = "copy_paste: unknown class 'pole'; the data's classes are background, gridded disk, striped square"
-    assert expected in err and len(err.strip().splitlines()) == 1
+    assert expected in err and len(err.strip().splitlines()) == 1, "named before the broken label is met"
     assert not (tmp_path / "run").exists()
 
 

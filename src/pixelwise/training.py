@@ -116,7 +116,9 @@ def training_transform(config: TrainConfig) -> RandomScaleCrop:
 
 def _checked_data(config: TrainConfig, folder: Path, log: Log) -> CheckedData:
     """Both splits checked as `data check` does, before training: bad samples stop the run, or are left out."""
-    paste = class_paste(config.copy_paste, dataset_layout(folder).classes.class_names)  # before reading the labels
+    paste = (
+        class_paste(config.copy_paste, dataset_layout(folder).classes.class_names) if config.copy_paste else None
+    )  # the names checked before the labels are read
     report = check_dataset(folder, splits=[config.train_split, config.val_split], train_split=config.train_split)
     train_report, val_report = report.split(config.train_split), report.split(config.val_split)
     for split in (train_report, val_report):

@@ -13,39 +13,44 @@ from pixelwise.errors import DatasetError
 
 def test_the_chosen_classes_pixels_move_at_their_place_and_nothing_else_does():
     image, mask = torch.zeros(3, 2, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.uint8)
-    donor_image = torch.arange(1, 19, dtype=torch.uint8).view(3, 2, 3)
-    donor_mask = torch.tensor([[2, 1, IGNORE_INDEX], [3, 2, 0]], dtype=torch.uint8)
-    pasted_image, pasted_mask = ClassPaste((2, 3)).paste(image, mask, donor_image, donor_mask)
+    lender_image = torch.arange(1, 19, dtype=torch.uint8).view(3, 2, 3)
+    lender_mask = torch.tensor([[2, 1, IGNORE_INDEX], [3, 2, 0]], dtype=torch.uint8)
+    pasted_image, pasted_mask = ClassPaste((2, 3)).paste(image, mask, lender_image, lender_mask)
     chosen = torch.tensor([[True, False, False], [True, True, False]])
-    assert torch.equal(pasted_mask, torch.where(chosen, donor_mask, 0))
-    assert torch.equal(pasted_image, torch.where(chosen, donor_image, 0)), "every channel of those pixels"
+    assert torch.equal(pasted_mask, torch.where(chosen, lender_mask, 0))
+    assert torch.equal(pasted_image, torch.where(chosen, lender_image, 0)), "every channel of those pixels"
 
 
-def test_a_donor_of_another_size_is_scaled_to_cover_the_photo_keeping_its_shape_and_centred():
+def test_a_lender_of_another_shape_is_scaled_to_cover_the_photo_and_its_centre_cut_from_image_and_mask_alike():
     image, mask = torch.zeros(3, 4, 6, dtype=torch.uint8), torch.zeros(4, 6, dtype=torch.uint8)
-    donor_mask = torch.zeros(6, 6, dtype=torch.uint8)
-    donor_mask[:, 3] = 5  # an upright line one pixel wide, just right of the centre
-    donor_image = torch.full((3, 6, 6), 200, dtype=torch.uint8)
-    pasted_image, pasted_mask = ClassPaste((5,)).paste(image, mask, donor_image, donor_mask)
+    wide_mask = torch.zeros(4, 12, dtype=torch.uint8)
+    wide_mask[:, [2, 3, 8, 9]] = 5
+    wide_image = torch.arange(12, dtype=torch.uint8).expand(3, 4, 12) + 100  # each column its own value
+    pasted_image, pasted_mask = ClassPaste((5,)).paste(image, mask, wide_image, wide_mask)
     assert pasted_mask.shape == (4, 6) and pasted_image.shape == (3, 4, 6)
-    assert torch.equal(pasted_mask, torch.where(torch.arange(6) == 3, 5, 0).to(torch.uint8).expand(4, 6)), (
-        "scaled by 1, its middle 4 rows cut: the line stays one pixel wide and in its column"
+    kept = torch.tensor([5, 0, 0, 0, 0, 5], dtype=torch.uint8).expand(4, 6)
+    assert torch.equal(pasted_mask, kept), "not stretched: columns 3 to 8 of the 12 kept, at scale 1"
+    assert torch.equal(pasted_image[:, :, [0, 5]], torch.tensor([103, 108], dtype=torch.uint8).expand(3, 4, 2))
+    tall_mask = torch.zeros(6, 6, dtype=torch.uint8)
+    tall_mask[1] = 5
+    _, from_tall = ClassPaste((5,)).paste(image, mask, torch.zeros(3, 6, 6, dtype=torch.uint8), tall_mask)
+    assert torch.equal(from_tall[0], torch.full((6,), 5, dtype=torch.uint8)) and not from_tall[1:].any(), (
+        "rows 1 to 4 of the 6 kept: its row 1 is the photo's row 0"
     )
-    assert (pasted_image[:, :, 3] == 200).all() and (pasted_image[:, :, :3] == 0).all()
-    wide = torch.zeros(2, 3, dtype=torch.uint8)
-    wide[:, 1] = 5
-    _, from_small = ClassPaste((5,)).paste(image, mask, torch.zeros(3, 2, 3, dtype=torch.uint8), wide)
-    assert torch.equal(from_small[:, 2:4], torch.full((4, 2), 5, dtype=torch.uint8)), "scaled by 2, its width too"
-    assert (from_small[:, :2] == 0).all() and (from_small[:, 4:] == 0).all()
+    small_mask = torch.zeros(2, 3, dtype=torch.uint8)
+    small_mask[:, 1] = 5
+    _, from_small = ClassPaste((5,)).paste(image, mask, torch.zeros(3, 2, 3, dtype=torch.uint8), small_mask)
+    assert torch.equal(from_small[:, 2:4], torch.full((4, 2), 5, dtype=torch.uint8)), "scaled by 2"
+    assert not from_small[:, :2].any() and not from_small[:, 4:].any()
 
 
-def test_the_donor_is_another_photo_drawn_from_all_others_as_often_as_the_probability_says():
+def test_the_lender_is_another_photo_drawn_from_all_others_as_often_as_the_probability_says():
     torch.manual_seed(0)
     always, halves = ClassPaste((1,), probability=1.0), ClassPaste((1,))
-    assert {always.donor(2, 5) for _ in range(200)} == {0, 1, 3, 4}
-    draws = [halves.donor(0, 5) for _ in range(2000)]
+    assert {always.lender(2, 5) for _ in range(200)} == {0, 1, 3, 4}
+    draws = [halves.lender(0, 5) for _ in range(2000)]
     assert sum(draw is not None for draw in draws) / len(draws) == pytest.approx(PASTE_PROBABILITY, abs=0.04)
-    assert always.donor(0, 1) is None, "a split of one photo has no other to paste from"
+    assert always.lender(0, 1) is None, "a split of one photo has no other to paste from"
 
 
 def test_class_names_become_indices_and_a_stranger_is_named_with_the_classes():
@@ -64,7 +69,7 @@ def test_training_samples_take_the_lenders_pixels_and_the_same_key_gives_the_sam
     changed = 0
     for seed in range(5):
         torch.manual_seed(seed)
-        lender = paste.donor(0, len(plain))
+        lender = paste.lender(0, len(plain))
         torch.manual_seed(seed)
         image, mask = pasted.load_for_training(0)
         expected_image, expected_mask = paste.paste(*plain.load(0), *plain.load(lender))

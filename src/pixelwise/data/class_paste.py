@@ -1,4 +1,4 @@
-"""Class copy-paste, ClassMix-style on chosen classes: another training photo's pixels of them, at the same place."""
+"""Class copy-paste, ClassMix-style on chosen classes: another training photo's pixels of them, laid at their place."""
 
 from __future__ import annotations
 
@@ -29,20 +29,20 @@ class ClassPaste:
     class_indices: tuple[int, ...]
     probability: float = PASTE_PROBABILITY
 
-    def donor(self, index: int, count: int) -> int | None:
-        """Which other photo of `count` photo `index` takes pixels from, drawn at random; None: none this time."""
+    def lender(self, index: int, count: int) -> int | None:
+        """Which other of `count` photos lends photo `index` its pixels, drawn at random; None: none this time."""
         if count < 2 or torch.rand(()).item() >= self.probability:
             return None
         return (index + 1 + int(torch.randint(count - 1, ()))) % count
 
     def paste(
-        self, image: torch.Tensor, mask: torch.Tensor, donor_image: torch.Tensor, donor_mask: torch.Tensor
+        self, image: torch.Tensor, mask: torch.Tensor, lender_image: torch.Tensor, lender_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`image` (3, H, W) and `mask` (H, W) with the donor's pixels of the classes laid over them."""
-        if donor_mask.shape != mask.shape:
-            donor_image, donor_mask = _cover(donor_image, donor_mask, *mask.shape)
-        chosen = torch.isin(donor_mask, torch.tensor(self.class_indices, dtype=donor_mask.dtype))
-        return torch.where(chosen, donor_image, image), torch.where(chosen, donor_mask, mask)
+        """`image` (3, H, W) and `mask` (H, W) with the lender's pixels of the classes laid over them."""
+        if lender_mask.shape != mask.shape:
+            lender_image, lender_mask = _cover(lender_image, lender_mask, *mask.shape)
+        chosen = torch.isin(lender_mask, torch.tensor(self.class_indices, dtype=lender_mask.dtype))
+        return torch.where(chosen, lender_image, image), torch.where(chosen, lender_mask, mask)
 
 
 def _cover(image: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,11 +73,11 @@ class SegmentationDataset(Dataset):
         A lender that fails to load lends nothing: it is named on its own turn, and this photo
         is not lost with it.
         """
-        donor = self.paste.donor(index, len(self)) if self.paste is not None else None
-        if donor is None:
+        lender = self.paste.lender(index, len(self)) if self.paste is not None else None
+        if lender is None:
             return image, mask
         try:
-            lent = self.load(donor)
+            lent = self.load(lender)
         except DatasetError:
             return image, mask
         image, mask = self.paste.paste(image, mask, *lent)
