@@ -151,9 +151,9 @@ def main() -> None:
     add_camvid_run_arguments(parser, "benchmarks/results/models", "runs, results.json and figure")
     args = parser.parse_args()
     keep_freed_memory()  # as every pixelwise command does
-    suffix, variant = run_variant(args)
-    keys = {name: result_key(model_key(name, args.encoder), args.precision) + suffix for name in args.models}
     camvid, out = find_camvid(args.camvid), Path(args.out)
+    suffix, variant = run_variant(args, camvid)
+    keys = {name: result_key(model_key(name, args.encoder), args.precision) + suffix for name in args.models}
     configs = {
         key: TrainConfig(
             data=str(camvid), out=str(out / key), model=name, encoder=args.encoder, epochs=args.epochs,

@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pixelwise.cli_arguments import name_list
+from pixelwise.data.check import dataset_layout
+from pixelwise.data.class_paste import class_paste
 from pixelwise.data.folder import FolderSegmentation
 from pixelwise.data.labels import VOC_BOUNDARY_COLOR, VOC_COLORMAP, palette_png
 from pixelwise.data.voc import SPLIT_DIR
@@ -52,11 +54,12 @@ def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: s
     parser.add_argument("--out", default=out, help=holds)
 
 
-def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
+def run_variant(args: argparse.Namespace, camvid: Path) -> tuple[str, dict]:
     """What a run's key gains for the variant options ('-jitter0.4-wd0.05'), and their settings.
 
     A run without them keeps its old key and the recipe's settings. Pasted classes are keyed
-    in name order, so one set of classes is one run however it was written.
+    in name order, so one set of classes is one run however it was written, and checked
+    against `camvid`'s classes here, before a script makes its folder or measures anything.
     """
     settings = {"color_jitter": args.color_jitter}
     suffix = f"-jitter{args.color_jitter:g}" if args.color_jitter else ""
@@ -64,6 +67,7 @@ def run_variant(args: argparse.Namespace) -> tuple[str, dict]:
         settings["weight_decay"] = args.weight_decay
         suffix += f"-wd{args.weight_decay:g}"
     if args.copy_paste:
+        class_paste(args.copy_paste, dataset_layout(camvid).classes.class_names)
         settings["copy_paste"] = args.copy_paste
         suffix += "-paste-" + "-".join(re.sub(r"\W+", "_", name) for name in sorted(args.copy_paste))
     return suffix, settings

@@ -44,7 +44,7 @@ def main() -> None:
     model, encoder = checkpoint_model(args.checkpoint)
     start = str(args.checkpoint.resolve())
     weighted = f"-{args.class_weighting}" if args.class_weighting else ""
-    variant_suffix, variant = run_variant(args)
+    variant_suffix, variant = run_variant(args, camvid)
     suffix = ("-whole" if args.whole_photos else "") + weighted + variant_suffix
     keys = [result_key(loss, args.precision) + suffix for loss in args.losses]
     photos = {"crop_size": CAMVID_PHOTO, "scale_range": (1.0, 1.0)} if args.whole_photos else {}
