@@ -7,8 +7,9 @@ model whose result with the same epochs and recipe is already in `--out` is not 
 the models can run one at a time (`--models`). `--encoder` trains them on another encoder than
 their default, as a run of its own (its key suffixed with the encoder's name),
 `--color-jitter S` with that jitter (its key suffixed -jitterS), `--weight-decay W` with
-that decay instead of the recipe's (its key suffixed -wdW), and `--copy-paste CLASSES` with
-those classes pasted between photos (its key suffixed -paste-CLASS...). Writes
+that decay instead of the recipe's (its key suffixed -wdW), `--ema-decay D` validating and
+saving the weights' moving average (-emaD), and `--copy-paste CLASSES` with those classes
+pasted between photos (its key suffixed -paste-CLASS...). Writes
 results.json, a table, each run's mean val mIoU over its last five epochs and its best epoch
 (from its metrics.csv), and a figure of val mIoU against wall minutes.
 """

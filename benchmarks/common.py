@@ -50,12 +50,16 @@ def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: s
         "--copy-paste", type=name_list, default=(), metavar="CLASSES",
         help="as pixelwise train's; a run of its own, its key suffixed -paste-CLASS... (default: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, metavar="D",
+        help="as pixelwise train's; a run of its own, its key suffixed -emaD (default: 0, none)",
+    )  # fmt: skip
     parser.add_argument("--camvid", help="CamVid folder (default: ../shared/data/camvid)")
     parser.add_argument("--out", default=out, help=holds)
 
 
 def run_variant(args: argparse.Namespace, camvid: Path) -> tuple[str, dict]:
-    """What a run's key gains for the variant options ('-jitter0.4-wd0.05'), and their settings.
+    """What a run's key gains for the variant options ('-jitter0.4-wd0.05-ema0.99'), and their settings.
 
     A run without them keeps its old key and the recipe's settings. Pasted classes are keyed
     in name order, so one set of classes is one run however it was written, and checked
@@ -66,6 +70,9 @@ def run_variant(args: argparse.Namespace, camvid: Path) -> tuple[str, dict]:
     if args.weight_decay is not None:
         settings["weight_decay"] = args.weight_decay
         suffix += f"-wd{args.weight_decay:g}"
+    if args.ema_decay:
+        settings["ema_decay"] = args.ema_decay
+        suffix += f"-ema{args.ema_decay:g}"
     if args.copy_paste:
         class_paste(args.copy_paste, dataset_layout(camvid).classes.class_names)
         settings["copy_paste"] = args.copy_paste

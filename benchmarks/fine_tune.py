@@ -7,9 +7,9 @@ extra epochs at the same rate with the loss unchanged. `--whole-photos` trains o
 photos at their own size (no random scale; the crop is the photo) instead of the recipe's
 scaled crops, as evaluation sees them. `--class-weighting` replaces the recipe's class weights
 (its name is added to the run's key), as `--color-jitter S` adds -jitterS, `--weight-decay W`
--wdW and `--copy-paste CLASSES` -paste-CLASS.... A run already in `--out` with the same
-settings is not trained again. Prints the starting point and each run on CamVid val (fp32,
-whole photos), and each run's last epochs from its metrics.csv.
+-wdW, `--ema-decay D` -emaD and `--copy-paste CLASSES` -paste-CLASS.... A run already in
+`--out` with the same settings is not trained again. Prints the starting point and each run on
+CamVid val (fp32, whole photos), and each run's last epochs from its metrics.csv.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ BAD_SETTINGS = [
     (["--weight-decay", "5"], "weight_decay must be at least 0 and at most 1, got 5.0"),
     (["--color-jitter", "nan"], "color_jitter must be at least 0 and at most 1, got nan"),
     (["--copy-paste", "pole,signs"], "copy_paste: unknown class 'signs'; the data's classes are pole, sign"),
+    (["--ema-decay", "1"], "ema_decay must be at least 0 and below 1, got 1.0"),
 ]
 
 
@@ -99,7 +100,7 @@ def test_camvid_models_keys_a_run_on_another_encoder_apart(monkeypatch):
     assert model_key("fpn", "resnet34") == "fpn-resnet34"
 
 
-def test_a_jittered_decayed_or_pasted_run_is_keyed_apart_and_gets_its_settings(monkeypatch, tmp_path):
+def test_a_jittered_decayed_pasted_or_averaged_run_is_keyed_apart_and_gets_its_settings(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from common import add_camvid_run_arguments, run_variant
 
@@ -116,6 +117,8 @@ def test_a_jittered_decayed_or_pasted_run_is_keyed_apart_and_gets_its_settings(m
         "-paste-pole-sign", {"color_jitter": 0.0, "copy_paste": ("pole", "sign")})  # fmt: skip
     assert variant("--copy-paste", "sign, pole")[0] == "-paste-pole-sign", "one set of classes, one key"
     assert variant("--copy-paste", "traffic light")[0] == "-paste-traffic_light", "no space in RESULT keys"
+    assert variant("--ema-decay", "0.99", "--weight-decay", "0.05") == (
+        "-wd0.05-ema0.99", {"color_jitter": 0.0, "weight_decay": 0.05, "ema_decay": 0.99})  # fmt: skip
 
 
 def test_camvid_models_trains_a_variant_once_and_a_changed_one_again(monkeypatch, tmp_path):

@@ -32,7 +32,8 @@ TIME_COLUMNS = {"seconds", "images_per_second"}
 # Six short epochs on two classes, for a model whose BatchNorm is frozen (distributed_worker.py): without statistics
 # of each rank's share, two ranks compute what one process does, to rounding, so their runs can be compared.
 RECIPE = ["--epochs", "6", "--batch-size", "8", "--crop-size", "32x32", "--lr", "0.03", "--warmup-epochs", "0",
-    "--model", "fcn8s", "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic"]
+    "--model", "fcn8s", "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic",
+    "--ema-decay", "0.9"]  # the ranks validate and save the weights' moving average, and resume it
 TWO_RANK_SAVES = ["--save-every-steps", "4"]  # 6 steps an epoch: a mid-epoch checkpoint to resume from
 SHORT = ["--batch-size", "4", "--crop-size", "48x48", "--lr", "0.01", "--warmup-epochs", "0", "--model", "fcn32s",
     "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic"]
@@ -68,10 +69,11 @@ def metrics_without_times(run_dir: Path) -> list[dict]:
 
 
 def assert_same_weights(first: Path, second: Path) -> None:
-    """Bit-for-bit equal state dicts of two checkpoints."""
-    a, b = load_checkpoint(first)["state_dict"], load_checkpoint(second)["state_dict"]
-    different = [key for key in a if not torch.equal(a[key], b[key])]
-    assert a.keys() == b.keys() and not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    """Bit-for-bit equal weights of two checkpoints: the averaged ones saved as the model, and those trained."""
+    for field in ("state_dict", "trained_state_dict"):
+        a, b = load_checkpoint(first)[field], load_checkpoint(second)[field]
+        different = [key for key in a if not torch.equal(a[key], b[key])]
+        assert a.keys() == b.keys() and not different, f"{field}: {len(different)} tensors differ: {different[:3]}"
 
 
 def synthetic_photos(out: Path, train: int, val: int, classes: int, sizes: tuple[int, int]) -> Path:

@@ -33,6 +33,8 @@ REQUIRED_KEYS = (
     "normalization",
 )
 RESUME_KEYS = ("config", "epoch", "history", "best", "optimizer", "scheduler")
+# A run with ema_decay saves the weights' average as its model; these keep what it trains, for a resume.
+TRAINED_WEIGHTS, AVERAGED_STEPS = "trained_state_dict", "averaged_steps"
 
 
 def serialize(payload: dict) -> bytes:
@@ -190,9 +192,8 @@ def _normalization_ok(payload: dict) -> bool:
     )
 
 
-def _weights_ok(payload: dict) -> bool:
+def _weights_ok(state) -> bool:
     """Named dense tensors of real numbers, all finite."""
-    state = payload["state_dict"]
     return isinstance(state, dict) and all(
         isinstance(key, str) and isinstance(value, torch.Tensor) and value.layout == torch.strided
         and not value.is_complex() and (not value.is_floating_point() or bool(torch.isfinite(value).all()))
@@ -299,7 +300,7 @@ MODEL_FIELDS: dict[str, Check] = {
     ),
     "ignore_index": (str(IGNORE_INDEX), lambda p: _is_whole(p["ignore_index"]) and p["ignore_index"] == IGNORE_INDEX),
     "normalization": ("{'mean': 3 numbers, 'std': 3 positive numbers} of pixel values in 0..1", _normalization_ok),
-    "state_dict": ("a dict of named, finite, real tensors", _weights_ok),
+    "state_dict": ("a dict of named, finite, real tensors", lambda p: _weights_ok(p["state_dict"])),
 }  # fmt: skip
 RESUME_FIELDS: dict[str, Check] = {
     "config": (
@@ -314,5 +315,13 @@ RESUME_FIELDS: dict[str, Check] = {
     "progress": (
         "null or the interrupted epoch's totals",
         lambda p: p.get("progress") is None or _progress_ok(p["progress"]),
+    ),
+    TRAINED_WEIGHTS: (
+        "absent, or a dict of named, finite, real tensors",
+        lambda p: TRAINED_WEIGHTS not in p or _weights_ok(p[TRAINED_WEIGHTS]),
+    ),
+    AVERAGED_STEPS: (
+        "absent, or a whole number from 1",
+        lambda p: AVERAGED_STEPS not in p or (_is_whole(p[AVERAGED_STEPS]) and p[AVERAGED_STEPS] >= 1),
     ),
 }  # fmt: skip

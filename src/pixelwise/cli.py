@@ -294,6 +294,12 @@ def add_train(subparsers) -> None:
     parser.add_argument(
         "--warmup-epochs", type=real_number, help=f"linear warm-up length (default: {defaults.warmup_epochs})"
     )
+    parser.add_argument(
+        "--ema-decay", type=real_number, metavar="D",
+        help="validate and save an exponential moving average of the weights and BatchNorm statistics, moved 1-D "
+        "of the way to the trained ones after each step (0.99 averages about the last 100 steps); below 1, 0 for "
+        f"none (default: {defaults.ema_decay:g})",
+    )  # fmt: skip
     parser.add_argument("--workers", type=worker_count, help=f"data-loading processes (default: {defaults.workers})")
     parser.add_argument("--seed", type=seed_number, help=f"random seed, 0..2**63-1 (default: {defaults.seed})")
     parser.add_argument(

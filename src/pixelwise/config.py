@@ -37,15 +37,15 @@ MAX_SCALE = 16.0
 BOUNDS = {
     "epochs": (1, 100_000), "batch_size": (1, 65_536), "workers": (0, MAX_WORKERS), "seed": (0, MAX_SEED),
     "save_every_steps": (0, 10**9), "lr": (0, 10), "momentum": (0, 1), "weight_decay": (0, 1),
-    "warmup_epochs": (0, 10_000), "world_size": (1, 1_000_000), "color_jitter": (0, 1),
+    "warmup_epochs": (0, 10_000), "world_size": (1, 1_000_000), "color_jitter": (0, 1), "ema_decay": (0, 1),
 }  # fmt: skip
-ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum",)  # bounds that are excluded
+ABOVE_LOWEST, BELOW_HIGHEST = ("lr",), ("momentum", "ema_decay")  # bounds that are excluded
 SAVED_KEYS = frozenset({"data", "model", "out", "epochs", "batch_size", "crop_size", "lr", "seed"})
 """Settings every saved config has held since the first release: a dict without them is not a run's config."""
 TEXTS = ("data", "train_split", "val_split", "out", "encoder_weights", "device")
 PATHS = ("data", "root", "out", "encoder_weights", "init_from")  # a Path is taken as its text, Path("none") too
 WHOLE_NUMBERS = ("epochs", "batch_size", "workers", "seed", "save_every_steps", "world_size")
-REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs", "color_jitter")
+REAL_NUMBERS = ("lr", "momentum", "weight_decay", "warmup_epochs", "color_jitter", "ema_decay")
 
 
 def _out_of_bounds(name: str, value: float) -> str | None:
@@ -93,6 +93,7 @@ class TrainConfig:
     class_weighting: str = "sqrt-median-frequency"
     schedule: str = "poly"
     warmup_epochs: float = 1.0
+    ema_decay: float = 0.0  # validate and save a moving average of the weights (pixelwise.averaging); 0: off
     workers: int = 2
     seed: int = 0
     deterministic: bool = False

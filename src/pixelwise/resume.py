@@ -7,7 +7,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
+from pixelwise.averaging import restore_average
 from pixelwise.checkpoint import load_checkpoint, load_weights
 from pixelwise.config import BOUNDS, TrainConfig
 from pixelwise.engine import EpochProgress
@@ -84,9 +86,18 @@ def _settings_changed(saved: TrainConfig, config: TrainConfig, log: Log) -> None
 
 
 def restore(
-    config: TrainConfig, state: dict, segmenter: Segmenter, optimizer, scheduler, steps: int, log: Log
+    config: TrainConfig,
+    state: dict,
+    segmenter: Segmenter,
+    optimizer,
+    scheduler,
+    steps: int,
+    log: Log,
+    average: AveragedModel | None = None,
 ) -> RunState:
     """Load the run's last.pt, read as `state` (epochs of `steps` steps), into model, optimiser and scheduler.
+
+    A run with `ema_decay` also has its weights' `average` restored.
 
     Returns where to go on from.
     """
@@ -106,7 +117,10 @@ def restore(
         log(f"resume changes the colours of {', '.join(recoloured)} (from the data's class table)")
     saved = _saved_config(path, state)
     _settings_changed(saved, config, log)
-    load_weights(path, segmenter.network, state["state_dict"], config.model)
+    if average is None:
+        load_weights(path, segmenter.network, state["state_dict"], config.model)
+    else:
+        restore_average(path, state, segmenter, average, config.model)
     settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state["optimizer"])

@@ -7,10 +7,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pixelwise._version import __version__
+from pixelwise.averaging import average_fields, weight_average
 from pixelwise.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.check import SplitReport, check_dataset, dataset_layout
@@ -291,10 +293,13 @@ def _train(
     optimizer = build_optimizer(config, segmenter)
     steps = steps_per_epoch(len(data.train_set), config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps)
+    average = weight_average(segmenter, config.ema_decay)
     state = RunState()
     if resume:
         saved = on_rank_zero(ranks, partial(load_checkpoint, Path(config.out) / "last.pt", for_resume=True))
-        state = on_every_rank(ranks, partial(restore, config, saved, segmenter, optimizer, scheduler, steps, log))
+        state = on_every_rank(
+            ranks, partial(restore, config, saved, segmenter, optimizer, scheduler, steps, log, average)
+        )
     class_weights = None if config.loss == "lovasz" else _class_weights(config, data.train_report, class_names, log)
     criterion = build_criterion(config.loss, None if class_weights is None else class_weights.to(device))
     run_dir = on_rank_zero(ranks, partial(prepare_run_dir, config, replace_earlier=overwrite and not resume, log=log))
@@ -307,7 +312,12 @@ def _train(
     slow_precision = emulated_bf16_warning(device, config.precision)
     if slow_precision:
         log(f"warning: {slow_precision}")
-    loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log, ranks)
+    if average is not None:
+        log(
+            f"validating and saving a moving average of the weights (decay {config.ema_decay:g}: about the last "
+            f"{1 / (1 - config.ema_decay):.0f} steps)"
+        )
+    loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log, ranks, average)
     for epoch in range(state.epoch, config.epochs + 1):
         loop.run_epoch(epoch, state, progress)
     return TrainResult(run_dir, state.best[0], state.best[1], state.history)
@@ -340,10 +350,11 @@ class EpochLoop:
         run_dir: Path,
         log: Log,
         ranks: Ranks = ONE_PROCESS,
+        average: AveragedModel | None = None,
     ):
         self.config, self.segmenter, self.optimizer, self.scheduler = config, segmenter, optimizer, scheduler
         self.device, self.data, self.run_dir, self.log = device, data, run_dir, log
-        self.criterion, self.ranks = criterion, ranks
+        self.criterion, self.ranks, self.average = criterion, ranks, average
         self.trained = data_parallel(segmenter, ranks, device)  # the segmenter itself for one process
         self.steps = steps_per_epoch(len(data.train_set), config.batch_size)
         samples = training_samples(
@@ -359,13 +370,25 @@ class EpochLoop:
         )
         self.logged_skips = set(data.train_report.problems)
 
+    @property
+    def validated(self) -> Segmenter:
+        """The model validated and saved: the weights' moving average when the run keeps one."""
+        return self.segmenter if self.average is None else self.average.module
+
+    def _share_buffers(self) -> None:
+        """Average the BatchNorm statistics over the ranks, so that every rank holds what rank 0 saves."""
+        average_buffers_over_ranks(self.ranks, self.segmenter)
+        if self.average is not None:
+            average_buffers_over_ranks(self.ranks, self.average.module)
+
     def _save_state(self, epoch: int, state: RunState, progress: EpochProgress | None) -> None:
         """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end (rank 0 only)."""
-        payload = checkpoint_payload(self.segmenter, self.config, epoch, state.history, state.best)
+        payload = checkpoint_payload(self.validated, self.config, epoch, state.history, state.best)
         resume = {
             "progress": asdict(progress) if progress else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **average_fields(self.segmenter, self.average),
         }
         _save({**payload, **resume}, self.run_dir / "last.pt")
         if progress is None and state.best[1] == epoch:
@@ -389,11 +412,13 @@ class EpochLoop:
 
         def on_step(done: EpochProgress, lr: float) -> None:
             seed_random_layers(config.seed, epoch, done.steps, rank)
+            if self.average is not None:
+                self.average.update_parameters(self.segmenter)
             bar.set_postfix(
                 loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}"
             )
             if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < self.steps:
-                average_buffers_over_ranks(self.ranks, self.segmenter)  # so a resume starts from what was saved
+                self._share_buffers()  # so a resume starts from what was saved
                 on_rank_zero(self.ranks, partial(self._save_state, epoch, state, done))
 
         seed_random_layers(config.seed, epoch, done.steps, rank)
@@ -429,9 +454,9 @@ class EpochLoop:
     def _finish_epoch(self, epoch: int, state: RunState, done: EpochProgress) -> None:
         """Validate, record the epoch, save the checkpoints and curves, log one line."""
         class_names = self.segmenter.class_names
-        average_buffers_over_ranks(self.ranks, self.segmenter)  # every rank validates, and rank 0 saves, one model
+        self._share_buffers()  # every rank validates, and rank 0 saves, one model
         metrics = evaluate(
-            self.segmenter, self.val_loader, len(class_names), self.device, normalization=self.normalization,
+            self.validated, self.val_loader, len(class_names), self.device, normalization=self.normalization,
             ranks=self.ranks,
         )  # fmt: skip
         val_skipped = len(self.data.val_report.problems)

@@ -1,0 +1,45 @@
+"""The weights' exponential moving average (`ema_decay`): what a run that asks for it validates and saves.
+
+torch's AveragedModel keeps it, BatchNorm's running statistics averaged with the weights. In
+the checkpoint the average is the model (`state_dict`, what predict, eval and export load);
+the weights being trained, and the number of steps averaged, are kept for a resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from pixelwise.checkpoint import AVERAGED_STEPS, TRAINED_WEIGHTS, load_weights
+from pixelwise.errors import CheckpointError
+from pixelwise.segmenter import Segmenter
+
+
+def weight_average(segmenter: Segmenter, decay: float) -> AveragedModel | None:
+    """A copy of `segmenter` that `update_parameters` moves 1 - `decay` of the way to it; None for decay 0."""
+    if not decay:
+        return None
+    return AveragedModel(segmenter, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def average_fields(trained: Segmenter, average: AveragedModel | None) -> dict:
+    """What last.pt keeps beside the averaged model to resume: the trained weights and the steps averaged."""
+    if average is None:
+        return {}
+    return {TRAINED_WEIGHTS: trained.network.state_dict(), AVERAGED_STEPS: int(average.n_averaged)}
+
+
+def restore_average(path: Path, state: dict, trained: Segmenter, average: AveragedModel, model_name: str) -> None:
+    """Load a run's trained weights into `trained`, and the average (the checkpoint's model) into `average`.
+
+    `state` is a last.pt that `load_checkpoint(for_resume=True)` has checked.
+    """
+    missing = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: it lacks {' and '.join(missing)}, which a run with ema_decay keeps to resume"
+        )
+    load_weights(path, trained.network, state[TRAINED_WEIGHTS], model_name)
+    load_weights(path, average.module.network, state["state_dict"], model_name)
+    average.n_averaged.fill_(state[AVERAGED_STEPS])
