@@ -173,7 +173,7 @@ def main() -> None:
     for key in results:
         print(epoch_summary(key, out / key / "metrics.csv"))
     miou_figure(results).savefig(out / "miou_vs_minutes.png")
-    print(result_line(**{f"{key.replace('-', '_')}_miou": value["miou"] for key, value in results.items()}))
+    print(result_line(**{f"{key}_miou": value["miou"] for key, value in results.items()}))
 
 
 if __name__ == "__main__":

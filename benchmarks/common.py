@@ -204,9 +204,10 @@ class PeakMemory:
 
 
 def result_line(**values: float | str) -> str:
-    """The closing `RESULT key=value ...` line that scripts and docs read."""
+    """The closing `RESULT key=value ...` line that scripts and docs read, with identifiers as keys (wd0.05: wd0_05)."""
     return "RESULT " + " ".join(
-        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in values.items()
+        f"{re.sub(r'[^0-9A-Za-z_]+', '_', key)}={f'{value:.4g}' if isinstance(value, float) else value}"
+        for key, value in values.items()
     )
 
 

@@ -69,8 +69,7 @@ def main() -> None:
     print_iou_table(shown, tuple(results["start"]["iou"]))
     for key in keys:
         print(epoch_summary(key, out / key / "metrics.csv"))
-    named = {key.replace("+", "_").replace("-", "_"): value["miou"] for key, value in shown.items()}
-    print(result_line(**{f"{name}_miou": miou for name, miou in named.items()}))
+    print(result_line(**{f"{key}_miou": value["miou"] for key, value in shown.items()}))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_a_jittered_decayed_pasted_or_averaged_run_is_keyed_apart_and_gets_its_s
     assert variant("--copy-paste", "pole,sign") == (
         "-paste-pole-sign", {"color_jitter": 0.0, "copy_paste": ("pole", "sign")})  # fmt: skip
     assert variant("--copy-paste", "sign, pole")[0] == "-paste-pole-sign", "one set of classes, one key"
-    assert variant("--copy-paste", "traffic light")[0] == "-paste-traffic_light", "no space in RESULT keys"
+    assert variant("--copy-paste", "traffic light")[0] == "-paste-traffic_light", "one word in a run's folder name"
     assert variant("--ema-decay", "0.99", "--weight-decay", "0.05") == (
         "-wd0.05-ema0.99", {"color_jitter": 0.0, "weight_decay": 0.05, "ema_decay": 0.99})  # fmt: skip
 
@@ -185,3 +185,11 @@ def test_ensemble_averages_the_members_probabilities_and_refuses_other_classes(m
     second.mean = (0.5, 0.5, 0.5)
     with pytest.raises(PixelwiseError, match="normalise their input differently"):
         ensemble([first, second])
+
+
+def test_result_line_keys_are_identifiers_whatever_the_run_keys_hold(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from common import result_line
+
+    line = result_line(**{"fpn-wd0.05_miou": 0.62149, "ce+dice-whole-ema0.99_miou": 0.6641, "note": "x.y"})
+    assert line == "RESULT fpn_wd0_05_miou=0.6215 ce_dice_whole_ema0_99_miou=0.6641 note=x.y"
