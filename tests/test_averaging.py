@@ -11,6 +11,7 @@ from pixelwise.averaging import weight_average
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.cli import main
 from pixelwise.config import TrainConfig
+from pixelwise.starting_weights import starting_weights
 from pixelwise.training import train
 
 WATCHED = "network.score32.weight"  # a trained weight of fcn32s (the Segmenter's name for it)
@@ -67,6 +68,9 @@ def test_a_run_validates_and_saves_the_average_of_its_steps(synthetic_voc, tmp_p
     best = load_checkpoint(tmp_path / "run" / "best.pt")  # of the one epoch, the last
     assert best["state_dict"]["score32.weight"].equal(saved["state_dict"]["score32.weight"]), "best.pt's the average"
     assert "trained_state_dict" not in best and "averaged_steps" not in best, "best.pt is a model to predict with"
+    assert (saved["format_version"], best["format_version"]) == (3, 1), "releases before 3 refuse last.pt alone"
+    start = starting_weights(tmp_path / "run" / "last.pt", "fcn32s", "resnet18").network.state_dict()
+    assert start["score32.weight"].equal(saved["state_dict"]["score32.weight"]), "--init-from starts from the average"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +91,9 @@ def averaged_run(synthetic_voc, tmp_path_factory):
             "it lacks averaged_steps, which a run"),
         (lambda state: {**state, "averaged_steps": 0}, "field 'averaged_steps' should be absent, or a whole number"),
         (lambda state: {**state, "averaged_steps": True}, "field 'averaged_steps' should be absent, or a whole"),
+        (lambda state: {**state, "averaged_steps": 2**63}, "field 'averaged_steps' should be absent, or a whole"),
+        (lambda state: {**state, "config": {**state["config"], "ema_decay": 0.0}},
+            "it holds trained_state_dict and averaged_steps, which only a run with ema_decay keeps"),
         (lambda state: {**state, "trained_state_dict": {**state["trained_state_dict"],
             "score32.bias": torch.full((4,), float("nan"))}}, "field 'trained_state_dict' should be absent, or a dict"),
         (lambda state: {**state, "trained_state_dict": {**state["trained_state_dict"],

@@ -32,8 +32,8 @@ TIME_COLUMNS = {"seconds", "images_per_second"}
 # Six short epochs on two classes, for a model whose BatchNorm is frozen (distributed_worker.py): without statistics
 # of each rank's share, two ranks compute what one process does, to rounding, so their runs can be compared.
 RECIPE = ["--epochs", "6", "--batch-size", "8", "--crop-size", "32x32", "--lr", "0.03", "--warmup-epochs", "0",
-    "--model", "fcn8s", "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic",
-    "--ema-decay", "0.9"]  # the ranks validate and save the weights' moving average, and resume it
+    "--model", "fcn8s", "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic"]
+AVERAGED = ["--ema-decay", "0.9"]  # the ranks validate and save the weights' moving average, and resume it
 TWO_RANK_SAVES = ["--save-every-steps", "4"]  # 6 steps an epoch: a mid-epoch checkpoint to resume from
 SHORT = ["--batch-size", "4", "--crop-size", "48x48", "--lr", "0.01", "--warmup-epochs", "0", "--model", "fcn32s",
     "--quiet", "--device", "cpu", "--seed", "5", "--workers", "0", "--deterministic"]
@@ -66,14 +66,6 @@ def metrics_without_times(run_dir: Path) -> list[dict]:
     """metrics.csv rows without the wall-clock columns."""
     with open(run_dir / "metrics.csv") as handle:
         return [{key: value for key, value in row.items() if key not in TIME_COLUMNS} for row in csv.DictReader(handle)]
-
-
-def assert_same_weights(first: Path, second: Path) -> None:
-    """Bit-for-bit equal weights of two checkpoints: the averaged ones saved as the model, and those trained."""
-    for field in ("state_dict", "trained_state_dict"):
-        a, b = load_checkpoint(first)[field], load_checkpoint(second)[field]
-        different = [key for key in a if not torch.equal(a[key], b[key])]
-        assert a.keys() == b.keys() and not different, f"{field}: {len(different)} tensors differ: {different[:3]}"
 
 
 def synthetic_photos(out: Path, train: int, val: int, classes: int, sizes: tuple[int, int]) -> Path:
@@ -246,9 +238,15 @@ def tiny_photos(tmp_path_factory) -> Path:
     return synthetic_photos(tmp_path_factory.mktemp("tiny"), 24, 5, 3, (40, 72))
 
 
-def test_a_killed_rank_stops_the_run_and_a_resume_ends_as_the_uninterrupted_run(two_rank_run, small_photos, tmp_path):
+@pytest.mark.parametrize("averaged", [False, True], ids=["trained", "averaged"])
+def test_a_killed_rank_stops_the_run_and_a_resume_ends_as_the_uninterrupted_run(two_rank_run, small_photos, tmp_path,
+        assert_same_weights, averaged):  # fmt: skip
     reference, interrupted = two_rank_run[0], tmp_path / "interrupted"
     run = [str(WORKER), "frozen-batch-norm", "--data", str(small_photos), *RECIPE, *TWO_RANK_SAVES]
+    if averaged:  # its uninterrupted run first
+        run, reference = run + AVERAGED, tmp_path / "reference"
+        code, _, err = finished(torchrun(*run, "--out", str(reference)))
+        assert code == 0, err[-3000:]
     launcher = torchrun(*run, "--out", str(interrupted))
     last, saves, seen, deadline = interrupted / "last.pt", 0, None, time.monotonic() + 200
     while saves < 3 and launcher.poll() is None and time.monotonic() < deadline:

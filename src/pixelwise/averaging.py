@@ -30,11 +30,22 @@ def average_fields(trained: Segmenter, average: AveragedModel | None) -> dict:
     return {TRAINED_WEIGHTS: trained.network.state_dict(), AVERAGED_STEPS: int(average.n_averaged)}
 
 
-def restore_average(path: Path, state: dict, trained: Segmenter, average: AveragedModel, model_name: str) -> None:
-    """Load a run's trained weights into `trained`, and the average (the checkpoint's model) into `average`.
+def restore_weights(
+    path: Path, state: dict, trained: Segmenter, average: AveragedModel | None, model_name: str
+) -> None:
+    """Load a run's trained weights into `trained`, and into `average` (with ema_decay) the checkpoint's model.
 
-    `state` is a last.pt that `load_checkpoint(for_resume=True)` has checked.
+    `state` is a last.pt that `load_checkpoint(for_resume=True)` has checked. Without an average
+    the checkpoint's model is the trained weights, and a last.pt that says otherwise is refused.
     """
+    kept = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name in state]
+    if average is None and kept:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: it holds {' and '.join(kept)}, which only a run with ema_decay keeps"
+        )
+    if average is None:
+        load_weights(path, trained.network, state["state_dict"], model_name)
+        return
     missing = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name not in state]
     if missing:
         raise CheckpointError(

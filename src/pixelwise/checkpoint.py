@@ -21,7 +21,8 @@ from pixelwise.segmenter import Segmenter
 from pixelwise.torchfile import load_weights_only
 
 FORMAT = "pixelwise-checkpoint"
-FORMAT_VERSION = 2  # 2: the model record names an encoder, and models beyond the FCNs on ResNet-18 exist
+FORMAT_VERSION = 3  # 2: the model record names an encoder, and models beyond the FCNs on ResNet-18 exist;
+# 3: a last.pt whose model is the weights' average, the weights trained kept beside it (TRAINED_WEIGHTS)
 REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -35,6 +36,7 @@ REQUIRED_KEYS = (
 RESUME_KEYS = ("config", "epoch", "history", "best", "optimizer", "scheduler")
 # A run with ema_decay saves the weights' average as its model; these keep what it trains, for a resume.
 TRAINED_WEIGHTS, AVERAGED_STEPS = "trained_state_dict", "averaged_steps"
+MAX_STEPS = 2**53  # steps a run can count: far past any run, and within the step counters' integers
 
 
 def serialize(payload: dict) -> bytes:
@@ -55,10 +57,16 @@ def save_checkpoint(payload: dict, path: Path | str) -> None:
 
 
 def _version_needed(payload: dict) -> int:
-    """1 for an FCN on ResNet-18, which the first release reads; 2 otherwise, which it refuses as newer."""
+    """The oldest format that reads `payload` right, so that older releases refuse the rest as newer.
+
+    1 for an FCN on ResNet-18 (the first release); 3 for a last.pt that keeps its trained weights
+    beside their average (a release before 3 would resume training the average); 2 otherwise.
+    """
+    if TRAINED_WEIGHTS in payload:
+        return 3
     model = payload.get("model") if isinstance(payload.get("model"), dict) else {}
     first_release = model.get("name") in ("fcn32s", "fcn8s") and model.get("encoder", LEGACY_ENCODER) == LEGACY_ENCODER
-    return 1 if first_release else FORMAT_VERSION
+    return 1 if first_release else 2
 
 
 def load_checkpoint(path: Path | str, *, for_resume: bool = False) -> dict:
@@ -192,7 +200,7 @@ def _normalization_ok(payload: dict) -> bool:
     )
 
 
-def _weights_ok(state) -> bool:
+def _weights_ok(state: object) -> bool:
     """Named dense tensors of real numbers, all finite."""
     return isinstance(state, dict) and all(
         isinstance(key, str) and isinstance(value, torch.Tensor) and value.layout == torch.strided
@@ -321,7 +329,7 @@ RESUME_FIELDS: dict[str, Check] = {
         lambda p: TRAINED_WEIGHTS not in p or _weights_ok(p[TRAINED_WEIGHTS]),
     ),
     AVERAGED_STEPS: (
-        "absent, or a whole number from 1",
-        lambda p: AVERAGED_STEPS not in p or (_is_whole(p[AVERAGED_STEPS]) and p[AVERAGED_STEPS] >= 1),
+        f"absent, or a whole number 1..{MAX_STEPS}",
+        lambda p: AVERAGED_STEPS not in p or (_is_whole(p[AVERAGED_STEPS]) and 1 <= p[AVERAGED_STEPS] <= MAX_STEPS),
     ),
 }  # fmt: skip

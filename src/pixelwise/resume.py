@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from pixelwise.averaging import restore_average
-from pixelwise.checkpoint import load_checkpoint, load_weights
+from pixelwise.averaging import restore_weights
+from pixelwise.checkpoint import load_checkpoint
 from pixelwise.config import BOUNDS, TrainConfig
 from pixelwise.engine import EpochProgress
 from pixelwise.errors import CheckpointError, PixelwiseError, TrainingError
@@ -117,10 +117,7 @@ def restore(
         log(f"resume changes the colours of {', '.join(recoloured)} (from the data's class table)")
     saved = _saved_config(path, state)
     _settings_changed(saved, config, log)
-    if average is None:
-        load_weights(path, segmenter.network, state["state_dict"], config.model)
-    else:
-        restore_average(path, state, segmenter, average, config.model)
+    restore_weights(path, state, segmenter, average, config.model)
     settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state["optimizer"])
