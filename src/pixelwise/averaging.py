@@ -38,12 +38,12 @@ def restore_weights(
     `state` is a last.pt that `load_checkpoint(for_resume=True)` has checked. Without an average
     the checkpoint's model is the trained weights, and a last.pt that says otherwise is refused.
     """
-    kept = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name in state]
-    if average is None and kept:
-        raise CheckpointError(
-            f"{path}: damaged checkpoint: it holds {' and '.join(kept)}, which only a run with ema_decay keeps"
-        )
     if average is None:
+        kept = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name in state]
+        if kept:
+            raise CheckpointError(
+                f"{path}: damaged checkpoint: it holds {' and '.join(kept)}, which only a run with ema_decay keeps"
+            )
         load_weights(path, trained.network, state["state_dict"], model_name)
         return
     missing = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name not in state]
