@@ -20,7 +20,6 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from pixelwise.cli_arguments import name_list
 from pixelwise.data.check import dataset_layout
 from pixelwise.data.class_paste import class_paste
 from pixelwise.data.folder import FolderSegmentation
@@ -47,7 +46,7 @@ def add_camvid_run_arguments(parser: argparse.ArgumentParser, out: str, holds: s
         help="as pixelwise train's; a run of its own, its key suffixed -wdW (default: the recipe's)",
     )  # fmt: skip
     parser.add_argument(
-        "--copy-paste", type=name_list, default=(), metavar="CLASSES",
+        "--copy-paste", metavar="CLASSES",
         help="as pixelwise train's; a run of its own, its key suffixed -paste-CLASS... (default: none)",
     )  # fmt: skip
     parser.add_argument(
@@ -73,10 +72,11 @@ def run_variant(args: argparse.Namespace, camvid: Path) -> tuple[str, dict]:
     if args.ema_decay:
         settings["ema_decay"] = args.ema_decay
         suffix += f"-ema{args.ema_decay:g}"
-    if args.copy_paste:
-        class_paste(args.copy_paste, dataset_layout(camvid).classes.class_names)
-        settings["copy_paste"] = args.copy_paste
-        suffix += "-paste-" + "-".join(re.sub(r"\W+", "_", name) for name in sorted(args.copy_paste))
+    if args.copy_paste is not None:
+        class_names = dataset_layout(camvid).classes.class_names
+        pasted = class_paste([args.copy_paste], class_names).class_indices
+        settings["copy_paste"] = tuple(sorted(class_names[index] for index in pasted))
+        suffix += "-paste-" + "-".join(re.sub(r"\W+", "_", name) for name in settings["copy_paste"])
     return suffix, settings
 
 

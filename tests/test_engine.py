@@ -133,7 +133,6 @@ def test_config_rejects_impossible_values():
         ),
         ({"copy_paste": ["pole", ""]}, r"copy_paste must be class names, got \['pole', ''\]"),
         ({"copy_paste": [3]}, r"copy_paste must be class names, got \[3\]"),
-        ({"copy_paste": ["pole", "sign", "pole"]}, "copy_paste names 'pole' twice"),
         ({"ema_decay": 1.0}, "ema_decay must be at least 0 and below 1, got 1.0"),
         ({"ema_decay": -0.5}, "ema_decay must be at least 0 and below 1, got -0.5"),
         ({"ema_decay": float("nan")}, "ema_decay must be at least 0 and below 1, got nan"),

@@ -32,7 +32,6 @@ from pixelwise.cli_arguments import (
     MAX_PICTURE_SIDE,
     class_count,
     command_parser,
-    name_list,
     non_negative_int,
     overlap_share,
     overwrite_argument,
@@ -202,7 +201,7 @@ def _augmentation_arguments(parser: argparse.ArgumentParser, workers_note: str =
         f"(default: {defaults.color_jitter:g}, none)",
     )  # fmt: skip
     parser.add_argument(
-        "--copy-paste", type=name_list, metavar="CLASSES",
+        "--copy-paste", metavar="CLASSES",
         help="ClassMix-style class copy-paste: for half the training photos, another training photo's pixels of "
         "these classes (class names separated by commas, such as pole,sign) laid over them at the same place, "
         f"before the crop{workers_note} (default: none)",

@@ -34,14 +34,6 @@ def real_number(text: str) -> float:
     return float(text)
 
 
-def name_list(text: str) -> tuple[str, ...]:
-    """'pole,sign' -> ('pole', 'sign'); whether they are the data's classes is checked with the data."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected class names separated by commas, such as pole,sign, got {text!r}")
-    return names
-
-
 def size_pair(text: str, largest: int | None = None, smallest: int = 1) -> tuple[int, int]:
     """'256x320' -> (256, 320), height first; each side at least `smallest` and at most `largest` if given."""
     try:

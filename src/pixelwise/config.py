@@ -85,7 +85,7 @@ class TrainConfig:
     crop_size: tuple[int, int] = (256, 320)
     scale_range: tuple[float, float] = (0.75, 1.5)
     color_jitter: float = 0.0  # brightness, contrast and saturation each scaled by up to 1 +- this; 0: none
-    copy_paste: tuple[str, ...] = ()  # classes pasted from another training photo (pixelwise.data.class_paste)
+    copy_paste: tuple[str, ...] = ()  # classes (or comma lists of them) pasted from another training photo
     optimizer: str | None = None  # the model's
     lr: float | None = None  # the optimiser's, LEARNING_RATES
     momentum: float = 0.9
@@ -195,12 +195,10 @@ class TrainConfig:
             raise TrainingError("; ".join(problems))
 
     def _copy_paste_problems(self) -> list[str]:
-        """Why copy_paste is not a list of distinct class names (which the data then checks)."""
-        names = self.copy_paste
-        if not all(isinstance(name, str) and name.strip() for name in names):
-            return [f"copy_paste must be class names, got {list(names)!r}"]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        return [f"copy_paste names {repeated[0]!r} twice"] if repeated else []
+        """Why copy_paste is not a list of texts naming classes (the data then checks the names: class_paste)."""
+        if not all(isinstance(entry, str) and entry.strip() for entry in self.copy_paste):
+            return [f"copy_paste must be class names, got {list(self.copy_paste)!r}"]
+        return []
 
     def _batch_problems(self) -> list[str]:
         """Why the global batch cannot be split over the run's processes, or is too small for the model."""

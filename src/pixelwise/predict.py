@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pixelwise.checkpoint import load_segmenter
-from pixelwise.data.labels import class_indices
+from pixelwise.data.labels import class_indices, kept_classes
 from pixelwise.device import resolve_device
 from pixelwise.segmenter import ImageLike, Segmenter, array_to_image, as_rgb_image, require_model
 
@@ -30,20 +30,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Segmente
     "cpu", "cuda", "cuda:N" or "auto"; one that is not there raises DeviceError.
     """
     return load_segmenter(path).to(resolve_device(device)).to(memory_format=torch.channels_last).eval()
-
-
-def kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
-    """The classes `keep` names: the whole text when it names a class (names may hold commas), else its comma list."""
-    pieces = [name.strip() for name in keep.split(",")]
-    if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
-        raise ValueError(
-            f"{keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it "
-            "ambiguous"
-        )
-    names = [keep] if keep in class_names else pieces
-    if not all(names):
-        raise ValueError(f"expected class names separated by commas, got {keep[:80]!r}")
-    return names
 
 
 def keep_mask(mask: np.ndarray, class_names: tuple[str, ...], keep: str | None) -> np.ndarray:

@@ -53,13 +53,18 @@ def test_the_lender_is_another_photo_drawn_from_all_others_as_often_as_the_proba
     assert always.lender(0, 1) is None, "a split of one photo has no other to paste from"
 
 
-def test_class_names_become_indices_and_a_stranger_is_named_with_the_classes():
+def test_class_names_become_indices_read_as_predict_keep_reads_them_and_a_stranger_is_named_with_the_classes():
     names = ("sky", "pole", "road", "sign")
-    assert class_paste(["sign", "pole"], names) == ClassPaste((3, 1))
+    assert class_paste(["sign", "pole"], names) == class_paste(["sign, pole"], names) == ClassPaste((3, 1))
     assert class_paste([], names) is None
+    assert class_paste(["cars, vans"], ("sky", "cars, vans")) == ClassPaste((1,)), "a name may hold a comma"
     with pytest.raises(DatasetError, match="^copy_paste: unknown class 'signs'; the data's classes are sky, pole, "
                        "road, sign$"):  # fmt: skip
-        class_paste(["pole", "signs"], names)
+        class_paste(["pole,signs"], names)
+    with pytest.raises(DatasetError, match="^copy_paste: names 'pole' twice$"):
+        class_paste(["pole,sign", "pole"], names)
+    with pytest.raises(DatasetError, match="^copy_paste: expected class names separated by commas, got 'pole,'$"):
+        class_paste(["pole,"], names)
 
 
 def test_training_samples_take_the_lenders_pixels_and_the_same_key_gives_the_same_sample(synthetic_voc):

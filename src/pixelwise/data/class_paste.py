@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pixelwise.data.labels import class_indices
+from pixelwise.data.labels import class_indices, kept_classes
 from pixelwise.errors import DatasetError
 
 PASTE_PROBABILITY = 0.5  # share of training photos that get pixels pasted in (ours: half keep their own scenes)
@@ -55,9 +55,16 @@ def _cover(image: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> 
     return image[:, top : top + height, left : left + width], mask[top : top + height, left : left + width]
 
 
-def class_paste(names: Sequence[str], class_names: tuple[str, ...]) -> ClassPaste | None:
-    """The paste of the classes `names` of data with `class_names` (None for none); DatasetError on a non-class."""
+def class_paste(entries: Sequence[str], class_names: tuple[str, ...]) -> ClassPaste | None:
+    """The paste of the classes `entries` name, as `predict --keep` reads them: each a class or a comma list of them.
+
+    None for no entries; DatasetError on a name that is not one of `class_names`, or one given twice.
+    """
     try:
+        names = [name for entry in entries for name in kept_classes(entry, class_names)]
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated is not None:
+            raise ValueError(f"names {repeated!r} twice")
         return ClassPaste(tuple(class_indices(names, class_names, "the data's classes are"))) if names else None
     except ValueError as error:
         raise DatasetError(f"copy_paste: {error}") from None

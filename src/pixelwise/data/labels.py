@@ -160,6 +160,20 @@ def _short_list(values: list[int], limit: int = 8) -> str:
     return shown if len(values) <= limit else f"{shown}, ... ({len(values)} values)"
 
 
+def kept_classes(keep: str, class_names: tuple[str, ...]) -> list[str]:
+    """The classes `keep` names: the whole text when it names a class (names may hold commas), else its comma list."""
+    pieces = [name.strip() for name in keep.split(",")]
+    if keep in class_names and len(pieces) > 1 and all(piece in class_names for piece in pieces):
+        raise ValueError(
+            f"{keep!r} names one class and also the classes {', '.join(pieces)}; this model's names make it "
+            "ambiguous"
+        )
+    names = [keep] if keep in class_names else pieces
+    if not all(names):
+        raise ValueError(f"expected class names separated by commas, got {keep[:80]!r}")
+    return names
+
+
 def class_indices(names: list[str] | tuple[str, ...], class_names: tuple[str, ...], whose: str) -> list[int]:
     """Index of each of `names`; ValueError naming the first that is not a class, then `whose` class names."""
     unknown = [name for name in names if name not in class_names]
