@@ -76,7 +76,7 @@ def test_training_samples_take_the_lenders_pixels_and_the_same_key_gives_the_sam
         torch.manual_seed(seed)
         lender = paste.lender(0, len(plain))
         torch.manual_seed(seed)
-        image, mask = pasted.load_for_training(0)
+        image, mask = pasted[0]
         expected_image, expected_mask = paste.paste(*plain.load(0), *plain.load(lender))
         assert torch.equal(image, expected_image) and torch.equal(mask, expected_mask), f"seed {seed}"
         changed += not torch.equal(mask, plain.load(0)[1])
@@ -92,7 +92,7 @@ def test_a_lender_that_fails_to_load_lends_nothing_and_the_photo_is_kept(synthet
     broken.write_bytes(b"not a png")
     samples = [plain.samples[0], (plain.samples[1][0], broken)]
     pasted = SegmentationDataset(samples, plain.classes, paste=ClassPaste((1, 2, 3), probability=1.0))
-    image, mask = pasted.load_for_training(0)
+    image, mask = pasted[0]
     assert torch.equal(image, plain.load(0)[0]) and torch.equal(mask, plain.load(0)[1])
     with pytest.raises(DatasetError, match="broken.png"):
-        pasted.load_for_training(1)
+        pasted[1]

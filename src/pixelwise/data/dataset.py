@@ -61,10 +61,6 @@ class SegmentationDataset(Dataset):
             self._read_mask(index, image.height, image.width)
         )
 
-    def load_for_training(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        """Sample `index` as the transforms get it: decoded, with a random other photo's classes pasted if set."""
-        return self.pasted(index, *self.load(index))
-
     def pasted(
         self, index: int, image: tv_tensors.Image, mask: tv_tensors.Mask
     ) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
@@ -103,7 +99,7 @@ class SegmentationDataset(Dataset):
         return torch.from_numpy(self.classes.decode(label, label_path))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load_for_training(index)
+        image, mask = self.pasted(index, *self.load(index))
         return self.transforms(image, mask) if self.transforms else (image, mask)
 
 
