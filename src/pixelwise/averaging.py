@@ -2,7 +2,7 @@
 
 torch's AveragedModel keeps it, BatchNorm's running statistics averaged with the weights. In
 the checkpoint the average is the model (`state_dict`, what predict, eval and export load);
-the weights being trained, and the number of steps averaged, are kept for a resume.
+the weights being trained are kept beside it for a resume.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pixelwise.checkpoint import AVERAGED_STEPS, TRAINED_WEIGHTS, load_weights
+from pixelwise.checkpoint import TRAINED_WEIGHTS, load_weights
 from pixelwise.errors import CheckpointError
 from pixelwise.segmenter import Segmenter
 
@@ -24,10 +24,10 @@ def weight_average(segmenter: Segmenter, decay: float) -> AveragedModel | None:
 
 
 def average_fields(trained: Segmenter, average: AveragedModel | None) -> dict:
-    """What last.pt keeps beside the averaged model to resume: the trained weights and the steps averaged."""
+    """What last.pt keeps beside the averaged model to resume: the trained weights."""
     if average is None:
         return {}
-    return {TRAINED_WEIGHTS: trained.network.state_dict(), AVERAGED_STEPS: int(average.n_averaged)}
+    return {TRAINED_WEIGHTS: trained.network.state_dict()}
 
 
 def restore_weights(
@@ -39,18 +39,16 @@ def restore_weights(
     the checkpoint's model is the trained weights, and a last.pt that says otherwise is refused.
     """
     if average is None:
-        kept = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name in state]
-        if kept:
+        if TRAINED_WEIGHTS in state:
             raise CheckpointError(
-                f"{path}: damaged checkpoint: it holds {' and '.join(kept)}, which only a run with ema_decay keeps"
+                f"{path}: damaged checkpoint: it holds {TRAINED_WEIGHTS}, which only a run with ema_decay keeps"
             )
         load_weights(path, trained.network, state["state_dict"], model_name)
         return
-    missing = [name for name in (TRAINED_WEIGHTS, AVERAGED_STEPS) if name not in state]
-    if missing:
+    if TRAINED_WEIGHTS not in state:
         raise CheckpointError(
-            f"{path}: damaged checkpoint: it lacks {' and '.join(missing)}, which a run with ema_decay keeps to resume"
+            f"{path}: damaged checkpoint: it lacks {TRAINED_WEIGHTS}, which a run with ema_decay keeps to resume"
         )
     load_weights(path, trained.network, state[TRAINED_WEIGHTS], model_name)
     load_weights(path, average.module.network, state["state_dict"], model_name)
-    average.n_averaged.fill_(state[AVERAGED_STEPS])
+    average.n_averaged.fill_(1)  # a last.pt follows a step; the decay's update reads the count only when it is 0

@@ -35,8 +35,7 @@ REQUIRED_KEYS = (
 )
 RESUME_KEYS = ("config", "epoch", "history", "best", "optimizer", "scheduler")
 # A run with ema_decay saves the weights' average as its model; these keep what it trains, for a resume.
-TRAINED_WEIGHTS, AVERAGED_STEPS = "trained_state_dict", "averaged_steps"
-MAX_STEPS = 2**53  # steps a run can count: far past any run, and within the step counters' integers
+TRAINED_WEIGHTS = "trained_state_dict"
 
 
 def serialize(payload: dict) -> bytes:
@@ -327,9 +326,5 @@ RESUME_FIELDS: dict[str, Check] = {
     TRAINED_WEIGHTS: (
         "absent, or a dict of named, finite, real tensors",
         lambda p: TRAINED_WEIGHTS not in p or _weights_ok(p[TRAINED_WEIGHTS]),
-    ),
-    AVERAGED_STEPS: (
-        f"absent, or a whole number 1..{MAX_STEPS}",
-        lambda p: AVERAGED_STEPS not in p or (_is_whole(p[AVERAGED_STEPS]) and 1 <= p[AVERAGED_STEPS] <= MAX_STEPS),
     ),
 }  # fmt: skip
