@@ -3,8 +3,9 @@
 Scenarios:
   steps-then-train OUT.json ARGS...
                         a one-epoch run through the Python API; one optimisation step on the ranks against
-                        one process on the same global batch, two steps of every registered model and sharded
-                        evaluation against one process's, on the photos of ARGS' --data, reported in
+                        one process on the same global batch, two steps of every registered model, BatchNorm
+                        statistics shared over the ranks and sharded evaluation against one process's, on the
+                        photos of ARGS' --data, reported in
                         OUT.json; then pixelwise train ARGS with every BatchNorm frozen, in the same processes
   frozen-batch-norm ARGS...
                         pixelwise train ARGS with every BatchNorm frozen
@@ -28,6 +29,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import pixelwise
 import pixelwise.training
+from pixelwise.averaging import share_batch_statistics, weight_average
 from pixelwise.cli import main
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
@@ -108,8 +110,23 @@ def steps(segmenter: Segmenter, samples, ranks, count: int, batch_size: int) -> 
     return losses
 
 
+def statistics_shared(ranks: Ranks, trained: Segmenter) -> list[list[float]]:
+    """The distinct BatchNorm statistics of a model and of its moving average after share_batch_statistics,
+    which start as 1 + rank and 3 + rank."""
+    average = weight_average(trained, 0.9)
+    statistics = [
+        [buffer for name, buffer in module.named_buffers() if name.endswith(("running_mean", "running_var"))]
+        for module in (trained, average.module)
+    ]
+    for buffers, start in zip(statistics, (1.0, 3.0)):
+        for buffer in buffers:
+            buffer.fill_(start + ranks.rank)
+    share_batch_statistics(ranks, trained, average)
+    return [sorted({value for buffer in buffers for value in buffer.tolist()}) for buffers in statistics]
+
+
 def steps_report(ranks: Ranks, data: Path) -> dict:
-    """One step on the ranks against one process; two steps of every model; sharded evaluation."""
+    """One step on the ranks against one process; two steps of every model; shared statistics; sharded evaluation."""
     dataset = open_dataset(data, "train")
     train_set = SegmentationDataset(dataset.samples, dataset.classes, train_transforms(CROP))
     samples = training_samples(EveryPixelLabelled(train_set), seed=7)
@@ -132,6 +149,8 @@ def steps_report(ranks: Ranks, data: Path) -> dict:
         trained = segmenter_of(model, names, palette)
         losses = steps(trained, samples, ranks, 2, batch_size=batch_size)
         report["models"][model] = {"losses": losses, "rank_weight_digests": gather(ranks, weights_digest(trained))}
+
+    report["shared_statistics"] = gather(ranks, statistics_shared(ranks, segmenter_of("fcn8s", names, palette)))
 
     val = open_dataset(data, "val")
     evaluated = segmenter_of("fcn8s", names, palette)

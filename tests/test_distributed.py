@@ -193,6 +193,7 @@ def test_one_step_on_two_ranks_is_one_step_of_one_process_and_every_model_trains
     for model, trained in report["models"].items():
         assert all(torch.isfinite(torch.tensor(trained["losses"]))), model
         assert len(set(trained["rank_weight_digests"])) == 1, model
+    assert report["shared_statistics"] == [[[1.5], [3.5]]] * 2, "both models' BatchNorm statistics, averaged"
     assert report["val_photos"] == 7
     api_run = report["api_run"]  # pixelwise.train under torchrun, then again (the CLI) in the same processes
     assert len(set(api_run["rank_results"])) == 1, "every rank returns the same result"

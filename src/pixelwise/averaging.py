@@ -12,6 +12,7 @@ from pathlib import Path
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pixelwise.checkpoint import TRAINED_WEIGHTS, load_weights
+from pixelwise.distributed import Ranks, average_buffers_over_ranks
 from pixelwise.errors import CheckpointError
 from pixelwise.segmenter import Segmenter
 
@@ -21,6 +22,13 @@ def weight_average(segmenter: Segmenter, decay: float) -> AveragedModel | None:
     if not decay:
         return None
     return AveragedModel(segmenter, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def share_batch_statistics(ranks: Ranks, trained: Segmenter, average: AveragedModel | None) -> None:
+    """Average the BatchNorm statistics of `trained` and of its `average` over the ranks: every rank holds rank 0's."""
+    average_buffers_over_ranks(ranks, trained)
+    if average is not None:
+        average_buffers_over_ranks(ranks, average.module)
 
 
 def average_fields(trained: Segmenter, average: AveragedModel | None) -> dict:

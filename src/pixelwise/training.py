@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pixelwise._version import __version__
-from pixelwise.averaging import average_fields, weight_average
+from pixelwise.averaging import average_fields, share_batch_statistics, weight_average
 from pixelwise.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from pixelwise.config import CLASS_WEIGHTING_POWERS, TrainConfig
 from pixelwise.data.check import SplitReport, check_dataset, dataset_layout
@@ -26,7 +26,6 @@ from pixelwise.device import emulated_bf16_warning, resolve_device
 from pixelwise.distributed import (
     ONE_PROCESS,
     Ranks,
-    average_buffers_over_ranks,
     data_parallel,
     on_every_rank,
     on_rank_zero,
@@ -375,12 +374,6 @@ class EpochLoop:
         """The model validated and saved: the weights' moving average when the run keeps one."""
         return self.segmenter if self.average is None else self.average.module
 
-    def _share_buffers(self) -> None:
-        """Average the BatchNorm statistics over the ranks, so that every rank holds what rank 0 saves."""
-        average_buffers_over_ranks(self.ranks, self.segmenter)
-        if self.average is not None:
-            average_buffers_over_ranks(self.ranks, self.average.module)
-
     def _save_state(self, epoch: int, state: RunState, progress: EpochProgress | None) -> None:
         """last.pt with everything a resume needs; mid-epoch (`progress` given) or at the epoch's end (rank 0 only)."""
         payload = checkpoint_payload(self.validated, self.config, epoch, state.history, state.best)
@@ -418,7 +411,7 @@ class EpochLoop:
                 loss=f"{done.loss_sum / done.steps:.3f}", lr=f"{lr:.2e}", img_s=f"{done.images_per_second:.1f}"
             )
             if config.save_every_steps and done.steps % config.save_every_steps == 0 and done.steps < self.steps:
-                self._share_buffers()  # so a resume starts from what was saved
+                share_batch_statistics(self.ranks, self.segmenter, self.average)  # a resume starts from what was saved
                 on_rank_zero(self.ranks, partial(self._save_state, epoch, state, done))
 
         seed_random_layers(config.seed, epoch, done.steps, rank)
@@ -454,7 +447,7 @@ class EpochLoop:
     def _finish_epoch(self, epoch: int, state: RunState, done: EpochProgress) -> None:
         """Validate, record the epoch, save the checkpoints and curves, log one line."""
         class_names = self.segmenter.class_names
-        self._share_buffers()  # every rank validates, and rank 0 saves, one model
+        share_batch_statistics(self.ranks, self.segmenter, self.average)  # all ranks validate, rank 0 saves, one model
         metrics = evaluate(
             self.validated, self.val_loader, len(class_names), self.device, normalization=self.normalization,
             ranks=self.ranks,
