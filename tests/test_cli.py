@@ -123,12 +123,15 @@ def test_predict_reports_unreadable_files_and_goes_on(trained_run, tmp_path, cap
     _, run = trained_run
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     Image.new("RGB", (40, 30)).save(tmp_path / "fine.jpg")
+    os.mkfifo(tmp_path / "pipe")
     code = main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "*.jpg"),
-        str(tmp_path / "absent.jpg"), "--out", str(tmp_path / "out")])
+        str(tmp_path / "absent.jpg"), str(tmp_path / "pipe"), "--out", str(tmp_path / "out")])
     assert code == 1
     assert (tmp_path / "out" / "fine_mask.png").is_file()
     errors = capsys.readouterr().err
     assert "broken.jpg: cannot decode image" in errors and "absent.jpg: no such file or folder" in errors
+    assert "pipe: neither a file nor a folder" in errors
+    (tmp_path / "pipe").unlink()  # the folder is read as input below
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
     (tmp_path / "loop.jpg").symlink_to("loop.jpg")
@@ -182,7 +185,7 @@ def test_predict_into_an_unwritable_folder_is_one_line(trained_run, tmp_path, ca
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out",
         str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path}/file: a file where a folder goes" in err and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path}/file: a file where a folder goes: move it" in err and len(err.strip().splitlines()) == 1
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(tmp_path / "a.jpg"), "--out",
         "/proc/pixelwise-out"]) == 2
     err = capsys.readouterr().err
@@ -210,6 +213,19 @@ def test_a_new_run_refuses_a_directory_with_an_earlier_run(trained_run, capsys):
     assert (run / "best.pt").read_bytes() == before
 
 
+def test_a_folder_with_best_pt_alone_is_not_offered_for_a_resume(trained_run, tmp_path, capsys):
+    data, run = trained_run
+    kept = tmp_path / "best-only"
+    kept.mkdir()
+    for name in ("best.pt", "config.json", "metrics.csv"):
+        shutil.copy(run / name, kept / name)
+    assert main(["train", "--data", str(data), "--out", str(kept), *TINY_TRAIN]) == 2
+    error = capsys.readouterr().err
+    assert f"{kept}: holds an earlier run's best.pt, without the last.pt a resume needs; give another --out" in error
+    assert "--resume" not in error
+    assert sorted(path.name for path in kept.iterdir()) == ["best.pt", "config.json", "metrics.csv"]
+
+
 def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_run, tmp_path, capsys):
     _, run = trained_run
     import shutil
@@ -228,10 +244,10 @@ def test_resuming_a_finished_run_trains_nothing_and_cannot_shorten_it(trained_ru
     "classes, message",
     [
         ("gridded disk,pole",
-            "copy_paste: unknown class 'pole'; the data's classes are background, gridded disk, striped square"),
-        ("gridded disk,,striped square", "copy_paste: expected class names separated by commas, got 'gridded disk,,"),
-        (",", "copy_paste: expected class names separated by commas, got ','"),
-        ("gridded disk, gridded disk", "copy_paste: names 'gridded disk' twice"),
+            "--copy-paste: unknown class 'pole'; the data's classes are background, gridded disk, striped square"),
+        ("gridded disk,,striped square", "--copy-paste: expected class names separated by commas, got 'gridded disk,,"),
+        (",", "--copy-paste: expected class names separated by commas, got ','"),
+        ("gridded disk, gridded disk", "--copy-paste: names 'gridded disk' twice"),
     ],
 )  # fmt: skip
 def test_pasting_names_that_are_not_the_datas_classes_is_refused_before_the_labels_are_read(trained_run, tmp_path,
@@ -287,7 +303,7 @@ def test_data_show_crops_are_drawn_as_training_draws_them(trained_run, tmp_path,
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--crops", "2", "--color-jitter", "2"], "color_jitter must be at least 0 and at most 1, got 2.0"),
+        (["--crops", "2", "--color-jitter", "2"], "--color-jitter must be at least 0 and at most 1, got 2.0"),
         (["--crops", "2", "--scale-range", "2", "1"], "0 < low <= high <= 16.0, got (2.0, 1.0)"),
         (["--crops", "2", "--scale-range", "1", "100"], "0 < low <= high <= 16.0, got (1.0, 100.0)"),
         (
@@ -395,14 +411,15 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
         (["train", "--device", "mps", "--data", "/nonexistent"], "device mps requested but MPS is not available"),
         (["train", "--device", "tpu", "--data", "/nonexistent"], "unknown device 'tpu'"),
         (["train", "--color-jitter", "nan", "--data", "/nonexistent"],
-            "color_jitter must be at least 0 and at most 1, got nan"),
+            "--color-jitter must be at least 0 and at most 1, got nan"),
         (["train", "--copy-paste", "pole", "--decode-on", "device", "--data", "/nonexistent"],
-            "copy_paste ['pole'] needs decode_on='workers'"),
+            "--copy-paste ['pole'] needs --decode-on='workers'"),
         (["train", "--resume", "/nonexistent-run", "--copy-paste", "pole"], "--copy-paste cannot change"),
         (["train", "--resume", "/nonexistent-run", "--ema-decay", "0.9"], "--ema-decay cannot change"),
-        (["train", "--ema-decay", "1", "--data", "/nonexistent"], "ema_decay must be at least 0 and below 1, got 1.0"),
+        (["train", "--ema-decay", "1", "--data", "/nonexistent"],
+            "--ema-decay must be at least 0 and below 1, got 1.0"),
         (["train", "--scale-range", "1", "inf"],
-            "scale range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
+            "--scale-range must be two numbers with 0 < low <= high <= 16.0, got (1.0, inf)"),
         (["predict", "--checkpoint", "/nonexistent.pt", "a.jpg", "--out", "o", "--keep", "person"],
             "--keep chooses the classes that --blur-background keeps sharp"),
     ],
@@ -419,7 +436,7 @@ def test_unwritable_files_of_other_commands_are_one_line(trained_run, tmp_path, 
     assert main(["data", "show", str(data), "--n", "2", "--out", str(tmp_path / "file" / "preview.png")]) == 2
     assert main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num-train", "1", "--num-val", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and f"{tmp_path}/file: a file where a folder goes" in err[0] and "Not a directory" in err[1]
+    assert len(err) == 2 and all(f"{tmp_path}/file: a file where a folder goes" in line for line in err)
 
 
 def test_unwritable_output_fails_before_training(trained_run, tmp_path, capsys):

@@ -26,3 +26,24 @@ def test_demo_writes_its_report_and_runs_again_into_the_same_folder(tmp_path, mo
     assert f"replacing the earlier run in {out / 'run'}" in printed
     assert "writing the synthetic dataset" not in printed.split("replacing")[1], "the data is reused, not written again"
     assert (out / "run" / "last.pt").stat().st_mtime_ns != first
+
+
+def test_demo_leaves_a_run_it_did_not_make_in_its_folder_and_says_so(tmp_path, capsys):
+    run = tmp_path / "demo" / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": str(tmp_path / "elsewhere")}))
+    (run / "last.pt").write_bytes(b"the user's own run")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"pixelwise: error: {run}: holds a run that did not train on the demo's data")
+    assert "\n" not in error
+    assert (run / "last.pt").read_bytes() == b"the user's own run"
+    assert not (tmp_path / "demo" / "data").exists(), "refused before anything was written"
+
+
+def test_demo_into_a_file_is_one_line_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "file").write_text("the user's")
+    assert main(["demo", "--out", str(tmp_path / "file"), "--epochs", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == f"pixelwise: error: {tmp_path}/file: a file where a folder goes; give another folder"
+    assert out == "" and (tmp_path / "file").read_text() == "the user's"

@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -150,6 +151,12 @@ def test_config_takes_paths_as_their_text(tmp_path):
         f"{tmp_path}/data", str(tmp_path), f"{tmp_path}/run", f"{tmp_path}/a.pt"
     )
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_keeps_a_negative_zero_as_zero():
+    config = TrainConfig(ema_decay=-0.0, color_jitter=-0.0, weight_decay=-0.0)
+    assert '"ema_decay": 0.0' in json.dumps(config.to_dict())
+    assert all(math.copysign(1, getattr(config, name)) == 1 for name in ("ema_decay", "color_jitter", "weight_decay"))
 
 
 class _BytesPath:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pixelwise.cli import main
+from pixelwise.cli_arguments import web_origin
 from pixelwise.data.labels import palette_png
 from pixelwise.models import build_model
 from pixelwise.segmenter import Segmenter
@@ -240,6 +241,13 @@ def test_cli_serve_refuses_bad_settings_and_warns_on_all_addresses(tmp_path, cap
     with pytest.raises(SystemExit) as exit_code:
         main(["serve", "--checkpoint", str(tmp_path / "absent.pt"), "--max-upload-mb", "0"])
     assert exit_code.value.code == 2 and "must be above 0" in capsys.readouterr().err
+    for origin in ("not a url", "https://example.org/page", "ftp://example.org", "https://example.org:99999"):
+        with pytest.raises(SystemExit) as exit_code:
+            main(["serve", "--checkpoint", str(tmp_path / "absent.pt"), "--cors-origin", origin])
+        err = capsys.readouterr().err
+        assert exit_code.value.code == 2 and "expected an origin" in err and repr(origin) in err
+        assert len(err.strip().splitlines()) == 1
+    assert web_origin("HTTPS://Example.org:8443/") == "https://example.org:8443", "as a browser sends it"
     assert main(["serve", "--checkpoint", str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "m.onnx"), "--engine", "torch"]) == 2

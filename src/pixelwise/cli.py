@@ -8,6 +8,7 @@ import functools
 import itertools
 import math
 import os
+import re
 import select
 import signal
 import sys
@@ -92,6 +93,22 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def settings_as_flags(message: str) -> str:
+    """A train (or data show) error naming settings as their flags: 'color_jitter=0' as '--color-jitter=0'.
+
+    A setting's name of one word, or one written with spaces ('crop size'), is taken for it where
+    it starts the message or one of its '; '-joined problems, as TrainConfig words them.
+    """
+    names = sorted((field.name for field in dataclasses.fields(TrainConfig)), key=len, reverse=True)
+    spoken = "|".join(re.escape(name.replace("_", " ")) for name in names)
+    message = re.sub(
+        rf"(^|; )({spoken})(?= must | \S+ needs | \S+ does )",
+        lambda match: match[1] + _flag(match[2].replace(" ", "_")), message,
+    )  # fmt: skip
+    written = "|".join(name for name in names if "_" in name)
+    return re.sub(rf"(?<![\w/.-])({written})(?![\w/.-])", lambda match: _flag(match[1]), message)
+
+
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's config: --resume's with the settings a resume may change, or the defaults with the options given."""
     from pixelwise.resume import RESUME_MAY_CHANGE, resume_config
@@ -161,12 +178,13 @@ def run_train(args: argparse.Namespace) -> int:
     except RankFailure as failure:  # raised on every rank: rank 0 says it, once all have stopped
         said["why"] = True
         if ranks.is_main:
-            print(f"pixelwise: error: {error_line(failure)}", file=sys.stderr, flush=True)
+            print(f"pixelwise: error: {settings_as_flags(error_line(failure))}", file=sys.stderr, flush=True)
         barrier(ranks)
         return 2
     except (PixelwiseError, OSError) as error:  # this rank's own: torchrun stops the others
         said["why"] = True
-        print(f"pixelwise: error: rank {ranks.rank}: {error_line(error)}", file=sys.stderr, flush=True)
+        line = settings_as_flags(error_line(error))
+        print(f"pixelwise: error: rank {ranks.rank}: {line}", file=sys.stderr, flush=True)
         return 2
     said["why"] = True
     return _report_run(result) if ranks.is_main else 0
@@ -754,7 +772,10 @@ def add_data(subparsers) -> None:
         "  pixelwise data synth --out data/synthetic\n  pixelwise data synth --out /tmp/tiny --num-train 20 "
         "--num-val 5 --classes 3",
     )
-    synth.add_argument("--out", required=True, metavar="DIR", help="folder that receives VOCdevkit/VOC2012")
+    synth.add_argument(
+        "--out", required=True, metavar="DIR",
+        help="folder that receives VOCdevkit/VOC2012; a synthetic dataset already there is replaced",
+    )  # fmt: skip
     synth.add_argument("--num-train", type=positive_int, default=200, help="training images (default: 200)")
     synth.add_argument("--num-val", type=non_negative_int, default=50, help="validation images (default: 50)")
     synth.add_argument("--classes", type=int, default=5, help="classes, background included, 2..21 (default: 5)")
@@ -880,6 +901,8 @@ def error_line(error: BaseException) -> str:
         return f"rank {error.rank}: {error_line(error.original)}"  # the command line's advice, not the library's
     if isinstance(error, EarlierRunError):
         run_dir = error.run_dir
+        if not (run_dir / "last.pt").exists():
+            return f"{run_dir}: holds an earlier run's best.pt, without the last.pt a resume needs; give another --out"
         return f"{run_dir}: holds an earlier run; continue it with --resume {run_dir}, or give another --out"
     return one_line(error)
 
@@ -949,7 +972,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, BrokenPipeError) and _stdout_closed():  # `pixelwise models | head -1`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
             return 1
-        print(f"pixelwise: error: {error_line(error)}", file=sys.stderr)
+        line = error_line(error)
+        if args.command in ("train", "data"):  # their settings are TrainConfig's
+            line = settings_as_flags(line)
+        print(f"pixelwise: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it
         if os.environ.get("RANK", "0") == "0":

@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pixelwise.config import MAX_SEED, MAX_WORKERS
 from pixelwise.inference import MAX_OVERLAP, MAX_SCALES, MIN_WINDOW_SIDE, scales_problem
@@ -119,6 +120,24 @@ def output_file(text: str) -> str:
     if text.endswith(("/", os.sep)):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in {text[-1]}); name the file to write")
     return text
+
+
+def web_origin(text: str) -> str:
+    """A web page's origin as a browser sends it (https://example.org, scheme and host in lower case), or '*'."""
+    if text == "*":
+        return text
+    parts = urlsplit(text.strip().rstrip("/"))
+    try:
+        port_ok = parts.port is None or parts.port > 0  # reading it raises on a port out of range or not a number
+    except ValueError:
+        port_ok = False
+    plain = port_ok and parts.scheme in ("http", "https") and parts.hostname and not (parts.username or parts.password)
+    if not plain or parts.path or parts.query or parts.fragment or " " in text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected an origin: http:// or https://, a host and perhaps a port, nothing after them "
+            f"(such as https://example.org), or * for any; got {text!r}"
+        )
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 def picture_file(text: str) -> str:

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from pixelwise.cli_arguments import (
-    command_parser, output_file, overwrite_argument, positive_int, real_number, whole_number,
+    command_parser, output_file, overwrite_argument, positive_int, real_number, web_origin, whole_number,
 )  # fmt: skip
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.engines import ENGINES
@@ -164,6 +164,7 @@ def add_serve(subparsers) -> None:
         help="photos in the server at once; more are answered 503 with Retry-After (default: 32)",
     )  # fmt: skip
     parser.add_argument(
-        "--cors-origin", action="append", default=[], metavar="ORIGIN",
-        help="let pages from ORIGIN (https://example.org) call the API from a browser; repeat for more (default: none)",
+        "--cors-origin", action="append", default=[], metavar="ORIGIN", type=web_origin,
+        help="let pages from ORIGIN (https://example.org; * for any) call the API from a browser; repeat for more "
+        "(default: none)",
     )  # fmt: skip

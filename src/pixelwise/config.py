@@ -111,6 +111,9 @@ class TrainConfig:
         for name in PATHS:
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
+        for name in REAL_NUMBERS:
+            if isinstance(getattr(self, name), float) and getattr(self, name) == 0:
+                setattr(self, name, 0.0)  # not -0.0, which config.json would keep
         self._fill_in_the_recipe()
         self.validate()
 

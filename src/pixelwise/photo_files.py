@@ -45,6 +45,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             found += matches
             if not matches:
                 problems.append((text, "pattern matches no file"))
+        elif path.exists():
+            problems.append((text, "neither a file nor a folder"))
         else:
             problems.append((text, "no such file or folder"))
     first_named: dict[Path, Path] = {}
@@ -111,7 +113,8 @@ def refuse_what_is_in_the_way(
         path, what, replaceable = blocking[0]
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
         hint = "; --overwrite replaces it" if replaceable else ""
-        raise PixelwiseError(f"{path}: {what} is where an output goes{more}: move it or choose another --out{hint}")
+        where = " is where an output goes" if path in targets else ""  # else a folder above them: `what` says it
+        raise PixelwiseError(f"{path}: {what}{where}{more}: move it or choose another --out{hint}")
 
 
 def _carries_mark(path: Path) -> bool:

@@ -312,9 +312,10 @@ def _train(
     if slow_precision:
         log(f"warning: {slow_precision}")
     if average is not None:
+        steps = float(f"{1 / (1 - config.ema_decay):.2g}")  # two figures: a decay of 1 - 1e-9 is not 1000000028 steps
         log(
-            f"validating and saving a moving average of the weights (decay {config.ema_decay:g}: about the last "
-            f"{1 / (1 - config.ema_decay):.0f} steps)"
+            f"validating and saving a moving average of the weights (decay {config.ema_decay!r}: about the last "
+            f"{steps:,.0f} steps)"
         )
     loop = EpochLoop(config, segmenter, optimizer, scheduler, device, data, criterion, run_dir, log, ranks, average)
     for epoch in range(state.epoch, config.epochs + 1):

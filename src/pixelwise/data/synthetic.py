@@ -147,6 +147,13 @@ def _remove_other_samples(root: Path, names: set[str]) -> None:
                 path.unlink()
 
 
+def refuse_a_file_where_a_folder_goes(folder: Path) -> None:
+    """DatasetError naming the file, when one stands where `folder` or a folder above it goes."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DatasetError(f"{existing}: a file where a folder goes; give another folder")
+
+
 def make_synthetic_voc(
     out_dir: Path | str,
     *,
@@ -169,6 +176,7 @@ def make_synthetic_voc(
         raise ValueError("num_train must be at least 1 and num_val at least 0")
     table = synthetic_class_table(num_classes)
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
+    refuse_a_file_where_a_folder_goes(root)
     if root.is_dir() and any(root.iterdir()) and not is_synthetic_tree(root):
         raise DatasetError(f"{root}: holds files that pixelwise data synth did not write; give another folder")
     for folder in ("JPEGImages", "SegmentationClass", SPLIT_DIR):
