@@ -5,8 +5,8 @@ Scenarios:
                         a one-epoch run through the Python API; one optimisation step on the ranks against
                         one process on the same global batch, two steps of every registered model, BatchNorm
                         statistics shared over the ranks and sharded evaluation against one process's, on the
-                        photos of ARGS' --data, reported in
-                        OUT.json; then pixelwise train ARGS with every BatchNorm frozen, in the same processes
+                        photos of ARGS' --data, reported in OUT.json; then pixelwise train ARGS with every
+                        BatchNorm frozen, in the same processes
   frozen-batch-norm ARGS...
                         pixelwise train ARGS with every BatchNorm frozen
   nan RANK ARGS...      pixelwise train (ARGS) whose loss becomes NaN at step 3 of epoch 2 on rank RANK
@@ -111,8 +111,7 @@ def steps(segmenter: Segmenter, samples, ranks, count: int, batch_size: int) -> 
 
 
 def statistics_shared(ranks: Ranks, trained: Segmenter) -> list[list[float]]:
-    """The distinct BatchNorm statistics of a model and of its moving average after share_batch_statistics,
-    which start as 1 + rank and 3 + rank."""
+    """The distinct BatchNorm statistics of a model and its moving average, from 1 + rank and 3 + rank, once shared."""
     average = weight_average(trained, 0.9)
     statistics = [
         [buffer for name, buffer in module.named_buffers() if name.endswith(("running_mean", "running_var"))]

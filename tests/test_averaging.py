@@ -53,7 +53,9 @@ def test_a_run_validates_and_saves_the_average_of_its_steps(synthetic_voc, tmp_p
     monkeypatch.setattr(pixelwise.training, "evaluate", recording_evaluate)
     config = TrainConfig(data=str(synthetic_voc), out=str(tmp_path / "run"), epochs=1, batch_size=4,
         crop_size=(32, 32), workers=0, model="fcn32s", ema_decay=0.5)  # fmt: skip
-    train(config, progress=False)
+    logged = []
+    train(config, progress=False, log=logged.append)
+    assert "validating and saving a moving average of the weights (decay 0.5: about the last 2 steps)" in logged
     saved = load_checkpoint(tmp_path / "run" / "last.pt", for_resume=True)
     assert len(steps) == 3, "one update per step of 12 photos in batches of 4"
     for key in (WATCHED, WATCHED_BUFFER):

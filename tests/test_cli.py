@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.cli import main
+from pixelwise.cli import main, settings_as_flags
 from pixelwise.config import TrainConfig
 from pixelwise.photo_files import expand_inputs
 from pixelwise.errors import PixelwiseError
@@ -387,6 +387,28 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_settings_are_named_as_flags_and_quoted_text_paths_and_other_words_are_left_alone():
+    settings = ["ema_decay", "decode_on", "color_jitter", "copy_paste", "crop_size", "data", "out"]
+    assert settings_as_flags("ema_decay must be below 1; crop size must be two whole numbers", settings) == (
+        "--ema-decay must be below 1; --crop-size must be two whole numbers"
+    )
+    assert settings_as_flags("color_jitter 0.2 needs decode_on='workers'; give color_jitter=0", settings) == (
+        "--color-jitter 0.2 needs --decode-on='workers'; give --color-jitter=0"
+    )
+    untouched = [
+        "copy_paste: unknown class 'ema_decay'; the data's classes are background, decode_on",
+        "crop_size/x.png: cannot decode image",
+        "world_size must be 1",  # a setting that is not this command's flag
+        "data must be text, got 'out=1'",
+    ]
+    assert [settings_as_flags(line, settings) for line in untouched] == [
+        "--copy-paste: unknown class 'ema_decay'; the data's classes are background, decode_on",
+        *untouched[1:3],
+        "--data must be text, got 'out=1'",
+    ]
+    assert settings_as_flags("ema_decay must be below 1", []) == "ema_decay must be below 1", "no flags: as it is"
 
 
 @pytest.mark.parametrize(

@@ -241,13 +241,18 @@ def test_cli_serve_refuses_bad_settings_and_warns_on_all_addresses(tmp_path, cap
     with pytest.raises(SystemExit) as exit_code:
         main(["serve", "--checkpoint", str(tmp_path / "absent.pt"), "--max-upload-mb", "0"])
     assert exit_code.value.code == 2 and "must be above 0" in capsys.readouterr().err
-    for origin in ("not a url", "https://example.org/page", "ftp://example.org", "https://example.org:99999"):
+    refused = ("not a url", "https://example.org/page", "ftp://example.org", "https://example.org:99999",
+        "https://example.org:", "http://[::1", "https://user@example.org")  # fmt: skip
+    for origin in refused:
         with pytest.raises(SystemExit) as exit_code:
             main(["serve", "--checkpoint", str(tmp_path / "absent.pt"), "--cors-origin", origin])
         err = capsys.readouterr().err
         assert exit_code.value.code == 2 and "expected an origin" in err and repr(origin) in err
         assert len(err.strip().splitlines()) == 1
-    assert web_origin("HTTPS://Example.org:8443/") == "https://example.org:8443", "as a browser sends it"
+    as_sent = {"HTTPS://Example.org:08443/": "https://example.org:8443", "https://example.org:443":
+        "https://example.org", "https://例え.jp": "https://xn--r8jz45g.jp", "http://[::1]:8000": "http://[::1]:8000",
+        "*": "*"}  # fmt: skip
+    assert {given: web_origin(given) for given in as_sent} == as_sent, "as a browser sends them"
     assert main(["serve", "--checkpoint", str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "m.onnx"), "--engine", "torch"]) == 2

@@ -25,7 +25,7 @@ def weight_average(segmenter: Segmenter, decay: float) -> AveragedModel | None:
 
 
 def share_batch_statistics(ranks: Ranks, trained: Segmenter, average: AveragedModel | None) -> None:
-    """Average the BatchNorm statistics of `trained` and of its `average` over the ranks: every rank holds rank 0's."""
+    """Average the BatchNorm statistics of `trained` and of its `average` over the ranks, as rank 0 then saves them."""
     average_buffers_over_ranks(ranks, trained)
     if average is not None:
         average_buffers_over_ranks(ranks, average.module)

@@ -12,6 +12,7 @@ import re
 import select
 import signal
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ from pixelwise.cli_arguments import (
 )
 from pixelwise.cli_deploy import add_export, add_serve
 from pixelwise.device import emulated_bf16_warning
-from pixelwise.errors import EarlierRunError, PixelwiseError, one_line
+from pixelwise.errors import EarlierRunError, PixelwiseError, SettingsError, one_line
 from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, SCALE_RANGE, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES, OHEM_MIN_KEPT, OHEM_THRESHOLD
@@ -93,20 +94,31 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def settings_as_flags(message: str) -> str:
-    """A train (or data show) error naming settings as their flags: 'color_jitter=0' as '--color-jitter=0'.
+def settings_as_flags(message: str, settings: Collection[str]) -> str:
+    """A SettingsError's line with the `settings` it names as their flags: 'color_jitter=0' as '--color-jitter=0'.
 
-    A setting's name of one word, or one written with spaces ('crop size'), is taken for it where
-    it starts the message or one of its '; '-joined problems, as TrainConfig words them.
+    A setting is read as one where TrainConfig names one: at the start of the message or of one of
+    its '; '-joined problems, by name or with spaces ('crop size must'), or given a value ('name=').
+    Quoted text (a value, a path, a class name) is left as it is.
     """
-    names = sorted((field.name for field in dataclasses.fields(TrainConfig)), key=len, reverse=True)
-    spoken = "|".join(re.escape(name.replace("_", " ")) for name in names)
-    message = re.sub(
-        rf"(^|; )({spoken})(?= must | \S+ needs | \S+ does )",
-        lambda match: match[1] + _flag(match[2].replace(" ", "_")), message,
-    )  # fmt: skip
-    written = "|".join(name for name in names if "_" in name)
-    return re.sub(rf"(?<![\w/.-])({written})(?![\w/.-])", lambda match: _flag(match[1]), message)
+    if not settings:
+        return message
+    quoted = [match.span() for match in re.finditer(r"'[^']*'|\"[^\"]*\"", message)]
+    names = "|".join(re.escape(name) for name in sorted(settings, key=len, reverse=True))
+    heads = {*settings, *(name.replace("_", " ") for name in settings)}  # as written, or spoken
+    spoken = "|".join(re.escape(name) for name in sorted(heads, key=len, reverse=True))
+
+    def as_flag(match: re.Match) -> str:
+        inside = any(start <= match.start() < end for start, end in quoted)
+        return match[0] if inside else match[1] + _flag(match[2].replace(" ", "_"))
+
+    message = re.sub(rf"(^|; )({spoken})(?= must | \S+ needs | \S+ does |: )", as_flag, message)
+    return re.sub(rf"(^|[\s(])({names})(?==)", as_flag, message)
+
+
+def _command_settings(args: argparse.Namespace) -> list[str]:
+    """The TrainConfig settings that are flags of the command `args` is for."""
+    return [field.name for field in dataclasses.fields(TrainConfig) if hasattr(args, field.name)]
 
 
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
@@ -178,12 +190,12 @@ def run_train(args: argparse.Namespace) -> int:
     except RankFailure as failure:  # raised on every rank: rank 0 says it, once all have stopped
         said["why"] = True
         if ranks.is_main:
-            print(f"pixelwise: error: {settings_as_flags(error_line(failure))}", file=sys.stderr, flush=True)
+            print(f"pixelwise: error: {error_line(failure, _command_settings(args))}", file=sys.stderr, flush=True)
         barrier(ranks)
         return 2
     except (PixelwiseError, OSError) as error:  # this rank's own: torchrun stops the others
         said["why"] = True
-        line = settings_as_flags(error_line(error))
+        line = error_line(error, _command_settings(args))
         print(f"pixelwise: error: rank {ranks.rank}: {line}", file=sys.stderr, flush=True)
         return 2
     said["why"] = True
@@ -866,8 +878,10 @@ def add_demo(subparsers) -> None:
         "  pixelwise demo\n  pixelwise demo --out /tmp/demo --epochs 5",
     )
     parser.add_argument(
-        "--out", default="demo-output", metavar="DIR", help="folder for data, run and report (default: demo-output)"
-    )
+        "--out", default="demo-output", metavar="DIR",
+        help="folder for data, run and report; the demo's own earlier run there is replaced, any other refused "
+        "(default: demo-output)",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="override the demo's epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -893,17 +907,19 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def error_line(error: BaseException) -> str:
-    """The one line the command line prints for an error it expects."""
+def error_line(error: BaseException, settings: Collection[str] = ()) -> str:
+    """The one line the command line prints for an error it expects; `settings`: the command's TrainConfig flags."""
     from pixelwise.distributed import RankFailure
 
-    if isinstance(error, RankFailure) and isinstance(error.original, EarlierRunError):
-        return f"rank {error.rank}: {error_line(error.original)}"  # the command line's advice, not the library's
+    if isinstance(error, RankFailure) and isinstance(error.original, (EarlierRunError, SettingsError)):
+        return f"rank {error.rank}: {error_line(error.original, settings)}"  # the command line's words
     if isinstance(error, EarlierRunError):
         run_dir = error.run_dir
-        if not (run_dir / "last.pt").exists():
+        if not error.resumable:
             return f"{run_dir}: holds an earlier run's best.pt, without the last.pt a resume needs; give another --out"
         return f"{run_dir}: holds an earlier run; continue it with --resume {run_dir}, or give another --out"
+    if isinstance(error, SettingsError):
+        return settings_as_flags(one_line(error), settings)
     return one_line(error)
 
 
@@ -972,10 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, BrokenPipeError) and _stdout_closed():  # `pixelwise models | head -1`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
             return 1
-        line = error_line(error)
-        if args.command in ("train", "data"):  # their settings are TrainConfig's
-            line = settings_as_flags(line)
-        print(f"pixelwise: error: {line}", file=sys.stderr)
+        print(f"pixelwise: error: {error_line(error, _command_settings(args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it
         if os.environ.get("RANK", "0") == "0":

@@ -122,22 +122,30 @@ def output_file(text: str) -> str:
     return text
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}  # which a browser leaves out of the origins it sends
+
+
 def web_origin(text: str) -> str:
-    """A web page's origin as a browser sends it (https://example.org, scheme and host in lower case), or '*'."""
+    """'*', or a web page's origin written as a browser sends it: scheme, host (IDNA) and a port not the default."""
     if text == "*":
         return text
-    parts = urlsplit(text.strip().rstrip("/"))
     try:
-        port_ok = parts.port is None or parts.port > 0  # reading it raises on a port out of range or not a number
-    except ValueError:
-        port_ok = False
-    plain = port_ok and parts.scheme in ("http", "https") and parts.hostname and not (parts.username or parts.password)
-    if not plain or parts.path or parts.query or parts.fragment or " " in text.strip():
+        parts = urlsplit(text.strip().rstrip("/"))
+        port, host = parts.port, parts.hostname.encode("idna").decode("ascii") if parts.hostname else ""
+        extra = parts.username, parts.password, parts.path, parts.query, parts.fragment
+    except (ValueError, UnicodeError):  # a port out of range or not a number, a host IDNA cannot write
+        parts, port, host, extra = None, None, "", ()
+    if not (
+        host and parts.scheme in DEFAULT_PORTS and port != 0 and not parts.netloc.endswith(":")
+        and all(part in (None, "") for part in extra) and "@" not in parts.netloc
+        and not any(character.isspace() for character in text.strip())
+    ):  # fmt: skip
         raise argparse.ArgumentTypeError(
             f"expected an origin: http:// or https://, a host and perhaps a port, nothing after them "
             f"(such as https://example.org), or * for any; got {text!r}"
         )
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    return f"{parts.scheme}://{host}" + ("" if port in (None, DEFAULT_PORTS[parts.scheme]) else f":{port}")
 
 
 def picture_file(text: str) -> str:

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 
-from pixelwise.errors import ModelError, TrainingError
+from pixelwise.errors import ModelError, SettingsError, TrainingError
 from pixelwise.losses import LOSSES
 from pixelwise.models import DEFAULT_MODEL, LEGACY_ENCODER, MODELS, model_spec, resolve_encoder
 
@@ -128,7 +128,7 @@ class TrainConfig:
             self.lr = LEARNING_RATES[self.optimizer if self.optimizer in OPTIMIZERS else spec.optimizer]
 
     def validate(self) -> None:
-        """Raise TrainingError on values no run could use, naming each setting and its value."""
+        """Raise SettingsError on values no run could use, naming each setting and its value."""
         problems = [
             f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
             for name, allowed in CHOICES.items()
@@ -141,7 +141,7 @@ class TrainConfig:
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), types)
         ]
         if problems:  # the range checks below assume the right types
-            raise TrainingError("; ".join(problems))
+            raise SettingsError("; ".join(problems))
         if self.encoder is not None:
             try:
                 resolve_encoder(self.model, self.encoder)
@@ -195,7 +195,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool)
         ]
         if problems:
-            raise TrainingError("; ".join(problems))
+            raise SettingsError("; ".join(problems))
 
     def _copy_paste_problems(self) -> list[str]:
         """Why copy_paste is not a list of texts naming classes (the data then checks the names: class_paste)."""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.io import read_image
-from pixelwise.data.synthetic import make_synthetic_voc, refuse_a_file_where_a_folder_goes
+from pixelwise.data.synthetic import make_synthetic_voc
 from pixelwise.data.voc import VOCSegmentation, is_voc_tree
 from pixelwise.errors import TrainingError
+from pixelwise.files import refuse_a_file_where_a_folder_goes
 from pixelwise.jsontext import strict_json
 from pixelwise.predict import load_model
 from pixelwise.run_directory import CONFIG_FILE, earlier_checkpoints
@@ -37,11 +38,11 @@ def refuse_a_run_not_its_own(run_dir: Path, data_dir: Path) -> None:
     """The demo replaces its own earlier run, one that trained on the demo's data folder, and no other."""
     if not earlier_checkpoints(run_dir):
         return
-    try:
-        trained_on = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("data")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+    try:  # resolved here too: earlier releases wrote the path as it was given
+        trained_on = Path(json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["data"]).resolve()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
         trained_on = None
-    if trained_on != str(data_dir.resolve()):
+    if trained_on != data_dir.resolve():
         raise TrainingError(
             f"{run_dir}: holds a run that did not train on the demo's data ({data_dir}), which the demo would "
             "replace: move that run, or give the demo another folder"
@@ -53,7 +54,7 @@ def run_demo(out_dir: Path | str, *, epochs: int | None = None, progress: bool =
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
-    refuse_a_file_where_a_folder_goes(out_dir)
+    refuse_a_file_where_a_folder_goes(out_dir / "report" / "overlays")  # and above it: before minutes of training
     refuse_a_run_not_its_own(out_dir / "run", data_dir)
     if not is_voc_tree(data_dir):
         log(f"writing the synthetic dataset to {data_dir}")

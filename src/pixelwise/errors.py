@@ -26,11 +26,15 @@ class TrainingError(PixelwiseError):
 
 
 class EarlierRunError(TrainingError):
-    """A new run was pointed at a folder that holds an earlier run's checkpoints."""
+    """A new run was pointed at a folder that holds an earlier run's checkpoints (`resumable`: a last.pt among them)."""
 
-    def __init__(self, message: str, run_dir):
+    def __init__(self, message: str, run_dir, resumable: bool):
         super().__init__(message)
-        self.run_dir = run_dir
+        self.run_dir, self.resumable = run_dir, resumable
+
+
+class SettingsError(TrainingError):
+    """Settings no run can use, named as TrainConfig's fields (the command line shows its flags instead)."""
 
 
 class DeviceError(PixelwiseError):

@@ -1,10 +1,26 @@
-"""Files replaced atomically and durably: a reader sees the old or the new content, even after a power cut."""
+"""Files replaced atomically and durably (a reader sees the old or the new content, even after a power cut),
+and no file taken for a folder."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from pathlib import Path
+
+from pixelwise.errors import PixelwiseError
+
+
+def file_where_a_folder_goes(folder: Path) -> Path | None:
+    """The file that stands where `folder` or a folder above it goes, if one does: nothing can be written there."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def refuse_a_file_where_a_folder_goes(folder: Path) -> None:
+    """PixelwiseError naming the file that stands where `folder` or a folder above it goes, if one does."""
+    blocking = file_where_a_folder_goes(folder)
+    if blocking is not None:
+        raise PixelwiseError(f"{blocking}: a file where a folder goes; give another folder")
 
 
 def _write_new_file(path: Path, data: bytes) -> None:

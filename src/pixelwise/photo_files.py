@@ -12,6 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from pixelwise.data.io import broken_link, folder_pictures
 from pixelwise.errors import PixelwiseError
+from pixelwise.files import file_where_a_folder_goes
 
 MASK_SUFFIX, OVERLAY_SUFFIX, BLUR_SUFFIX = PREDICTION_SUFFIXES = ("_mask.png", "_overlay.jpg", "_blur.jpg")
 OUTPUT_MARK = "pixelwise"  # in each picture's metadata: a later command may replace a file that carries it
@@ -86,9 +87,8 @@ def in_the_way(
     """
     is_ours = ours or _carries_mark
     found: dict[Path, tuple[str, bool]] = {
-        folder: ("a file where a folder goes", False)
-        for folder in sorted({folder for target in targets for folder in target.parents})  # each folder once
-        if folder.exists() and not folder.is_dir()
+        blocking: ("a file where a folder goes", False)
+        for blocking in sorted({file_where_a_folder_goes(target.parent) for target in targets} - {None})
     }
     for target in targets:
         if target.is_symlink():

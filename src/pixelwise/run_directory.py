@@ -92,11 +92,13 @@ def refuse_earlier_run(run_dir: Path) -> None:
     """A new run may not replace an earlier run's checkpoints unless told to."""
     earlier = earlier_checkpoints(run_dir)
     if earlier:
-        resumable = "resume it (train(config, resume=True)), " if "last.pt" in earlier else ""
+        resumable = "last.pt" in earlier
+        resume = "resume it (train(config, resume=True)), " if resumable else ""
         raise EarlierRunError(
-            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); {resumable}train into another folder, or "
+            f"{run_dir}: holds an earlier run ({' and '.join(earlier)}); {resume}train into another folder, or "
             "replace it (overwrite=True)",
             run_dir,
+            resumable,
         )
 
 

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pixelwise.data.labels import class_indices, kept_classes
-from pixelwise.errors import DatasetError
+from pixelwise.errors import SettingsError
 
 PASTE_PROBABILITY = 0.5  # share of training photos that get pixels pasted in (ours: half keep their own scenes)
 
@@ -58,7 +58,7 @@ def _cover(image: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> 
 def class_paste(entries: Sequence[str], class_names: tuple[str, ...]) -> ClassPaste | None:
     """The paste of the classes `entries` name, as `predict --keep` reads them: each a class or a comma list of them.
 
-    None for no entries; DatasetError on a name that is not one of `class_names`, or one given twice.
+    None for no entries; SettingsError on a name that is not one of `class_names`, or one given twice.
     """
     try:
         names = [name for entry in entries for name in kept_classes(entry, class_names)]
@@ -67,4 +67,4 @@ def class_paste(entries: Sequence[str], class_names: tuple[str, ...]) -> ClassPa
             raise ValueError(f"names {repeated!r} twice")
         return ClassPaste(tuple(class_indices(names, class_names, "the data's classes are"))) if names else None
     except ValueError as error:
-        raise DatasetError(f"copy_paste: {error}") from None
+        raise SettingsError(f"copy_paste: {error}") from None

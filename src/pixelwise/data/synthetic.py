@@ -23,6 +23,7 @@ from pixelwise.data.labels import (
 )
 from pixelwise.data.voc import SPLIT_DIR
 from pixelwise.errors import DatasetError
+from pixelwise.files import refuse_a_file_where_a_folder_goes
 
 SHAPES = ("disk", "square", "triangle", "diamond", "ring", "cross")
 TEXTURES = ("gridded", "striped", "checkered", "dotted")
@@ -145,13 +146,6 @@ def _remove_other_samples(root: Path, names: set[str]) -> None:
         for path in (root / folder).glob("[0-9]" * 6 + suffix):
             if path.stem not in names:
                 path.unlink()
-
-
-def refuse_a_file_where_a_folder_goes(folder: Path) -> None:
-    """DatasetError naming the file, when one stands where `folder` or a folder above it goes."""
-    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise DatasetError(f"{existing}: a file where a folder goes; give another folder")
 
 
 def make_synthetic_voc(
