@@ -116,7 +116,7 @@ def test_bad_starting_points_give_one_line_before_anything_is_written(start, tmp
         ([str(tmp_path / "weights.pth")], "weights.pth: not a pixelwise checkpoint"),
         ([str(checkpoint), "--model", "unet"], "holds fpn on resnet18, and this run trains unet on resnet18"),
         ([str(checkpoint), "--encoder", "resnet34"], "holds fpn on resnet18, and this run trains fpn on resnet34"),
-        ([str(checkpoint), "--encoder-weights", "imagenet"], "encoder weights must be none when the run starts"),
+        ([str(checkpoint), "--encoder-weights", "imagenet"], "--encoder-weights must be none when the run starts"),
         ([str(tmp_path / "model.onnx")], "model.onnx: an exported model; a run starts from the .pt checkpoint"),
         ([str(tmp_path / "other_model.pt")], "other_model.pt: weights do not fit fpn (missing ["),
         (

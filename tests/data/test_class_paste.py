@@ -8,7 +8,7 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.labels import IGNORE_INDEX
 from pixelwise.data.loading import SeededSamples
 from pixelwise.data.voc import VOCSegmentation
-from pixelwise.errors import DatasetError
+from pixelwise.errors import DatasetError, SettingsError
 
 
 def test_the_chosen_classes_pixels_move_at_their_place_and_nothing_else_does():
@@ -58,12 +58,12 @@ def test_class_names_become_indices_read_as_predict_keep_reads_them_and_a_strang
     assert class_paste(["sign", "pole"], names) == class_paste(["sign, pole"], names) == ClassPaste((3, 1))
     assert class_paste([], names) is None
     assert class_paste(["cars, vans"], ("sky", "cars, vans")) == ClassPaste((1,)), "a name may hold a comma"
-    with pytest.raises(DatasetError, match="^copy_paste: unknown class 'signs'; the data's classes are sky, pole, "
+    with pytest.raises(SettingsError, match="^copy_paste: unknown class 'signs'; the data's classes are sky, pole, "
                        "road, sign$"):  # fmt: skip
         class_paste(["pole,signs"], names)
-    with pytest.raises(DatasetError, match="^copy_paste: names 'pole' twice$"):
+    with pytest.raises(SettingsError, match="^copy_paste: names 'pole' twice$"):
         class_paste(["pole,sign", "pole"], names)
-    with pytest.raises(DatasetError, match="^copy_paste: expected class names separated by commas, got 'pole,'$"):
+    with pytest.raises(SettingsError, match="^copy_paste: expected class names separated by commas, got 'pole,'$"):
         class_paste(["pole,"], names)
 
 
