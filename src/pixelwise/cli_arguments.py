@@ -131,14 +131,12 @@ def web_origin(text: str) -> str:
         return text
     try:
         parts = urlsplit(text.strip().rstrip("/"))
-        port, host = parts.port, parts.hostname.encode("idna").decode("ascii") if parts.hostname else ""
-        extra = parts.username, parts.password, parts.path, parts.query, parts.fragment
+        port, host = parts.port, (parts.hostname or "").encode("idna").decode("ascii")
     except (ValueError, UnicodeError):  # a port out of range or not a number, a host IDNA cannot write
-        parts, port, host, extra = None, None, "", ()
-    if not (
-        host and parts.scheme in DEFAULT_PORTS and port != 0 and not parts.netloc.endswith(":")
-        and all(part in (None, "") for part in extra) and "@" not in parts.netloc
-        and not any(character.isspace() for character in text.strip())
+        parts, port, host = None, None, ""
+    if not host or parts.scheme not in DEFAULT_PORTS or port == 0 or parts.netloc.endswith(":") or (
+        parts.username is not None or parts.path or parts.query or parts.fragment
+        or any(character.isspace() for character in text.strip())
     ):  # fmt: skip
         raise argparse.ArgumentTypeError(
             f"expected an origin: http:// or https://, a host and perhaps a port, nothing after them "
