@@ -222,7 +222,8 @@ def _augmentation_arguments(parser: argparse.ArgumentParser, workers_note: str =
     defaults = TrainConfig()
     parser.add_argument(
         "--scale-range", type=real_number, nargs=2, metavar=("LOW", "HIGH"),
-        help="random scale (default: %g %g)" % defaults.scale_range,
+        help="random scale of each photo before its crop (default: %g %g); 1 1 keeps the photos' own size, "
+        "for data from one camera at one size" % defaults.scale_range,
     )  # fmt: skip
     parser.add_argument(
         "--color-jitter", type=real_number, metavar="S",
