@@ -31,6 +31,7 @@ from pixelwise.segmenter import Segmenter
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"  # beside the checkout
 CAMVID_PHOTO = (360, 480)  # height, width of every photo in the copy
+SCORE_COLUMNS = {"miou": 7, "pixel_accuracy": 9, "pole": 7, "sign": 7}  # val_row's scores and widths
 VAL_ROW_HEADER = f"{'mIoU':>7}{'pix acc':>9}{'pole':>7}{'sign':>7}{'s/photo':>9}"
 
 
@@ -239,8 +240,8 @@ def chapter_predict(net: nn.Module, normalized_image: torch.Tensor) -> torch.Ten
     return net(normalized_image.unsqueeze(0)).argmax(dim=1).reshape(height, width)
 
 
-def val_row(model: Segmenter, camvid: Path, precision: str = "fp32") -> tuple[float, str]:
-    """`model` on CamVid val: its mIoU, and a row of mIoU, pixel accuracy, pole and sign IoU, seconds per photo."""
+def val_row(model: Segmenter, camvid: Path, precision: str = "fp32") -> tuple[dict[str, float], str]:
+    """`model` on CamVid val: its scores (see `score_row`), and their row with seconds per photo added."""
     from pixelwise.training import evaluate_split, open_dataset, prepare_data
 
     photos = len(open_dataset(prepare_data(str(camvid)), "val"))
@@ -248,8 +249,13 @@ def val_row(model: Segmenter, camvid: Path, precision: str = "fp32") -> tuple[fl
     metrics = evaluate_split(model, camvid, "val", workers=2, precision=precision)
     seconds = (time.perf_counter() - started) / photos
     iou = metrics.as_dict(model.class_names)["iou"]
-    scores = f"{metrics.miou:>7.3f}{metrics.pixel_accuracy:>9.3f}{iou['pole']:>7.3f}{iou['sign']:>7.3f}"
-    return metrics.miou, f"{scores}{seconds:>9.2f}"
+    scores = {"miou": metrics.miou, "pixel_accuracy": metrics.pixel_accuracy, "pole": iou["pole"], "sign": iou["sign"]}
+    return scores, f"{score_row(scores)}{seconds:>9.2f}"
+
+
+def score_row(scores: dict[str, float]) -> str:
+    """mIoU, pixel accuracy, pole and sign IoU, in the columns of VAL_ROW_HEADER."""
+    return "".join(f"{scores[key]:>{width}.3f}" for key, width in SCORE_COLUMNS.items())
 
 
 def print_iou_table(results: dict[str, dict], class_names: tuple[str, ...]) -> None:

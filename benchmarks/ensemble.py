@@ -61,7 +61,8 @@ def main() -> None:
     print(f"{'model':{width}}{VAL_ROW_HEADER}")
     results = {}
     for name, model in runs.items():
-        results[name], row = val_row(model, camvid)
+        scores, row = val_row(model, camvid)
+        results[name] = scores["miou"]
         print(f"{name:{width}}{row}", flush=True)
     *members_miou, averaged_miou = results.values()
     print(result_line(**{f"member{index}": miou for index, miou in enumerate(members_miou)}, averaged=averaged_miou))

@@ -194,3 +194,52 @@ def test_result_line_keys_are_identifiers_whatever_the_run_keys_hold(monkeypatch
 
     line = result_line(**{"fpn-wd0.05_miou": 0.62149, "ce+dice-whole-ema0.99_miou": 0.6641, "note": "x.y"})
     assert line == "RESULT fpn_wd0_05_miou=0.6215 ce_dice_whole_ema0_99_miou=0.6641 note=x.y"
+
+
+def test_inference_modes_averages_each_mode_over_the_checkpoints(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import inference_modes
+    from common import run_script
+
+    def fake_model(path):
+        model = SimpleNamespace(model_name="fpn", model_record={"encoder": "resnet18"}, pole=float(path[-4]) / 10)
+        model.set_inference = lambda **settings: setattr(model, "tta", settings["tta"])
+        model.for_inference = lambda: model
+        return model
+
+    def fake_row(model, camvid, precision):  # a pole of 0.1 or 0.3 (by checkpoint), 0.1 more with flip
+        pole = model.pole + (0.1 if model.tta == "flip" else 0.0)
+        return {"miou": 0.5 + pole, "pixel_accuracy": 0.9, "pole": pole, "sign": 0.2}, "row"
+
+    monkeypatch.setattr(inference_modes, "load_model", fake_model)
+    monkeypatch.setattr(inference_modes, "val_row", fake_row)
+    camvid = class_table(tmp_path / "camvid", ["pole", "sign"])
+    monkeypatch.setattr(sys, "argv", ["inference_modes.py", "--checkpoint", "a1.pt", "b3.pt", "--camvid", str(camvid)])
+    run_script(inference_modes.main)
+    printed = capsys.readouterr().out.splitlines()
+    means = {line[:24].strip(): line[24:].split() for line in printed[printed.index("mean of 2 checkpoints") + 1 :]}
+    assert means["plain"] == ["0.700", "0.900", "0.200", "0.200"]
+    assert means["flip"] == ["0.800", "0.900", "0.300", "0.200"]
+    assert printed[-1].startswith("RESULT plain=0.7 flip=0.8 ms=0.7 ")
+
+
+def test_inference_modes_refuses_a_bad_checkpoint_before_scoring_any(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import inference_modes
+    from common import run_script
+
+    from pixelwise.errors import CheckpointError
+
+    def load(path):
+        if path == "bad.pt":
+            raise CheckpointError(f"{path}: not a pixelwise checkpoint")
+        return SimpleNamespace(for_inference=lambda: None)
+
+    monkeypatch.setattr(inference_modes, "load_model", load)
+    monkeypatch.setattr(inference_modes, "checkpoint_modes", lambda *args: pytest.fail("scored a checkpoint"))
+    camvid = class_table(tmp_path / "camvid", ["pole", "sign"])
+    arguments = ["--checkpoint", "good.pt", "bad.pt", "--camvid", str(camvid)]
+    monkeypatch.setattr(sys, "argv", ["inference_modes.py", *arguments])
+    with pytest.raises(SystemExit) as stop:
+        run_script(inference_modes.main)
+    assert stop.value.code == "inference_modes.py: error: bad.pt: not a pixelwise checkpoint"
