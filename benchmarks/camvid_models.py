@@ -17,9 +17,7 @@ results.json, a table, each run's mean val mIoU over its last five epochs and it
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -34,10 +32,9 @@ from pixelwise.models import MODELS, model_spec, resolve_encoder
 from pixelwise.predict import load_model
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.training import evaluate_split, train
+from run_epochs import epoch_summary
 
 RECIPE = ("optimizer", "lr", "weight_decay", "loss")  # the settings in which the models' recipes differ
-LAST_EPOCHS = 5
-THIN_CLASSES = ("pole", "sign")  # the classes whose IoU the benchmarks issue sets a target for
 
 
 def recipe(config: TrainConfig) -> dict:
@@ -69,30 +66,6 @@ def train_and_measure(config: TrainConfig, camvid: Path, label: str) -> dict:
     minutes = (time.perf_counter() - started) / 60
     result = {**val_metrics(Path(config.out) / "last.pt", camvid), "minutes": minutes, "epochs": config.epochs}
     return {**result, "recipe": recipe(config), "precision": config.precision}
-
-
-def epoch_summary(key: str, metrics_csv: Path) -> str:
-    """A run's val mIoU over its last epochs, its best epoch, the poles' and signs' range over the last
-    epochs and its training minutes, from the metrics.csv training wrote."""
-    if not metrics_csv.is_file():
-        return f"{key}: no {metrics_csv} to read its epochs from"
-    with metrics_csv.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    if not rows:
-        return f"{key}: {metrics_csv} holds no epoch"
-    last = rows[-LAST_EPOCHS:]
-    best = max(rows, key=lambda row: float(row["miou"]))
-    spans = ", ".join(
-        f"{name} {min(values):.3f} to {max(values):.3f}"
-        for name, column in (("mIoU", "miou"), *((name, f"iou_{name}") for name in THIN_CLASSES))
-        if column in rows[0] and (values := [float(row[column]) for row in last])
-    )
-    training_minutes = sum(float(row["seconds"]) for row in rows) / 60
-    return (
-        f"{key}: val mIoU {statistics.mean(float(row['miou']) for row in last):.3f} as the mean of its last "
-        f"{len(last)} epochs ({spans}), best {float(best['miou']):.3f} at epoch {best['epoch']} of {len(rows)}; "
-        f"{training_minutes:.1f} minutes of training (the epochs' seconds, without validation)"
-    )
 
 
 LABEL_PLACES = (

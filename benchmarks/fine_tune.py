@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from camvid_models import epoch_summary, recipe, result_key, train_and_measure, val_metrics
+from camvid_models import recipe, result_key, train_and_measure, val_metrics
 from common import (
     CAMVID_PHOTO, add_camvid_run_arguments, find_camvid, print_iou_table, result_line, results_so_far, run_script,
     run_variant,
@@ -27,6 +27,7 @@ from pixelwise.config import CLASS_WEIGHTINGS, TrainConfig
 from pixelwise.losses import LOSSES
 from pixelwise.runtime import keep_freed_memory
 from pixelwise.starting_weights import checkpoint_model
+from run_epochs import epoch_summary
 
 
 def main() -> None:

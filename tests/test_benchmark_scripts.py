@@ -21,6 +21,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("ensemble.py", ["--checkpoints", "a.pt", "sub/../a.pt", "b.pt"], "error: give at least two checkpoints"),
         ("ensemble.py", ["--checkpoints", "a.pt", "b.pt", "--camvid", "."], "ensemble.py: error: .: CamVid not found"),
         ("camvid_models.py", ["--models", "fpn", "--camvid", "."], "camvid_models.py: error: .: CamVid not found"),
+        ("run_epochs.py", ["nowhere"], "run_epochs.py: error: nowhere/metrics.csv: not found"),
+        ("run_epochs.py", ["a", "b", "sub/../a"], "run_epochs.py: error: a run folder is given twice"),
     ],
 )
 def test_a_refusal_is_one_line_not_a_traceback(tmp_path, script, arguments, message):
@@ -243,3 +245,52 @@ def test_inference_modes_refuses_a_bad_checkpoint_before_scoring_any(monkeypatch
     with pytest.raises(SystemExit) as stop:
         run_script(inference_modes.main)
     assert stop.value.code == "inference_modes.py: error: bad.pt: not a pixelwise checkpoint"
+
+
+def write_metrics(run: Path, rows: list[dict]) -> Path:
+    """A run folder whose metrics.csv holds `rows` (the columns training writes that the summary reads)."""
+    run.mkdir()
+    lines = ["epoch,miou,iou_pole,iou_sign,seconds"] + [
+        f"{epoch},{row['miou']},{row['pole']},{row.get('sign', 0.3)},{row.get('seconds', 60)}"
+        for epoch, row in enumerate(rows, 1)
+    ]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_run_epochs_summarises_each_run_and_averages_their_last_epochs(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import run_epochs
+
+    first = write_metrics(tmp_path / "seed0", [{"miou": 0.5 + epoch / 100, "pole": epoch / 100} for epoch in range(7)])
+    second = write_metrics(tmp_path / "seed1", [{"miou": 0.7, "pole": 0.2, "seconds": 120}] * 3)
+    monkeypatch.setattr(sys, "argv", ["run_epochs.py", str(first), str(second)])
+    run_epochs.main()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == (  # the last five of seven epochs: 0.52 to 0.56; best the last
+        f"{first}: val mIoU 0.540 as the mean of its last 5 epochs (mIoU 0.520 to 0.560, pole 0.020 to 0.060, "
+        "sign 0.300 to 0.300), best 0.560 at epoch 7 of 7; 7.0 minutes of training (the epochs' seconds, "
+        "without validation)"
+    )
+    assert f"{second}: val mIoU 0.700 as the mean of its last 3 epochs" in printed[1]
+    assert printed[2] == "mean of 2 runs' last epochs: mIoU 0.630, pole 0.130, sign 0.300; 6.5 minutes of training"
+    assert printed[3] == "RESULT miou=0.63 iou_pole=0.13 iou_sign=0.3 training_minutes=6.5"
+
+
+def test_run_epochs_refuses_a_file_that_is_not_a_runs_metrics(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import run_epochs
+    from common import run_script
+
+    good = write_metrics(tmp_path / "good", [{"miou": 0.5, "pole": 0.1}])
+    broken = write_metrics(tmp_path / "broken", [{"miou": 0.5, "pole": 0.1}, {"miou": "nan%", "pole": 0.1}])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    unread = "not a metrics.csv of finished epochs with their mIoU and seconds"
+    for run, message in ((broken, "line 3: could not convert string to float: 'nan%'"), (other, unread)):
+        monkeypatch.setattr(sys, "argv", ["run_epochs.py", str(good), str(run)])
+        with pytest.raises(SystemExit) as stop:
+            run_script(run_epochs.main)
+        assert stop.value.code == f"run_epochs.py: error: {run / 'metrics.csv'}: {message}"
+    assert run_epochs.epoch_summary("other", other / "metrics.csv").startswith("other: ")
