@@ -23,6 +23,7 @@ MODES = {
     "plain": {},
     "flip": {"tta": "flip"},
     "ms": {"tta": "ms"},
+    "ms + flip": {"tta": "ms+flip"},
     "window 256x320": {"window": (256, 320)},  # the training crop
     "window 256x320 + flip": {"window": (256, 320), "tta": "flip"},
 }

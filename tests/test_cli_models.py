@@ -90,6 +90,7 @@ def test_train_records_the_model_encoder_and_the_models_recipe(fpn_run):
         ["--tta", "flip"],
         ["--tta", "ms"],
         ["--tta", "ms", "--tta-scales", "0.5,1.25"],
+        ["--tta", "ms+flip", "--tta-scales", "0.5,1"],
         ["--sliding-window", "32x40"],
         ["--sliding-window", "32x32", "--overlap", "0.5", "--tta", "flip"],
     ],
@@ -116,6 +117,8 @@ def test_tta_scales_reach_the_model(fpn_run):
     chosen = _inference_model(build_parser().parse_args([*base, "--tta", "ms", "--tta-scales", "0.5,1,1.75"]))
     assert chosen.inference == InferenceMode(tta="ms", scales=(0.5, 1.0, 1.75))
     assert _inference_model(build_parser().parse_args([*base, "--tta", "ms"])).inference.scales == MS_SCALES
+    flipped = _inference_model(build_parser().parse_args([*base, "--tta", "ms+flip", "--tta-scales", "0.75"]))
+    assert flipped.inference == InferenceMode(tta="ms+flip", scales=(0.75,))
 
 
 @pytest.mark.parametrize(
@@ -175,7 +178,7 @@ def test_bad_model_choices_fail_before_any_training(fpn_run, tmp_path, capsys):
         ),
         (
             ["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--tta-scales", "1.5"],
-            "--tta-scales sets the sizes --tta ms averages; add --tta ms",
+            "--tta-scales sets the sizes --tta ms and ms+flip average; add one of them",
         ),
     ]
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "small.pth")

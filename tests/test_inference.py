@@ -60,6 +60,17 @@ def test_multi_scale_averages_the_scales_resized_back(scales):
     assert torch.allclose(result, expected / len(scales), atol=1e-6)
 
 
+def test_multi_scale_with_flip_averages_every_scale_and_its_mirror_image():
+    x, scales = torch.randn(1, 3, 12, 16), (0.5, 1.5)
+    expected = 0
+    for scale in scales:
+        scaled = F.interpolate(x, size=(round(12 * scale), round(16 * scale)), mode="bilinear", align_corners=False)
+        for view in (position_network(scaled), position_network(scaled.flip(-1)).flip(-1)):
+            expected = expected + F.interpolate(view.softmax(1), size=(12, 16), mode="bilinear", align_corners=False)
+    result = averaged_probabilities(position_network, x, InferenceMode(tta="ms+flip", scales=scales))
+    assert torch.allclose(result, expected / 4, atol=1e-6)
+
+
 def test_segmenter_segments_in_its_inference_mode():
     torch.manual_seed(0)
     network = build_model("fpn", num_classes=3).eval()

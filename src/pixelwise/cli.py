@@ -52,7 +52,7 @@ from pixelwise.cli_arguments import (
 from pixelwise.cli_deploy import add_export, add_serve
 from pixelwise.device import emulated_bf16_warning
 from pixelwise.errors import EarlierRunError, PixelwiseError, SettingsError, one_line
-from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, SCALE_RANGE, TTA_MODES
+from pixelwise.inference import DEFAULT_OVERLAP, MAX_OVERLAP, MS_SCALES, MULTI_SCALE_MODES, SCALE_RANGE, TTA_MODES
 from pixelwise.jsontext import strict_json
 from pixelwise.losses import LOSSES, OHEM_MIN_KEPT, OHEM_THRESHOLD
 from pixelwise.models import MODELS
@@ -387,11 +387,12 @@ def _inference_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--tta", choices=TTA_MODES, default="none",
         help="test-time augmentation: flip averages the photo and its mirror image, ms the photo at several "
-        "scales (--tta-scales); slower, see BENCHMARKS.md for whether it helps (default: none)",
+        "scales (--tta-scales), ms+flip every scale and its mirror image; slower, see BENCHMARKS.md for "
+        "whether it helps (default: none)",
     )  # fmt: skip
     parser.add_argument(
         "--tta-scales", type=tta_scales, metavar="S[,S...]",
-        help=f"with --tta ms: the photo's size times each, {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}; "
+        help=f"with --tta ms or ms+flip: the photo's size times each, {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}; "
         f"one scale is a single pass at that size (default: {scales})",
     )  # fmt: skip
     parser.add_argument(
@@ -413,8 +414,8 @@ def _inference_model(args: argparse.Namespace):
         return _onnx_model(args)
     if args.overlap is not None and args.sliding_window is None:
         raise PixelwiseError("--overlap sets how --sliding-window's windows overlap; add --sliding-window")
-    if args.tta_scales is not None and args.tta != "ms":
-        raise PixelwiseError("--tta-scales sets the sizes --tta ms averages; add --tta ms")
+    if args.tta_scales is not None and args.tta not in MULTI_SCALE_MODES:
+        raise PixelwiseError("--tta-scales sets the sizes --tta ms and ms+flip average; add one of them")
     model = load_model(args.checkpoint, args.device).for_inference()
     slow_precision = emulated_bf16_warning(next(model.parameters()).device, args.precision)
     if slow_precision:

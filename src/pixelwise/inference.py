@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from pixelwise.numbers import is_finite_number
 
-TTA_MODES = ("none", "flip", "ms")
+TTA_MODES = ("none", "flip", "ms", "ms+flip")
+MULTI_SCALE_MODES = ("ms", "ms+flip")  # the modes that pass the photo at each of their scales
+FLIP_MODES = ("flip", "ms+flip")  # the modes that add the mirror image of each pass
 MS_SCALES = (0.75, 1.0, 1.25, 1.5)  # the photo's size times each; mmsegmentation's usual range, trimmed for CPUs
 SCALE_RANGE = (0.25, 2.0)  # larger photos multiply the memory of one pass by the scale's square
 MAX_SCALES = 8  # each scale is a pass over the photo
@@ -35,10 +37,11 @@ def scales_problem(scales: object) -> str | None:
 
 @dataclass(frozen=True)
 class InferenceMode:
-    """Test-time augmentation (`tta`: none, flip or ms) and an optional sliding window (height, width).
+    """Test-time augmentation (`tta`: none, flip, ms or ms+flip) and an optional sliding window (height, width).
 
     "flip" averages the softmax of the photo and its mirror image; "ms" averages it over `scales`
-    (MS_SCALES unless given; one scale is a single pass at that size; other modes leave them unused).
+    (MS_SCALES unless given; one scale is a single pass at that size; other modes leave them unused);
+    "ms+flip" over every scale and its mirror image, as mmsegmentation's usual test-time augmentation.
     With `window`, a photo larger than it is segmented window by window, windows overlapping by
     `overlap` of their side, and logits averaged where they overlap.
     """
@@ -102,8 +105,8 @@ def averaged_probabilities(logits: Logits, x: torch.Tensor, mode: InferenceMode)
     def run(view: torch.Tensor) -> torch.Tensor:
         return window_logits(logits, view, mode.window, mode.overlap) if mode.window else logits(view).float()
 
-    scales = mode.scales if mode.tta == "ms" else (1.0,)
-    flips = (False, True) if mode.tta == "flip" else (False,)
+    scales = mode.scales if mode.tta in MULTI_SCALE_MODES else (1.0,)
+    flips = (False, True) if mode.tta in FLIP_MODES else (False,)
     total = None
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
