@@ -40,8 +40,9 @@ class InferenceMode:
     """Test-time augmentation (`tta`: none, flip, ms or ms+flip) and an optional sliding window (height, width).
 
     "flip" averages the softmax of the photo and its mirror image; "ms" averages it over `scales`
-    (MS_SCALES unless given; one scale is a single pass at that size; other modes leave them unused);
-    "ms+flip" over every scale and its mirror image, as mmsegmentation's usual test-time augmentation.
+    (MS_SCALES unless given; one scale is a single pass at that size); "ms+flip" over every scale
+    and its mirror image, as mmsegmentation's usual test-time augmentation. Other modes leave
+    `scales` unused.
     With `window`, a photo larger than it is segmented window by window, windows overlapping by
     `overlap` of their side, and logits averaged where they overlap.
     """
