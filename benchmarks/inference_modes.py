@@ -3,8 +3,9 @@
 Each mode evaluates the same checkpoint (folded for inference) on CamVid val, whole 480x360
 photos, and reports val mIoU, pixel accuracy, the IoU of poles and signs, and seconds per
 photo on this CPU, so a mode's gain can be weighed against its cost. Given several
-checkpoints (one recipe's seeds), it then prints each mode's scores averaged over them. `--input-scales` adds one
-pass at each of those sizes (the photo enlarged or shrunk, the probabilities resized back).
+checkpoints (one recipe's seeds), it then prints each mode's scores averaged over them.
+`--input-scales` adds one pass at each of those sizes (the photo enlarged or shrunk, the
+probabilities resized back).
 """
 
 from __future__ import annotations

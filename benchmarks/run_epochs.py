@@ -14,11 +14,10 @@ import csv
 import statistics
 from pathlib import Path
 
-from common import result_line, run_script
+from common import THIN_CLASSES, result_line, run_script
 from pixelwise.errors import PixelwiseError, one_line
 
 LAST_EPOCHS = 5
-THIN_CLASSES = ("pole", "sign")  # the classes whose IoU the benchmarks issue sets a target for
 SCORES = {"mIoU": "miou", **{name: f"iou_{name}" for name in THIN_CLASSES}}  # label: metrics.csv column
 
 
